@@ -1,0 +1,3 @@
+"""Prometheus metrics for Tamma as a reusable Django app."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,286 @@
+"""THE catalogue of metric families. Every other module reads it; none defines a family.
+
+Names here carry no prefix; ``full_name`` adds the configured one (default ``tamma_``).
+Label names never include titles, people's names, emails or secrets: label values
+are aggregated in Prometheus forever, so only bounded vocabularies belong there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from .conf import app_settings
+
+
+class Kind(StrEnum):
+    COUNTER = "counter"
+    HISTOGRAM = "histogram"
+    GAUGE = "gauge"
+    INFO = "info"
+
+
+class Source(StrEnum):
+    EVENT = "event"  # recorded through tamma_metrics.record, stored per process
+    DATABASE = "database"  # computed by a query at scrape time
+    PROCESS = "process"  # in-process state (connections) or constants (build info)
+    SELF = "self"  # the metrics layer watching itself
+
+
+class Audience(StrEnum):
+    BUSINESS = "business"  # velocity, quality and cost: what a product manager reads
+    OPERATIONS = "operations"  # system health: what an operator reads
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    kind: Kind
+    help: str
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] = ()
+    source: Source = Source.EVENT
+    audience: Audience = Audience.OPERATIONS
+    # Multiprocess aggregation of a gauge recorded in-process.
+    multiprocess_mode: str = ""
+
+    @property
+    def full_name(self) -> str:
+        """The exposed name, e.g. ``tamma_issues_processed_total``."""
+        return f"{app_settings.PREFIX}{self.name}"
+
+    @property
+    def metric_name(self) -> str:
+        """The family name as prometheus_client reports it (counters drop ``_total``)."""
+        full = self.full_name
+        if self.kind is Kind.COUNTER and full.endswith("_total"):
+            return full[: -len("_total")]
+        if self.kind is Kind.INFO and full.endswith("_info"):
+            return full[: -len("_info")]
+        return full
+
+
+B = Audience.BUSINESS
+
+FAMILIES: tuple[Family, ...] = (
+    # -- counters -------------------------------------------------------------------
+    Family(
+        "issues_processed_total",
+        Kind.COUNTER,
+        "Issues that reached a terminal status (success, failure or timeout).",
+        ("provider", "platform", "issue_type", "outcome"),
+        audience=B,
+    ),
+    Family(
+        "prs_created_total",
+        Kind.COUNTER,
+        "Pull requests opened, by who opened them (system or user).",
+        ("provider", "platform", "issue_type", "actor"),
+        audience=B,
+    ),
+    Family(
+        "prs_merged_total",
+        Kind.COUNTER,
+        "Pull requests merged, by merge strategy.",
+        ("provider", "platform", "issue_type", "merge_strategy"),
+        audience=B,
+    ),
+    Family(
+        "escalations_total",
+        Kind.COUNTER,
+        "Escalations from the agents to people.",
+        ("escalation_type", "severity", "component", "reason"),
+        audience=B,
+    ),
+    Family(
+        "ai_requests_total",
+        Kind.COUNTER,
+        "Requests made to AI providers, by outcome.",
+        ("provider", "model", "request_type", "outcome"),
+    ),
+    Family(
+        "ai_tokens_total",
+        Kind.COUNTER,
+        "Tokens consumed by AI requests, by token type.",
+        ("provider", "model", "token_type"),
+    ),
+    Family(
+        "ai_cost_usd_total",
+        Kind.COUNTER,
+        "Cost of AI requests in US dollars, as reported by the caller.",
+        ("provider", "model"),
+        audience=B,
+    ),
+    Family(
+        "code_changes_total",
+        Kind.COUNTER,
+        "Files created, updated or deleted by the agents or by people.",
+        ("change_type", "language", "actor", "file_type"),
+    ),
+    # -- histograms -----------------------------------------------------------------
+    Family(
+        "issue_completion_duration_seconds",
+        Kind.HISTOGRAM,
+        "Time from starting work on an issue to its terminal status.",
+        ("provider", "platform", "issue_type", "complexity"),
+        (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 259200, 604800),
+        audience=B,
+    ),
+    Family(
+        "ai_request_duration_seconds",
+        Kind.HISTOGRAM,
+        "Latency of AI provider requests.",
+        ("provider", "model", "request_type", "token_range"),
+        (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600),
+    ),
+    Family(
+        "test_execution_duration_seconds",
+        Kind.HISTOGRAM,
+        "Duration of test runs.",
+        ("test_type", "framework", "language", "result"),
+        (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+    ),
+    Family(
+        "code_generation_duration_seconds",
+        Kind.HISTOGRAM,
+        "Time the agents spent generating code.",
+        ("provider", "language", "complexity", "file_count"),
+        (1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800),
+    ),
+    Family(
+        "approval_wait_duration_seconds",
+        Kind.HISTOGRAM,
+        "Time from an approval request to its decision.",
+        ("approval_type", "outcome"),
+        (60, 300, 900, 3600, 14400, 28800, 86400, 259200, 604800),
+        audience=B,
+    ),
+    Family(
+        "api_response_duration_seconds",
+        Kind.HISTOGRAM,
+        "Response time of the site's views, by URL route name (never the raw path).",
+        ("endpoint", "method", "status_code", "user_type"),
+        (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
+    ),
+    # -- gauges computed from the database at scrape time ---------------------------
+    Family(
+        "active_autonomous_loops",
+        Kind.GAUGE,
+        "Autonomous loops running with a recent heartbeat.",
+        ("mode", "environment"),
+        source=Source.DATABASE,
+    ),
+    Family(
+        "pending_approvals",
+        Kind.GAUGE,
+        "Approval requests waiting for a decision.",
+        ("approval_type", "priority"),
+        source=Source.DATABASE,
+        audience=B,
+    ),
+    Family(
+        "queue_depth",
+        Kind.GAUGE,
+        "Work items queued and not yet started.",
+        ("queue_type", "priority"),
+        source=Source.DATABASE,
+    ),
+    Family(
+        "approval_oldest_pending_timestamp_seconds",
+        Kind.GAUGE,
+        "Unix time of the oldest pending approval request (0 when none is pending).",
+        ("approval_type",),
+        source=Source.DATABASE,
+        audience=B,
+    ),
+    # -- process state --------------------------------------------------------------
+    Family(
+        "active_connections",
+        Kind.GAUGE,
+        "Open connections to providers and platforms, summed over live processes.",
+        ("connection_type", "provider"),
+        source=Source.PROCESS,
+        multiprocess_mode="livesum",
+    ),
+    Family(
+        "build_info",
+        Kind.GAUGE,
+        "Version and environment of the metrics app; always 1.",
+        ("version", "environment"),
+        source=Source.PROCESS,
+    ),
+    # -- self-metrics ---------------------------------------------------------------
+    Family(
+        "metrics_collector_up",
+        Kind.GAUGE,
+        "1 when the scrape-time collector answered in this scrape, else 0.",
+        ("collector",),
+        source=Source.SELF,
+    ),
+    Family(
+        "metrics_collector_duration_seconds",
+        Kind.GAUGE,
+        "Time the scrape-time collector took in this scrape.",
+        ("collector",),
+        source=Source.SELF,
+    ),
+    Family(
+        "metrics_label_overflow_total",
+        Kind.COUNTER,
+        "Events recorded in a family's overflow series because its series cap was reached.",
+        ("family",),
+        source=Source.SELF,
+    ),
+    Family(
+        "metrics_series",
+        Kind.GAUGE,
+        "Label combinations admitted per family.",
+        ("family",),
+        source=Source.SELF,
+    ),
+    Family(
+        "metrics_errors_total",
+        Kind.COUNTER,
+        "Failures inside the metrics code, logged and swallowed so callers never see them.",
+        ("stage",),
+        source=Source.SELF,
+    ),
+)
+
+BY_NAME: dict[str, Family] = {family.name: family for family in FAMILIES}
+
+
+def get(name: str) -> Family:
+    """Return the family called ``name`` (without prefix); KeyError names the unknown one."""
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown metric family {name!r}") from None
+
+
+# Bounded label values derived from numbers, so a raw count never becomes a label.
+TOKEN_RANGES: tuple[tuple[int, str], ...] = (
+    (1_000, "0-1k"),
+    (10_000, "1k-10k"),
+    (100_000, "10k-100k"),
+)
+TOKEN_RANGE_MAX = "100k+"
+
+FILE_COUNT_RANGES: tuple[tuple[int, str], ...] = ((0, "0"), (1, "1"), (5, "2-5"), (20, "6-20"))
+FILE_COUNT_MAX = "21+"
+
+
+def token_range(total_tokens: int) -> str:
+    """Bucket a request's total token count into a label value."""
+    for limit, label in TOKEN_RANGES:
+        if total_tokens < limit:
+            return label
+    return TOKEN_RANGE_MAX
+
+
+def file_count_range(count: int) -> str:
+    """Bucket a number of generated files into a label value."""
+    for limit, label in FILE_COUNT_RANGES:
+        if count <= limit:
+            return label
+    return FILE_COUNT_MAX

@@ -1,0 +1,91 @@
+"""System checks with stable ids (``tamma_metrics.E001`` ...)."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
+
+from .conf import DEFAULTS, app_settings
+
+METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
+    errors: list = []
+    user = getattr(settings, "TAMMA_METRICS", {}) or {}
+    if not isinstance(user, dict):
+        return [Error("TAMMA_METRICS must be a dict.", id="tamma_metrics.E001")]
+    unknown = sorted(set(user) - set(DEFAULTS))
+    if unknown:
+        errors.append(
+            Error(
+                f"Unknown TAMMA_METRICS keys: {', '.join(unknown)}.",
+                hint=f"Known keys: {', '.join(sorted(DEFAULTS))}.",
+                id="tamma_metrics.E002",
+            )
+        )
+    try:
+        prefix = app_settings.PREFIX
+        enabled = app_settings.ENABLED
+        auth = app_settings.AUTH_ENABLED
+    except ValueError as exc:
+        return [*errors, Error(str(exc), id="tamma_metrics.E003")]
+    if not isinstance(prefix, str) or (prefix and not METRIC_NAME.match(prefix)):
+        errors.append(
+            Error(
+                f"PREFIX {prefix!r} is not a valid metric name prefix.",
+                hint="Use letters, digits and underscores, e.g. 'tamma_'.",
+                id="tamma_metrics.E004",
+            )
+        )
+    if not isinstance(enabled, bool) or not isinstance(auth, bool):
+        errors.append(Error("ENABLED and AUTH_ENABLED must be booleans.", id="tamma_metrics.E005"))
+    ttl = app_settings.LOOP_HEARTBEAT_TTL_SECONDS
+    if not isinstance(ttl, int | float) or ttl <= 0:
+        errors.append(
+            Error("LOOP_HEARTBEAT_TTL_SECONDS must be a positive number.", id="tamma_metrics.E006")
+        )
+    return errors
+
+
+@register(Tags.compatibility)
+def check_multiprocess_dir(app_configs: Any = None, **kwargs: Any) -> list:
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path is None:
+        return []  # single-process mode
+    if not os.path.isdir(path):
+        return [
+            Error(
+                f"PROMETHEUS_MULTIPROC_DIR={path!r} is not a directory.",
+                hint="Create it (and empty it) before the processes start.",
+                id="tamma_metrics.E007",
+            )
+        ]
+    if not os.access(path, os.W_OK):
+        return [
+            Error(f"PROMETHEUS_MULTIPROC_DIR={path!r} is not writable.", id="tamma_metrics.E008")
+        ]
+    return []
+
+
+@register(Tags.security, deploy=True)
+def check_auth_enabled(app_configs: Any = None, **kwargs: Any) -> list:
+    try:
+        auth = app_settings.AUTH_ENABLED
+    except ValueError:
+        return []  # reported by check_settings
+    if not auth and not settings.DEBUG:
+        return [
+            Warning(
+                "Authentication on /metrics is off outside DEBUG: anyone can read "
+                "the business metrics.",
+                hint="Remove METRICS_AUTH_ENABLED=false in production.",
+                id="tamma_metrics.W001",
+            )
+        ]
+    return []

@@ -1,0 +1,371 @@
+"""Realistic demo data for Tamma, fast enough for a million issues.
+
+Rows are inserted in bulk (no signals), so the command records the matching events
+through ``tamma_metrics.record`` itself, after each batch commits: with a shared
+multiprocess folder, /metrics then agrees with the database. Issue ``i`` always gets
+the same attributes, and a run only adds the issues a previous run did not create,
+so the command is idempotent; ``--reset`` deletes the demo rows first.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import transaction
+from django.utils import timezone
+
+from tamma_metrics import record
+from tamma_metrics.models import Approval, AutonomousLoop, Escalation, Issue, PullRequest
+
+DEMO_PREFIX = "tamma-demo/"
+REPOSITORIES = [
+    ("github", "tamma-demo/web-app"),
+    ("github", "tamma-demo/api"),
+    ("gitlab", "tamma-demo/mobile"),
+    ("gitea", "tamma-demo/infra"),
+    ("bitbucket", "tamma-demo/billing"),
+    ("azure_devops", "tamma-demo/data-pipeline"),
+]
+PROVIDERS = {  # provider: (weight, models)
+    "anthropic": (40, ["claude-sonnet", "claude-opus", "claude-haiku"]),
+    "openai": (28, ["gpt-4o", "o3"]),
+    "google": (10, ["gemini-pro"]),
+    "azure_openai": (8, ["gpt-4o"]),
+    "aws_bedrock": (7, ["claude-sonnet"]),
+    "mistral": (5, ["mistral-large"]),
+    "local": (2, ["llama-3"]),
+}
+ISSUE_TYPES = (
+    ["feature", "bug", "refactor", "documentation", "test", "chore"],
+    [35, 30, 12, 8, 10, 5],
+)
+STATUSES = (
+    ["succeeded", "failed", "timed_out", "cancelled", "queued", "in_progress", "awaiting_approval"],
+    [70, 10, 4, 3, 6, 4, 3],
+)
+PRIORITIES = (["low", "medium", "high", "critical"], [25, 45, 22, 8])
+COMPLEXITY_HOURS = {"low": 0.4, "medium": 1.5, "high": 6.0}
+LANGUAGES = {
+    "web-app": "typescript",
+    "api": "python",
+    "mobile": "kotlin",
+    "infra": "go",
+    "billing": "java",
+    "data-pipeline": "python",
+}
+EXTENSIONS = {"typescript": "ts", "python": "py", "kotlin": "kt", "go": "go", "java": "java"}
+ESCALATIONS = [
+    ("blocked", "orchestrator", "missing_context"),
+    ("ambiguous_requirements", "planner", "unclear_acceptance"),
+    ("test_failure", "test_runner", "flaky_tests"),
+    ("permission", "git", "protected_branch"),
+    ("budget", "ai_gateway", "token_budget"),
+    ("safety", "reviewer", "secret_detected"),
+]
+LOOPS = [  # name, mode, environment, status, heartbeat age in seconds
+    ("orchestrator-prod", "orchestrator", "production", "running", 5),
+    ("worker-prod-1", "worker", "production", "running", 12),
+    ("worker-prod-2", "worker", "production", "running", 20),
+    ("worker-prod-3", "worker", "production", "running", 3600),  # stale: not active
+    ("orchestrator-staging", "orchestrator", "staging", "running", 30),
+    ("worker-staging-1", "worker", "staging", "paused", 40),
+    ("cli-dev", "cli", "development", "running", 60),
+    ("worker-dev-1", "worker", "development", "stopped", 7200),
+]
+BATCH = 5000
+
+
+def _pick(rng: random.Random, choices: tuple[list[str], list[int]]) -> str:
+    return rng.choices(choices[0], weights=choices[1])[0]
+
+
+@dataclass
+class Batch:
+    issues: list[Issue] = field(default_factory=list)
+    prs: list[tuple[int, PullRequest]] = field(default_factory=list)
+    approvals: list[tuple[int, Approval]] = field(default_factory=list)
+    escalations: list[tuple[int, Escalation]] = field(default_factory=list)
+    events: list[tuple] = field(default_factory=list)  # (record function, kwargs)
+
+
+class Command(BaseCommand):
+    help = "Create realistic demo data (idempotent); record the matching events."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--issues", type=int, default=1000, help="Total demo issues wanted (default 1000)."
+        )
+        parser.add_argument(
+            "--reset",
+            action="store_true",
+            help="Delete the demo rows first, then create them anew.",
+        )
+        parser.add_argument("--seed", type=int, default=7, help="Random seed (default 7).")
+
+    def handle(self, *args, issues: int, reset: bool, seed: int, **options) -> None:
+        if issues < 0:
+            self.stderr.write("--issues must be 0 or more")
+            raise SystemExit(2)
+        started = time.monotonic()
+        self.seed = seed
+        self.now = timezone.now().replace(microsecond=0)
+        if reset:
+            self._reset()
+        self._loops()
+        demo = Issue.objects.filter(repository__startswith=DEMO_PREFIX)
+        existing = demo.count()
+        for first in range(existing, issues, BATCH):
+            self._insert_batch(first, min(first + BATCH, issues))
+        created = max(issues - existing, 0)
+        self.stdout.write(
+            f"Demo data: {created} issues created, {existing} already there "
+            f"({time.monotonic() - started:.1f} s)."
+        )
+
+    def _reset(self) -> None:
+        with transaction.atomic():
+            Escalation.objects.filter(issue__repository__startswith=DEMO_PREFIX).delete()
+            Issue.objects.filter(repository__startswith=DEMO_PREFIX).delete()
+            AutonomousLoop.objects.filter(name__in=[loop[0] for loop in LOOPS]).delete()
+
+    def _loops(self) -> None:
+        for name, mode, environment, status, age in LOOPS:
+            AutonomousLoop.objects.update_or_create(
+                name=name,
+                defaults={
+                    "mode": mode,
+                    "environment": environment,
+                    "status": status,
+                    "last_heartbeat": self.now - timedelta(seconds=age),
+                },
+            )
+
+    def _insert_batch(self, first: int, last: int) -> None:
+        batch = Batch()
+        for index in range(first, last):
+            self._plan_issue(index, batch)
+        with transaction.atomic():
+            Issue.objects.bulk_create(batch.issues)
+            for rows, model in (
+                (batch.prs, PullRequest),
+                (batch.approvals, Approval),
+                (batch.escalations, Escalation),
+            ):
+                for position, row in rows:
+                    row.issue_id = batch.issues[position].pk
+                model.objects.bulk_create([row for _, row in rows])
+        # Only what committed is counted.
+        for func, kwargs in batch.events:
+            func(**kwargs)
+
+    def _plan_issue(self, index: int, batch: Batch) -> None:
+        rng = random.Random(f"{self.seed}:{index}")
+        platform, repository = REPOSITORIES[index % len(REPOSITORIES)]
+        provider = rng.choices(list(PROVIDERS), weights=[w for w, _ in PROVIDERS.values()])[0]
+        issue_type = _pick(rng, ISSUE_TYPES)
+        status = _pick(rng, STATUSES)
+        complexity = rng.choice(["low", "medium", "medium", "high"])
+        created = self.now - timedelta(seconds=rng.uniform(600, 30 * 86400))
+        issue = Issue(
+            platform=platform,
+            repository=repository,
+            external_id=str(index + 1),
+            title=f"Demo issue {index + 1}",
+            issue_type=issue_type,
+            complexity=complexity,
+            priority=_pick(rng, PRIORITIES),
+            provider=provider,
+            status=status,
+            created_at=created,
+        )
+        position = len(batch.issues)
+        batch.issues.append(issue)
+        common = {"provider": provider, "platform": platform, "issue_type": issue_type}
+
+        if status != "queued":
+            issue.started_at = created + timedelta(seconds=rng.uniform(5, 1800))
+            self._plan_agent_work(rng, issue, batch)
+        if status in Issue.TERMINAL:
+            hours = rng.lognormvariate(0, 0.8) * COMPLEXITY_HOURS[complexity]
+            issue.completed_at = min(issue.started_at + timedelta(hours=hours), self.now)
+            if status != "cancelled":
+                batch.events.append(
+                    (
+                        record.issue_processed,
+                        {
+                            **common,
+                            "complexity": complexity,
+                            "outcome": Issue.OUTCOMES[status],
+                            "duration_seconds": (
+                                issue.completed_at - issue.started_at
+                            ).total_seconds(),
+                        },
+                    )
+                )
+        if status in ("succeeded", "failed", "awaiting_approval"):
+            self._plan_pull_request(rng, index, issue, position, common, batch)
+        if status in ("succeeded", "failed", "awaiting_approval"):
+            self._plan_approval(rng, issue, position, batch)
+        if rng.random() < (0.35 if status in ("failed", "timed_out") else 0.04):
+            kind, component, reason = rng.choice(ESCALATIONS)
+            escalation = Escalation(
+                escalation_type=kind,
+                severity=_pick(rng, (["low", "medium", "high", "critical"], [30, 40, 22, 8])),
+                component=component,
+                reason=reason,
+                created_at=(issue.started_at or created) + timedelta(minutes=rng.uniform(1, 60)),
+            )
+            batch.escalations.append((position, escalation))
+            batch.events.append(
+                (
+                    record.escalation,
+                    {
+                        "escalation_type": kind,
+                        "severity": escalation.severity,
+                        "component": component,
+                        "reason": reason,
+                    },
+                )
+            )
+
+    def _plan_pull_request(
+        self,
+        rng: random.Random,
+        index: int,
+        issue: Issue,
+        position: int,
+        common: dict,
+        batch: Batch,
+    ) -> None:
+        if issue.status == "succeeded":
+            status = "merged" if rng.random() < 0.92 else "closed"
+        elif issue.status == "failed":
+            if rng.random() > 0.3:
+                return
+            status = "closed"
+        else:
+            status = "open"
+        actor = "system" if rng.random() < 0.85 else "user"
+        strategy = rng.choices(["squash", "merge", "rebase"], weights=[70, 20, 10])[0]
+        created = issue.started_at + timedelta(minutes=rng.uniform(5, 90))
+        pr = PullRequest(
+            platform=issue.platform,
+            repository=issue.repository,
+            number=index + 1,
+            actor=actor,
+            status=status,
+            merge_strategy=strategy,
+            created_at=created,
+            merged_at=issue.completed_at if status == "merged" else None,
+        )
+        batch.prs.append((position, pr))
+        batch.events.append((record.pr_created, {**common, "actor": actor}))
+        if status == "merged":
+            batch.events.append((record.pr_merged, {**common, "merge_strategy": strategy}))
+
+    def _plan_approval(self, rng: random.Random, issue: Issue, position: int, batch: Batch) -> None:
+        if issue.status == "awaiting_approval":
+            status = "pending"
+        elif rng.random() < 0.4:
+            status = "approved" if issue.status == "succeeded" else "rejected"
+            if rng.random() < 0.05:
+                status = "expired"
+        else:
+            return
+        approval_type = rng.choices(
+            ["code_review", "merge", "deployment", "plan"], weights=[45, 30, 15, 10]
+        )[0]
+        requested = issue.started_at + timedelta(minutes=rng.uniform(10, 120))
+        requested = min(requested, self.now - timedelta(seconds=1))
+        decided: datetime | None = None
+        if status != "pending":
+            decided = requested + timedelta(seconds=rng.lognormvariate(7.5, 1.2))
+        approval = Approval(
+            approval_type=approval_type,
+            priority=issue.priority,
+            status=status,
+            requested_at=requested,
+            decided_at=decided,
+        )
+        batch.approvals.append((position, approval))
+        if decided is not None:
+            batch.events.append(
+                (
+                    record.approval_decided,
+                    {
+                        "approval_type": approval_type,
+                        "outcome": status,
+                        "wait_seconds": (decided - requested).total_seconds(),
+                    },
+                )
+            )
+
+    def _plan_agent_work(self, rng: random.Random, issue: Issue, batch: Batch) -> None:
+        """Events that have no table: AI requests, code generation, changes, test runs."""
+        _, models = PROVIDERS[issue.provider]
+        language = LANGUAGES[issue.repository.removeprefix(DEMO_PREFIX)]
+        for _ in range(rng.randint(1, 4)):
+            input_tokens = int(rng.lognormvariate(8, 1))
+            outcome = rng.choices(["success", "failure", "timeout"], weights=[93, 5, 2])[0]
+            batch.events.append(
+                (
+                    record.ai_request,
+                    {
+                        "provider": issue.provider,
+                        "model": rng.choice(models),
+                        "request_type": rng.choice(["chat", "chat", "completion", "embedding"]),
+                        "outcome": outcome,
+                        "duration_seconds": rng.lognormvariate(1.2, 0.9),
+                        "tokens": {
+                            "input": input_tokens,
+                            "output": input_tokens // rng.randint(3, 8),
+                        },
+                        "cost_usd": round(input_tokens * 3e-6, 6),
+                    },
+                )
+            )
+        files = rng.randint(1, 12)
+        batch.events.append(
+            (
+                record.code_generation,
+                {
+                    "provider": issue.provider,
+                    "language": language,
+                    "complexity": issue.complexity,
+                    "file_count": files,
+                    "duration_seconds": rng.lognormvariate(3, 0.8),
+                },
+            )
+        )
+        batch.events.append(
+            (
+                record.code_change,
+                {
+                    "change_type": rng.choice(["create", "update", "update", "delete"]),
+                    "language": language,
+                    "actor": "system",
+                    "file_type": EXTENSIONS[language],
+                    "count": files,
+                },
+            )
+        )
+        batch.events.append(
+            (
+                record.test_execution,
+                {
+                    "test_type": rng.choice(["unit", "integration", "e2e"]),
+                    "framework": {"python": "pytest", "typescript": "vitest"}.get(
+                        language, "junit"
+                    ),
+                    "language": language,
+                    "result": rng.choices(["success", "failure", "timeout"], weights=[85, 13, 2])[
+                        0
+                    ],
+                    "duration_seconds": rng.lognormvariate(4, 1),
+                },
+            )
+        )

@@ -1,0 +1,93 @@
+"""Aggregate queries behind the database gauges: one GROUP BY each.
+
+Shared by the scrape-time collector and the API so a gauge and a JSON figure can
+never disagree. Each function returns {label values: number} with every known label
+combination present (0 included), so a series never vanishes from Prometheus.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import datetime, timedelta
+
+from django.db.models import Count, Min
+from django.utils import timezone
+
+from .conf import app_settings
+from .models import Approval, AutonomousLoop, Issue, Priority
+
+Labels = tuple[str, ...]
+
+ISSUE_QUEUE = "issues"
+
+
+def _known(*choice_lists: list[str]) -> dict[Labels, float]:
+    return dict.fromkeys(itertools.product(*choice_lists), 0.0)
+
+
+def active_loops(now: datetime | None = None) -> dict[Labels, float]:
+    """Running loops whose heartbeat is younger than the TTL, by (mode, environment)."""
+    since = (now or timezone.now()) - timedelta(seconds=app_settings.LOOP_HEARTBEAT_TTL_SECONDS)
+    result = _known(AutonomousLoop.Mode.values, AutonomousLoop.Environment.values)
+    rows = (
+        AutonomousLoop.objects.filter(
+            status=AutonomousLoop.Status.RUNNING, last_heartbeat__gte=since
+        )
+        .order_by()
+        .values_list("mode", "environment")
+        .annotate(n=Count("id"))
+    )
+    for mode, environment, n in rows:
+        result[(mode, environment)] = float(n)
+    return result
+
+
+def pending_approvals() -> dict[Labels, float]:
+    """Pending approval requests by (approval_type, priority)."""
+    result = _known(Approval.ApprovalType.values, Priority.values)
+    rows = (
+        Approval.objects.filter(status=Approval.Status.PENDING)
+        .order_by()
+        .values_list("approval_type", "priority")
+        .annotate(n=Count("id"))
+    )
+    for approval_type, priority, n in rows:
+        result[(approval_type, priority)] = float(n)
+    return result
+
+
+def queue_depth() -> dict[Labels, float]:
+    """Queued issues by (queue_type, priority)."""
+    result = _known([ISSUE_QUEUE], Priority.values)
+    rows = (
+        Issue.objects.filter(status=Issue.Status.QUEUED)
+        .order_by()
+        .values_list("priority")
+        .annotate(n=Count("id"))
+    )
+    for priority, n in rows:
+        result[(ISSUE_QUEUE, priority)] = float(n)
+    return result
+
+
+def oldest_pending_approval() -> dict[Labels, float]:
+    """Unix time of the oldest pending request by approval_type; 0 when none is pending."""
+    result = _known(Approval.ApprovalType.values)
+    rows = (
+        Approval.objects.filter(status=Approval.Status.PENDING)
+        .order_by()
+        .values_list("approval_type")
+        .annotate(oldest=Min("requested_at"))
+    )
+    for approval_type, oldest in rows:
+        result[(approval_type,)] = oldest.timestamp()
+    return result
+
+
+# The gauge family each query feeds, by catalogue name.
+GAUGES = {
+    "active_autonomous_loops": active_loops,
+    "pending_approvals": pending_approvals,
+    "queue_depth": queue_depth,
+    "approval_oldest_pending_timestamp_seconds": oldest_pending_approval,
+}

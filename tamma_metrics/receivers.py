@@ -1,0 +1,168 @@
+"""Model signals -> ``record``: thin handlers that decide whether a transition happened.
+
+A transition is counted once (a second save in the same status counts nothing) and
+only when the transaction commits (a rollback, including a rolled-back savepoint,
+discards the callback). The previous status is read from the database in
+``pre_save`` rather than remembered at load time, so two in-memory copies of one
+row, deferred fields and ``refresh_from_db`` cannot make a transition count twice;
+inside ``atomic`` the row is locked for the rest of the transaction (PostgreSQL).
+``QuerySet.update()`` and ``bulk_create()`` send no signals: code that uses them
+records through ``tamma_metrics.record`` itself, as ``seed_demo`` does.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from django.db import models, transaction
+from django.db.models.signals import post_save, pre_save
+from django.dispatch import receiver
+
+from . import record
+from .models import Approval, Escalation, Issue, PullRequest
+
+logger = logging.getLogger(__name__)
+
+_PREVIOUS = "_tamma_previous_status"
+
+
+def _safely(handler: Callable[..., None]) -> Callable[..., None]:
+    """Metrics must never break a save: log and count whatever goes wrong."""
+
+    @functools.wraps(handler)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            handler(*args, **kwargs)
+        except Exception:
+            logger.exception("tamma_metrics: receiver %s failed", handler.__name__)
+            record.count_error("receiver")
+
+    return wrapper
+
+
+def _after_commit(using: str, func: Callable[..., None], **kwargs: Any) -> None:
+    transaction.on_commit(functools.partial(func, **kwargs), using=using, robust=True)
+
+
+@receiver(pre_save, sender=Issue, dispatch_uid="tamma_issue_previous")
+@receiver(pre_save, sender=PullRequest, dispatch_uid="tamma_pr_previous")
+@receiver(pre_save, sender=Approval, dispatch_uid="tamma_approval_previous")
+@_safely
+def remember_previous_status(
+    sender: type[models.Model],
+    instance: Any,
+    raw: bool = False,
+    using: str = "default",
+    update_fields: frozenset[str] | None = None,
+    **kwargs: Any,
+) -> None:
+    previous = None
+    if not instance._state.adding and instance.pk is not None:
+        if update_fields is not None and "status" not in update_fields:
+            previous = instance.status  # the status column is not written: no transition
+        else:
+            rows = sender._base_manager.using(using).filter(pk=instance.pk)
+            if transaction.get_connection(using).in_atomic_block:
+                rows = rows.select_for_update()
+            previous = rows.values_list("status", flat=True).first()
+    setattr(instance, _PREVIOUS, previous)
+
+
+@receiver(post_save, sender=Issue, dispatch_uid="tamma_issue_saved")
+@_safely
+def handle_issue_saved(
+    sender: type[Issue], instance: Issue, raw: bool = False, using: str = "default", **kwargs: Any
+) -> None:
+    previous = getattr(instance, _PREVIOUS, None)
+    outcome = instance.outcome
+    if raw or outcome is None or previous in Issue.OUTCOMES:
+        return
+    duration = None
+    if instance.started_at and instance.completed_at:
+        duration = max((instance.completed_at - instance.started_at).total_seconds(), 0.0)
+    _after_commit(
+        using,
+        record.issue_processed,
+        provider=instance.provider,
+        platform=instance.platform,
+        issue_type=instance.issue_type,
+        complexity=instance.complexity,
+        outcome=outcome,
+        duration_seconds=duration,
+    )
+
+
+@receiver(post_save, sender=PullRequest, dispatch_uid="tamma_pr_saved")
+@_safely
+def handle_pull_request_saved(
+    sender: type[PullRequest],
+    instance: PullRequest,
+    created: bool = False,
+    raw: bool = False,
+    using: str = "default",
+    **kwargs: Any,
+) -> None:
+    if raw:
+        return
+    merged_now = (
+        instance.status == PullRequest.Status.MERGED
+        and getattr(instance, _PREVIOUS, None) != PullRequest.Status.MERGED
+    )
+    if not (created or merged_now):
+        return
+    issue = instance.issue
+    common = {
+        "provider": issue.provider,
+        "platform": instance.platform,
+        "issue_type": issue.issue_type,
+    }
+    if created:
+        _after_commit(using, record.pr_created, actor=instance.actor, **common)
+    if merged_now:
+        _after_commit(using, record.pr_merged, merge_strategy=instance.merge_strategy, **common)
+
+
+@receiver(post_save, sender=Escalation, dispatch_uid="tamma_escalation_saved")
+@_safely
+def handle_escalation_saved(
+    sender: type[Escalation],
+    instance: Escalation,
+    created: bool = False,
+    raw: bool = False,
+    using: str = "default",
+    **kwargs: Any,
+) -> None:
+    if created and not raw:
+        _after_commit(
+            using,
+            record.escalation,
+            escalation_type=instance.escalation_type,
+            severity=instance.severity,
+            component=instance.component,
+            reason=instance.reason,
+        )
+
+
+@receiver(post_save, sender=Approval, dispatch_uid="tamma_approval_saved")
+@_safely
+def handle_approval_saved(
+    sender: type[Approval],
+    instance: Approval,
+    raw: bool = False,
+    using: str = "default",
+    **kwargs: Any,
+) -> None:
+    previous = getattr(instance, _PREVIOUS, None)
+    if raw or not instance.is_decided or previous not in (None, Approval.Status.PENDING):
+        return
+    wait = max((instance.decided_at - instance.requested_at).total_seconds(), 0.0)
+    _after_commit(
+        using,
+        record.approval_decided,
+        approval_type=instance.approval_type,
+        outcome=instance.status,
+        wait_seconds=wait,
+    )

@@ -1,0 +1,305 @@
+"""The recording API: one function per event family, plus timers.
+
+Receivers, the ingest API and host code all record through here, so every event
+passes the same label guard. A failure in here is logged and counted in
+``metrics_errors_total{stage="record"}``; it is never raised into the caller.
+
+    from tamma_metrics import record
+    record.ai_request(provider="anthropic", model="claude-sonnet", request_type="chat",
+                      outcome="success", duration_seconds=2.5,
+                      tokens={"input": 1200, "output": 300}, cost_usd=0.021)
+
+    with record.time_ai_request(provider="openai", model="gpt-4o", request_type="chat") as t:
+        reply = client.chat(...)
+        t.tokens = {"input": reply.usage.input, "output": reply.usage.output}
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar
+
+from . import catalogue, instruments, labels
+from .conf import app_settings
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+SUCCESS, FAILURE, TIMEOUT = "success", "failure", "timeout"
+TOKEN_TYPES = ("input", "output", "cache_read", "cache_write")
+
+# (family, raw label values) -> instrument child. A hit skips normalisation and
+# prometheus_client's keyword handling; the bound keeps hostile input from growing it.
+_children: dict[tuple[str, tuple[Any, ...]], Any] = {}
+_CHILD_CACHE_LIMIT = 50_000
+
+
+def _child(family: str, values: tuple[Any, ...]) -> Any:
+    key = (family, values)
+    child = _children.get(key)
+    if child is None:
+        if len(_children) >= _CHILD_CACHE_LIMIT:
+            _children.clear()
+        child = instruments.get(family).labels(*labels.normalise_all(values))
+        _children[key] = child
+    return child
+
+
+def clear_cache() -> None:
+    """Forget cached children (after a label policy change)."""
+    _children.clear()
+
+
+def count_error(stage: str) -> None:
+    """Count a swallowed failure of the metrics code; never raises."""
+    try:
+        instruments.get("metrics_errors_total").labels(stage).inc()
+    except Exception:  # pragma: no cover - the last line of defence must not raise
+        logger.exception("tamma_metrics could not count its own error")
+
+
+def _guarded(func: Callable[P, None]) -> Callable[P, None]:
+    """Skip when metrics are off; log and count any failure instead of raising it."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+        if not app_settings.ENABLED:
+            return
+        try:
+            func(*args, **kwargs)
+        except Exception:
+            logger.exception("tamma_metrics: recording %s failed", func.__name__)
+            count_error("record")
+
+    return wrapper
+
+
+def _non_negative(value: float, what: str) -> float:
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"{what} must be a finite, non-negative number, got {value!r}")
+    return number
+
+
+@_guarded
+def issue_processed(
+    *,
+    provider: str,
+    platform: str,
+    issue_type: str,
+    outcome: str,
+    complexity: str = "unknown",
+    duration_seconds: float | None = None,
+) -> None:
+    """An issue reached a terminal status; the duration is started -> completed."""
+    _child("issues_processed_total", (provider, platform, issue_type, outcome)).inc()
+    if duration_seconds is not None:
+        _child(
+            "issue_completion_duration_seconds", (provider, platform, issue_type, complexity)
+        ).observe(_non_negative(duration_seconds, "duration_seconds"))
+
+
+@_guarded
+def pr_created(*, provider: str, platform: str, issue_type: str, actor: str) -> None:
+    """A pull request was opened by the system or a user."""
+    _child("prs_created_total", (provider, platform, issue_type, actor)).inc()
+
+
+@_guarded
+def pr_merged(*, provider: str, platform: str, issue_type: str, merge_strategy: str) -> None:
+    """A pull request was merged."""
+    _child("prs_merged_total", (provider, platform, issue_type, merge_strategy)).inc()
+
+
+@_guarded
+def escalation(*, escalation_type: str, severity: str, component: str, reason: str) -> None:
+    """An agent escalated to a person."""
+    _child("escalations_total", (escalation_type, severity, component, reason)).inc()
+
+
+@_guarded
+def approval_decided(*, approval_type: str, outcome: str, wait_seconds: float) -> None:
+    """An approval request was decided (approved, rejected or expired)."""
+    _child("approval_wait_duration_seconds", (approval_type, outcome)).observe(
+        _non_negative(wait_seconds, "wait_seconds")
+    )
+
+
+@_guarded
+def ai_request(
+    *,
+    provider: str,
+    model: str,
+    request_type: str,
+    outcome: str,
+    duration_seconds: float,
+    tokens: Mapping[str, int] | None = None,
+    cost_usd: float | None = None,
+) -> None:
+    """An AI request finished: count, latency, tokens by type and cost."""
+    duration = _non_negative(duration_seconds, "duration_seconds")
+    counts = {}
+    for token_type, count in (tokens or {}).items():
+        if token_type not in TOKEN_TYPES:
+            raise ValueError(f"unknown token type {token_type!r}; known: {', '.join(TOKEN_TYPES)}")
+        if int(count) < 0:
+            raise ValueError(f"token count for {token_type} must not be negative")
+        counts[token_type] = int(count)
+    cost = None if cost_usd is None else _non_negative(cost_usd, "cost_usd")
+
+    _child("ai_requests_total", (provider, model, request_type, outcome)).inc()
+    total = sum(counts.values())
+    _child(
+        "ai_request_duration_seconds", (provider, model, request_type, catalogue.token_range(total))
+    ).observe(duration)
+    for token_type, count in counts.items():
+        if count:
+            _child("ai_tokens_total", (provider, model, token_type)).inc(count)
+    if cost:
+        _child("ai_cost_usd_total", (provider, model)).inc(cost)
+
+
+@_guarded
+def test_execution(
+    *, test_type: str, framework: str, language: str, result: str, duration_seconds: float
+) -> None:
+    """A test run finished."""
+    _child("test_execution_duration_seconds", (test_type, framework, language, result)).observe(
+        _non_negative(duration_seconds, "duration_seconds")
+    )
+
+
+@_guarded
+def code_generation(
+    *, provider: str, language: str, complexity: str, file_count: int, duration_seconds: float
+) -> None:
+    """An agent generated code; ``file_count`` is bucketed so it stays a bounded label."""
+    if int(file_count) < 0:
+        raise ValueError("file_count must not be negative")
+    _child(
+        "code_generation_duration_seconds",
+        (provider, language, complexity, catalogue.file_count_range(int(file_count))),
+    ).observe(_non_negative(duration_seconds, "duration_seconds"))
+
+
+@_guarded
+def code_change(
+    *, change_type: str, language: str, actor: str, file_type: str, count: int = 1
+) -> None:
+    """Files were created, updated or deleted."""
+    if int(count) < 0:
+        raise ValueError("count must not be negative")
+    _child("code_changes_total", (change_type, language, actor, file_type)).inc(int(count))
+
+
+@_guarded
+def api_response(
+    *, endpoint: str, method: str, status_code: int | str, user_type: str, duration_seconds: float
+) -> None:
+    """A view answered; ``endpoint`` is the URL route name, never the raw path."""
+    _child("api_response_duration_seconds", (endpoint, method, status_code, user_type)).observe(
+        _non_negative(duration_seconds, "duration_seconds")
+    )
+
+
+@_guarded
+def connection_opened(*, connection_type: str, provider: str) -> None:
+    """A connection to a provider or platform opened (pair with ``connection_closed``)."""
+    _child("active_connections", (connection_type, provider)).inc()
+
+
+@_guarded
+def connection_closed(*, connection_type: str, provider: str) -> None:
+    """A connection opened with ``connection_opened`` closed."""
+    _child("active_connections", (connection_type, provider)).dec()
+
+
+@contextmanager
+def track_connection(*, connection_type: str, provider: str) -> Iterator[None]:
+    """Count a connection as active for the duration of the block."""
+    connection_opened(connection_type=connection_type, provider=provider)
+    try:
+        yield
+    finally:
+        connection_closed(connection_type=connection_type, provider=provider)
+
+
+class Timer:
+    """Times a block and records it on exit; the block may set attributes first.
+
+    ``outcome`` becomes ``failure`` when the block raises and ``timeout`` on
+    ``TimeoutError``; the exception always propagates.
+    """
+
+    def __init__(self, emit: Callable[[Timer], None], **labels_: Any) -> None:
+        self._emit = emit
+        self.labels = labels_
+        self.outcome: str = SUCCESS
+        self.tokens: Mapping[str, int] | None = None
+        self.cost_usd: float | None = None
+        self.file_count: int = 0
+        self.duration_seconds: float = 0.0
+        self._start = 0.0
+
+    def __enter__(self) -> Timer:
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.duration_seconds = time.perf_counter() - self._start
+        if exc_type is not None and issubclass(exc_type, TimeoutError):
+            self.outcome = TIMEOUT
+        elif exc_type is not None and issubclass(exc_type, Exception):
+            self.outcome = FAILURE
+        self._emit(self)
+
+
+def time_ai_request(*, provider: str, model: str, request_type: str) -> Timer:
+    """Time an AI request; set ``tokens`` and ``cost_usd`` on the timer inside the block."""
+    return Timer(
+        lambda t: ai_request(
+            **t.labels,
+            outcome=t.outcome,
+            duration_seconds=t.duration_seconds,
+            tokens=t.tokens,
+            cost_usd=t.cost_usd,
+        ),
+        provider=provider,
+        model=model,
+        request_type=request_type,
+    )
+
+
+def time_test_execution(*, test_type: str, framework: str, language: str) -> Timer:
+    """Time a test run; its ``result`` label is the timer's outcome."""
+    return Timer(
+        lambda t: test_execution(**t.labels, result=t.outcome, duration_seconds=t.duration_seconds),
+        test_type=test_type,
+        framework=framework,
+        language=language,
+    )
+
+
+def time_code_generation(*, provider: str, language: str, complexity: str) -> Timer:
+    """Time code generation; set ``file_count`` on the timer inside the block."""
+    return Timer(
+        lambda t: code_generation(
+            **t.labels, file_count=t.file_count, duration_seconds=t.duration_seconds
+        ),
+        provider=provider,
+        language=language,
+        complexity=complexity,
+    )

@@ -1,0 +1,69 @@
+"""Settings for the test suite, kept apart from the demo site's.
+
+The suite runs in prometheus_client's multiprocess mode, as `make run` and
+production do: the folder must be set before prometheus_client is imported, which
+happens when Django sets up the apps right after this module is read.
+"""
+
+import os
+import tempfile
+
+import dj_database_url
+
+if os.environ.get("TAMMA_TEST_SINGLE_PROCESS") != "1":
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="tamma-test-mp-"))
+
+SECRET_KEY = "tests-only-not-secret"
+DEBUG = False
+ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
+USE_TZ = True
+TIME_ZONE = "UTC"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django_prometheus",
+    "rest_framework",
+    "guardian",
+    "tamma_metrics",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "tamma_metrics.middleware.ResponseTimeMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "tests.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+# DATABASE_URL selects PostgreSQL for the second run of the suite.
+DATABASES = {"default": dj_database_url.config(default="sqlite:///:memory:")}
+
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "guardian.backends.ObjectPermissionBackend",
+]
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast tests
+PROMETHEUS_EXPORT_MIGRATIONS = False
+TAMMA_METRICS: dict = {}

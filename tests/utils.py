@@ -1,0 +1,60 @@
+"""Test helpers: scrape /metrics and parse it with prometheus_client's parsers."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterable
+
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
+from prometheus_client.parser import text_string_to_metric_families
+
+
+class Samples(dict):
+    """{(sample name, frozenset of label items): value} with lookups by labels."""
+
+    def value(self, name: str, **labels: str) -> float:
+        """The sample with exactly these labels; 0 when absent (counters start at 0)."""
+        return self.get((name, frozenset(labels.items())), 0.0)
+
+    def total(self, name: str, **labels: str) -> float:
+        """Sum over every sample of ``name`` whose labels include ``labels``."""
+        wanted = set(labels.items())
+        return sum(v for (n, items), v in self.items() if n == name and wanted <= items)
+
+    def series(self, name: str) -> dict[frozenset, float]:
+        return {items: v for (n, items), v in self.items() if n == name}
+
+    def names(self) -> set[str]:
+        return {n for n, _ in self}
+
+
+def parse(text: str, *, openmetrics: bool = False) -> Samples:
+    """Parse exposition text; raises on malformed input or a duplicate series."""
+    samples = Samples()
+    parser = openmetrics_families if openmetrics else text_string_to_metric_families
+    for family in parser(text):
+        for sample in family.samples:
+            key = (sample.name, frozenset(sample.labels.items()))
+            assert key not in samples, f"duplicate series {key}"
+            samples[key] = sample.value
+    return samples
+
+
+def scrape(client, *, names: Iterable[str] = (), **headers: str) -> Samples:
+    """GET /metrics through the Django test client and parse the answer."""
+    response = client.get("/metrics", {"name[]": list(names)} if names else {}, **headers)
+    assert response.status_code == 200, response.content[:500]
+    body = response.content
+    if response.get("Content-Encoding") == "gzip":
+        body = gzip.decompress(body)
+    openmetrics = response["Content-Type"].startswith("application/openmetrics-text")
+    return parse(body.decode("utf-8"), openmetrics=openmetrics)
+
+
+def delta(after: Samples, before: Samples) -> Samples:
+    """Per-series difference, dropping series that did not change."""
+    keys = set(after) | set(before)
+    diff = Samples({k: after.get(k, 0.0) - before.get(k, 0.0) for k in keys})
+    return Samples({k: v for k, v in diff.items() if v})
