@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import gzip
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from django.core.cache import cache
 from prometheus_client import REGISTRY, CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.exposition import choose_encoder, gzip_accepted
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from . import instruments
+from . import catalogue, instruments
 from .collectors import BuildInfoCollector, DatabaseCollector
 
 LAST_SCRAPE_KEY = "tamma_metrics:last_scrape"
@@ -28,8 +29,55 @@ LAST_SCRAPE_KEY = "tamma_metrics:last_scrape"
 class _DefaultRegistry:
     """This process's default registry as one collector of the per-scrape registry."""
 
-    def collect(self) -> Iterable:
+    def collect(self) -> Iterable[Metric]:
         return REGISTRY.collect()
+
+
+class _MergedFolder(MultiProcessCollector):
+    """The merged multiprocess folder, plus HELP and TYPE of families not yet recorded.
+
+    The folder only knows families some process has written to; listing the rest keeps
+    the catalogue discoverable from the first scrape, as in single-process mode.
+    """
+
+    def collect(self) -> Iterator[Metric]:
+        seen = set()
+        for metric in super().collect():
+            seen.add(metric.name)
+            yield metric
+        for family in catalogue.FAMILIES:
+            if instruments.is_instrumented(family) and family.metric_name not in seen:
+                yield Metric(family.metric_name, family.help, family.kind.value)
+
+
+class _StoredFamilies:
+    """The stored families, followed by ``metrics_series``: label sets per event family.
+
+    Counted from what is served, so it is exact for this scrape whichever mode stores
+    the families.
+    """
+
+    def __init__(self, source: Collector) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[Metric]:
+        events = {
+            f.metric_name: f.name for f in catalogue.FAMILIES if f.source is catalogue.Source.EVENT
+        }
+        series = dict.fromkeys(events.values(), 0)
+        for metric in self.source.collect():
+            if metric.name in events:
+                label_sets = {
+                    frozenset((k, v) for k, v in sample.labels.items() if k != "le")
+                    for sample in metric.samples
+                }
+                series[events[metric.name]] = len(label_sets)
+            yield metric
+        family = catalogue.get("metrics_series")
+        gauge = GaugeMetricFamily(family.full_name, family.help, labels=family.labels)
+        for name, count in series.items():
+            gauge.add_metric([name], count)
+        yield gauge
 
 
 def build_registry(database_families: Iterable[str] | None = None) -> CollectorRegistry:
@@ -40,12 +88,12 @@ def build_registry(database_families: Iterable[str] | None = None) -> CollectorR
     registry = CollectorRegistry(support_collectors_without_names=True)
     path = instruments.multiprocess_dir()
     if path:
-        MultiProcessCollector(registry, path=path)
+        registry.register(_StoredFamilies(_MergedFolder(None, path=path)))
         # The process that answers the scrape; other workers' are not visible here.
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
     else:
-        registry.register(_DefaultRegistry())
+        registry.register(_StoredFamilies(_DefaultRegistry()))
     registry.register(DatabaseCollector(database_families))
     registry.register(BuildInfoCollector())
     return registry

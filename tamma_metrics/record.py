@@ -71,10 +71,9 @@ def _guarded(func: Callable[P, None]) -> Callable[P, None]:
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
-        if not app_settings.ENABLED:
-            return
         try:
-            func(*args, **kwargs)
+            if app_settings.ENABLED:
+                func(*args, **kwargs)
         except Exception:
             logger.exception("tamma_metrics: recording %s failed", func.__name__)
             count_error("record")

@@ -1,0 +1,99 @@
+"""Settings, environment overrides and system checks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.checks import run_checks
+
+from tamma_metrics import catalogue, checks
+from tamma_metrics.conf import app_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _ids(errors) -> set[str]:
+    return {error.id for error in errors}
+
+
+def test_defaults_are_clean():
+    assert checks.check_settings() == []
+    assert checks.check_multiprocess_dir() == []
+
+
+def test_unknown_key_and_bad_prefix_are_errors(settings):
+    settings.TAMMA_METRICS = {"PREFX": "x", "PREFIX": "9-bad"}
+    assert _ids(checks.check_settings()) == {"tamma_metrics.E002", "tamma_metrics.E004"}
+
+
+def test_environment_overrides_are_strict_booleans(settings, monkeypatch):
+    monkeypatch.setenv("METRICS_AUTH_ENABLED", "false")
+    app_settings.reload()
+    assert app_settings.AUTH_ENABLED is False
+    monkeypatch.setenv("METRICS_AUTH_ENABLED", "flase")
+    app_settings.reload()
+    assert _ids(checks.check_settings()) == {"tamma_metrics.E003"}
+    monkeypatch.delenv("METRICS_AUTH_ENABLED")
+    app_settings.reload()
+
+
+def test_auth_off_outside_debug_warns(settings):
+    settings.DEBUG = False
+    settings.TAMMA_METRICS = {"AUTH_ENABLED": False}
+    assert _ids(checks.check_auth_enabled()) == {"tamma_metrics.W001"}
+    settings.DEBUG = True
+    assert checks.check_auth_enabled() == []
+
+
+def test_multiprocess_dir_must_exist(monkeypatch, tmp_path):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "missing"))
+    assert _ids(checks.check_multiprocess_dir()) == {"tamma_metrics.E007"}
+
+
+def test_prefix_setting_names_every_family(settings):
+    settings.TAMMA_METRICS = {"PREFIX": "acme_"}
+    assert catalogue.get("queue_depth").full_name == "acme_queue_depth"
+    assert catalogue.get("ai_requests_total").metric_name == "acme_ai_requests"
+
+
+def test_catalogue_is_well_formed():
+    names = [family.name for family in catalogue.FAMILIES]
+    assert len(names) == len(set(names))
+    for family in catalogue.FAMILIES:
+        assert checks.METRIC_NAME.match(family.full_name)
+        assert (family.kind is catalogue.Kind.COUNTER) == family.name.endswith("_total")
+        if family.kind is catalogue.Kind.HISTOGRAM:
+            assert family.name.endswith("_seconds")
+            assert list(family.buckets) == sorted(set(family.buckets))
+        # Personal data never becomes a label.
+        assert not {"title", "user", "username", "email", "name", "token"} & set(family.labels)
+    with pytest.raises(KeyError, match="unknown metric family 'nope'"):
+        catalogue.get("nope")
+
+
+def test_no_check_fails_in_the_test_settings():
+    assert [e for e in run_checks() if e.id.startswith("tamma_metrics")] == []
+
+
+def test_production_settings_pass_check_deploy_except_https(tmp_path):
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "project.settings",
+        "DEBUG": "false",
+        "SECRET_KEY": "x" * 60 + "long-and-random-enough-for-the-check-0123456789",
+        "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3",
+    }
+    done = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "ERROR"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "tamma_metrics" not in done.stderr + done.stdout

@@ -1,0 +1,157 @@
+"""Database gauges at scrape time: exact values, every known combination, constant queries."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from prometheus_client import CollectorRegistry
+
+from tamma_metrics import queries
+from tamma_metrics.collectors import DatabaseCollector
+from tamma_metrics.models import Approval, AutonomousLoop, Issue, Priority
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+
+def test_pending_approvals_follow_creation_and_decision(metrics):
+    issue = factories.issue()
+    for priority in ("high", "high", "low"):
+        factories.approval(issue, approval_type="merge", priority=priority)
+    deployment = factories.approval(issue, approval_type="deployment", priority="critical")
+    samples = metrics()
+    assert samples.value("tamma_pending_approvals", approval_type="merge", priority="high") == 2
+    assert samples.value("tamma_pending_approvals", approval_type="merge", priority="low") == 1
+    assert (
+        samples.value("tamma_pending_approvals", approval_type="deployment", priority="critical")
+        == 1
+    )
+    # Every known combination is present, zeros included, so series never vanish.
+    expected = len(Approval.ApprovalType.values) * len(Priority.values)
+    assert len(samples.series("tamma_pending_approvals")) == expected
+    assert samples.total("tamma_pending_approvals") == 4
+
+    deployment.status = Approval.Status.APPROVED
+    deployment.save()
+    samples = metrics()
+    assert (
+        samples.value("tamma_pending_approvals", approval_type="deployment", priority="critical")
+        == 0
+    )
+    assert samples.total("tamma_pending_approvals") == 3
+
+
+def test_oldest_pending_approval_is_a_timestamp(metrics):
+    issue = factories.issue()
+    oldest = timezone.now().replace(microsecond=0) - timedelta(hours=5)
+    factories.approval(issue, approval_type="plan", requested_at=oldest)
+    factories.approval(issue, approval_type="plan", requested_at=oldest + timedelta(hours=1))
+    factories.approval(
+        issue, approval_type="plan", requested_at=oldest - timedelta(hours=1), status="approved"
+    )
+    samples = metrics()
+    name = "tamma_approval_oldest_pending_timestamp_seconds"
+    assert samples.value(name, approval_type="plan") == oldest.timestamp()
+    assert samples.value(name, approval_type="merge") == 0
+    assert len(samples.series(name)) == len(Approval.ApprovalType.values)
+
+
+def test_queue_depth_by_priority(metrics):
+    for priority, n in (("critical", 3), ("low", 1)):
+        for _ in range(n):
+            factories.issue(priority=priority)
+    factories.issue(priority="critical", status="in_progress")
+    samples = metrics()
+    assert samples.value("tamma_queue_depth", queue_type="issues", priority="critical") == 3
+    assert samples.value("tamma_queue_depth", queue_type="issues", priority="low") == 1
+    assert samples.value("tamma_queue_depth", queue_type="issues", priority="medium") == 0
+    assert samples.total("tamma_queue_depth") == Issue.objects.filter(status="queued").count()
+
+
+def test_active_loops_need_a_recent_heartbeat(metrics, settings):
+    settings.TAMMA_METRICS = {"LOOP_HEARTBEAT_TTL_SECONDS": 60}
+    now = timezone.now()
+    factories.loop(mode="worker", environment="production", last_heartbeat=now)
+    factories.loop(
+        mode="worker", environment="production", last_heartbeat=now - timedelta(seconds=30)
+    )
+    factories.loop(
+        mode="worker", environment="production", last_heartbeat=now - timedelta(seconds=600)
+    )  # stale
+    factories.loop(mode="orchestrator", environment="staging", status="paused")
+    samples = metrics()
+    assert (
+        samples.value("tamma_active_autonomous_loops", mode="worker", environment="production") == 2
+    )
+    assert (
+        samples.value("tamma_active_autonomous_loops", mode="orchestrator", environment="staging")
+        == 0
+    )
+    assert len(samples.series("tamma_active_autonomous_loops")) == (
+        len(AutonomousLoop.Mode.values) * len(AutonomousLoop.Environment.values)
+    )
+    assert samples.value("tamma_metrics_collector_up", collector="database") == 1
+
+
+def test_describe_runs_no_query():
+    with CaptureQueriesContext(connection) as queries_run:
+        registry = CollectorRegistry()
+        registry.register(DatabaseCollector())
+    assert len(queries_run) == 0
+
+
+def _scrape_queries(client) -> int:
+    with CaptureQueriesContext(connection) as queries_run:
+        assert client.get("/metrics").status_code == 200
+    return len(queries_run)
+
+
+@pytest.mark.slow
+def test_queries_per_scrape_do_not_grow_with_the_data(client):
+    factories.issue()
+    small = _scrape_queries(client)
+    assert small == len(queries.GAUGES)  # one GROUP BY per gauge family, nothing else
+    issues = [
+        Issue(
+            platform="gitlab",
+            repository="acme/big",
+            external_id=str(i),
+            issue_type="bug",
+            provider="openai",
+            priority=Priority.values[i % 4],
+            status="queued" if i % 3 else "succeeded",
+        )
+        for i in range(5000)
+    ]
+    Issue.objects.bulk_create(issues)
+    issue = Issue.objects.first()
+    for i in range(50):
+        factories.approval(issue, priority=Priority.values[i % 4])
+    assert _scrape_queries(client) == small
+
+
+def test_database_failure_keeps_the_scrape_alive(metrics, monkeypatch):
+    def down():
+        raise RuntimeError("database is down")
+
+    monkeypatch.setitem(queries.GAUGES, "queue_depth", down)
+    samples = metrics()
+    assert samples.value("tamma_metrics_collector_up", collector="database") == 0
+    assert not samples.series("tamma_queue_depth")
+    assert not samples.series("tamma_pending_approvals")
+    assert samples.series("tamma_build_info")  # the rest of the scrape is served
+
+
+def test_gauges_equal_the_shared_queries(metrics):
+    issue = factories.issue()
+    factories.approval(issue, approval_type="merge", priority="high")
+    samples = metrics()
+    for (approval_type, priority), value in queries.pending_approvals().items():
+        assert (
+            samples.value("tamma_pending_approvals", approval_type=approval_type, priority=priority)
+            == value
+        )

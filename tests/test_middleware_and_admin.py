@@ -1,0 +1,102 @@
+"""The response-time middleware and the admin pages of the domain models."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import User
+
+from tests import factories
+from tests.utils import delta
+
+pytestmark = pytest.mark.django_db
+
+
+def test_response_times_are_labelled_by_route_name(client, metrics):
+    before = metrics()
+    client.get("/metrics/health")
+    client.get("/no/such/page/12345")
+    client.post("/metrics")
+    change = delta(metrics(), before)
+    name = "tamma_api_response_duration_seconds_count"
+    assert (
+        change.value(
+            name,
+            endpoint="tamma_metrics:health",
+            method="get",
+            status_code="200",
+            user_type="anonymous",
+        )
+        == 1
+    )
+    assert (
+        change.value(
+            name, endpoint="unmatched", method="get", status_code="404", user_type="anonymous"
+        )
+        == 1
+    )
+    assert (
+        change.value(
+            name,
+            endpoint="tamma_metrics:metrics",
+            method="post",
+            status_code="405",
+            user_type="anonymous",
+        )
+        == 1
+    )
+    assert not any("12345" in value for labels in change for _, value in labels[1])
+
+
+@pytest.fixture
+def admin_client(client):
+    user = User.objects.create_superuser("root", "root@example.com", "pw")
+    client.force_login(user)
+    return client
+
+
+@pytest.mark.parametrize(
+    "model", ["issue", "pullrequest", "approval", "escalation", "autonomousloop"]
+)
+def test_admin_changelists_filter_and_search(admin_client, model):
+    issue = factories.issue(repository="acme/search-me")
+    factories.pull_request(issue)
+    factories.approval(issue)
+    factories.escalation(issue=issue)
+    factories.loop(name="search-me-loop")
+    url = f"/admin/tamma_metrics/{model}/"
+    assert admin_client.get(url).status_code == 200
+    response = admin_client.get(url, {"q": "search-me"})
+    assert response.status_code == 200
+    assert response.context["cl"].result_count == 1
+    assert response.context["cl"].has_filters
+
+
+@pytest.mark.django_db(transaction=True)
+def test_admin_edit_of_an_issue_counts_the_transition(admin_client, metrics):
+    issue = factories.issue(status="in_progress")
+    before = metrics()
+    page = admin_client.get(f"/admin/tamma_metrics/issue/{issue.pk}/change/")
+    form = page.context["adminform"].form
+    data = {name: form[name].value() or "" for name in form.fields}
+    data.update(status="succeeded", completed_at_0="", completed_at_1="")
+    data.update(
+        {
+            f"started_at_{i}": part
+            for i, part in enumerate(
+                [issue.started_at.strftime("%Y-%m-%d"), issue.started_at.strftime("%H:%M:%S")]
+            )
+        }
+    )
+    response = admin_client.post(f"/admin/tamma_metrics/issue/{issue.pk}/change/", data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    change = delta(metrics(), before)
+    assert (
+        change.value(
+            "tamma_issues_processed_total",
+            provider="anthropic",
+            platform="github",
+            issue_type="bug",
+            outcome="success",
+        )
+        == 1
+    )

@@ -1,0 +1,245 @@
+"""The recording API and its timers: exact values, outcomes, failures swallowed."""
+
+from __future__ import annotations
+
+import pytest
+
+from tamma_metrics import catalogue, record
+from tests.utils import delta
+
+pytestmark = pytest.mark.django_db
+
+AI = {"provider": "anthropic", "model": "claude-sonnet", "request_type": "chat"}
+
+
+def test_ai_request_counts_latency_tokens_and_cost(metrics):
+    before = metrics()
+    record.ai_request(
+        **AI,
+        outcome="success",
+        duration_seconds=12.5,
+        tokens={"input": 1200, "output": 300, "cache_read": 0},
+        cost_usd=0.021,
+    )
+    change = delta(metrics(), before)
+    assert change.value("tamma_ai_requests_total", **AI, outcome="success") == 1
+    hist = {**AI, "token_range": "1k-10k"}
+    assert change.value("tamma_ai_request_duration_seconds_count", **hist) == 1
+    assert change.value("tamma_ai_request_duration_seconds_sum", **hist) == 12.5
+    assert change.value("tamma_ai_request_duration_seconds_bucket", **hist, le="10.0") == 0
+    assert change.value("tamma_ai_request_duration_seconds_bucket", **hist, le="20.0") == 1
+    tokens = {"provider": "anthropic", "model": "claude-sonnet"}
+    assert change.value("tamma_ai_tokens_total", **tokens, token_type="input") == 1200
+    assert change.value("tamma_ai_tokens_total", **tokens, token_type="output") == 300
+    assert change.total("tamma_ai_tokens_total") == 1500  # zero counts add no series
+    assert change.value("tamma_ai_cost_usd_total", **tokens) == pytest.approx(0.021)
+
+
+def test_every_event_family_records(metrics):
+    before = metrics()
+    record.test_execution(
+        test_type="unit",
+        framework="pytest",
+        language="python",
+        result="success",
+        duration_seconds=42,
+    )
+    record.code_generation(
+        provider="openai", language="go", complexity="high", file_count=7, duration_seconds=90
+    )
+    record.code_change(change_type="update", language="go", actor="system", file_type="go", count=7)
+    record.escalation(
+        escalation_type="budget", severity="high", component="ai_gateway", reason="token_budget"
+    )
+    record.pr_created(provider="openai", platform="gitlab", issue_type="bug", actor="system")
+    record.pr_merged(
+        provider="openai", platform="gitlab", issue_type="bug", merge_strategy="squash"
+    )
+    record.issue_processed(
+        provider="openai",
+        platform="gitlab",
+        issue_type="bug",
+        outcome="success",
+        complexity="low",
+        duration_seconds=600,
+    )
+    record.approval_decided(approval_type="merge", outcome="approved", wait_seconds=120)
+    change = delta(metrics(), before)
+    assert (
+        change.value(
+            "tamma_test_execution_duration_seconds_sum",
+            test_type="unit",
+            framework="pytest",
+            language="python",
+            result="success",
+        )
+        == 42
+    )
+    assert (
+        change.value(
+            "tamma_code_generation_duration_seconds_count",
+            provider="openai",
+            language="go",
+            complexity="high",
+            file_count="6-20",
+        )
+        == 1
+    )
+    assert (
+        change.value(
+            "tamma_code_changes_total",
+            change_type="update",
+            language="go",
+            actor="system",
+            file_type="go",
+        )
+        == 7
+    )
+    assert change.total("tamma_escalations_total") == 1
+    assert change.total("tamma_prs_created_total") == 1
+    assert change.total("tamma_prs_merged_total") == 1
+    assert (
+        change.value(
+            "tamma_issues_processed_total",
+            provider="openai",
+            platform="gitlab",
+            issue_type="bug",
+            outcome="success",
+        )
+        == 1
+    )
+    assert (
+        change.value(
+            "tamma_issue_completion_duration_seconds_sum",
+            provider="openai",
+            platform="gitlab",
+            issue_type="bug",
+            complexity="low",
+        )
+        == 600
+    )
+    assert (
+        change.value(
+            "tamma_approval_wait_duration_seconds_sum", approval_type="merge", outcome="approved"
+        )
+        == 120
+    )
+
+
+def test_ai_timer_records_success_with_what_the_block_set(metrics):
+    before = metrics()
+    with record.time_ai_request(**AI) as timer:
+        timer.tokens = {"input": 50_000, "output": 60_000}
+        timer.cost_usd = 1.5
+    change = delta(metrics(), before)
+    assert change.value("tamma_ai_requests_total", **AI, outcome="success") == 1
+    assert change.value("tamma_ai_request_duration_seconds_count", **AI, token_range="100k+") == 1
+    assert change.value(
+        "tamma_ai_request_duration_seconds_sum", **AI, token_range="100k+"
+    ) == pytest.approx(timer.duration_seconds)
+    assert change.value(
+        "tamma_ai_cost_usd_total", provider="anthropic", model="claude-sonnet"
+    ) == pytest.approx(1.5)
+
+
+@pytest.mark.parametrize(("error", "outcome"), [(ValueError, "failure"), (TimeoutError, "timeout")])
+def test_timers_record_failure_and_timeout_and_reraise(metrics, error, outcome):
+    before = metrics()
+    with pytest.raises(error), record.time_ai_request(**AI):
+        raise error("provider said no")
+    with (
+        pytest.raises(error),
+        record.time_test_execution(test_type="e2e", framework="playwright", language="typescript"),
+    ):
+        raise error("tests hung")
+    change = delta(metrics(), before)
+    assert change.value("tamma_ai_requests_total", **AI, outcome=outcome) == 1
+    assert change.total("tamma_ai_requests_total") == 1
+    assert (
+        change.value(
+            "tamma_test_execution_duration_seconds_count",
+            test_type="e2e",
+            framework="playwright",
+            language="typescript",
+            result=outcome,
+        )
+        == 1
+    )
+
+
+def test_code_generation_timer_buckets_the_file_count(metrics):
+    before = metrics()
+    with record.time_code_generation(provider="local", language="rust", complexity="low") as timer:
+        timer.file_count = 3
+    change = delta(metrics(), before)
+    assert (
+        change.value(
+            "tamma_code_generation_duration_seconds_count",
+            provider="local",
+            language="rust",
+            complexity="low",
+            file_count="2-5",
+        )
+        == 1
+    )
+
+
+def test_track_connection_is_a_live_gauge(metrics):
+    labels = {"connection_type": "websocket", "provider": "github"}
+    before = metrics().value("tamma_active_connections", **labels)
+    with record.track_connection(**labels):
+        assert metrics().value("tamma_active_connections", **labels) == before + 1
+    assert metrics().value("tamma_active_connections", **labels) == before
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"duration_seconds": -1},
+        {"duration_seconds": float("nan")},
+        {"duration_seconds": float("inf")},
+        {"duration_seconds": 1, "tokens": {"thinking": 5}},
+        {"duration_seconds": 1, "tokens": {"input": -5}},
+        {"duration_seconds": 1, "cost_usd": -0.5},
+    ],
+)
+def test_invalid_values_are_counted_as_errors_not_raised_nor_recorded(metrics, bad, caplog):
+    before = metrics()
+    record.ai_request(**AI, outcome="success", **bad)  # must not raise
+    change = delta(metrics(), before)
+    assert change.total("tamma_ai_requests_total") == 0
+    assert change.total("tamma_ai_tokens_total") == 0
+    assert change.value("tamma_metrics_errors_total", stage="record") == 1
+    assert "recording ai_request failed" in caplog.text
+
+
+def test_hostile_label_values_become_safe(metrics):
+    before = metrics()
+    record.escalation(
+        escalation_type="Blocked\n", severity="HIGH", component='a"b\\c\ud800', reason="x" * 500
+    )
+    change = delta(metrics(), before)
+    series = change.series("tamma_escalations_total")
+    assert [dict(labels) for labels in series] == [
+        {"escalation_type": "blocked", "severity": "high", "component": "a_b_c", "reason": "x" * 64}
+    ]
+    assert list(series.values()) == [1]
+
+
+def test_range_helpers():
+    assert [catalogue.token_range(n) for n in (0, 999, 1000, 99_999, 100_000)] == [
+        "0-1k",
+        "0-1k",
+        "1k-10k",
+        "10k-100k",
+        "100k+",
+    ]
+    assert [catalogue.file_count_range(n) for n in (0, 1, 2, 5, 6, 20, 21)] == [
+        "0",
+        "1",
+        "2-5",
+        "2-5",
+        "6-20",
+        "6-20",
+        "21+",
+    ]

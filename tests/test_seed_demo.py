@@ -1,0 +1,92 @@
+"""seed_demo: varied data, idempotent, and the counters it records equal the database."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.management import call_command
+from django.db.models import Count
+
+from tamma_metrics.models import Approval, AutonomousLoop, Escalation, Issue, PullRequest
+from tests.utils import delta
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _truth() -> dict[str, dict]:
+    """What the counters should say, computed from the rows."""
+    processed = {}
+    for row in (
+        Issue.objects.filter(status__in=list(Issue.OUTCOMES))
+        .values("provider", "platform", "issue_type", "status")
+        .annotate(n=Count("id"))
+    ):
+        labels = {
+            "provider": row["provider"],
+            "platform": row["platform"],
+            "issue_type": row["issue_type"],
+            "outcome": Issue.OUTCOMES[row["status"]],
+        }
+        processed[frozenset(labels.items())] = float(row["n"])
+    return {
+        "tamma_issues_processed_total": processed,
+        "tamma_prs_created_total": PullRequest.objects.count(),
+        "tamma_prs_merged_total": PullRequest.objects.filter(status="merged").count(),
+        "tamma_escalations_total": Escalation.objects.count(),
+        "tamma_approval_wait_duration_seconds_count": Approval.objects.exclude(
+            status="pending"
+        ).count(),
+    }
+
+
+def test_counters_equal_the_database_and_reruns_add_nothing(metrics):
+    before = metrics()
+    call_command("seed_demo", issues=400, stdout=io.StringIO())
+    change = delta(metrics(), before)
+    truth = _truth()
+
+    assert Issue.objects.count() == 400
+    assert change.series("tamma_issues_processed_total") == truth["tamma_issues_processed_total"]
+    for name in (
+        "tamma_prs_created_total",
+        "tamma_prs_merged_total",
+        "tamma_escalations_total",
+        "tamma_approval_wait_duration_seconds_count",
+    ):
+        assert change.total(name) == truth[name], name
+    # Varied data: every status, several providers and platforms, PRs, approvals, loops.
+    assert set(Issue.objects.values_list("status", flat=True)) == set(Issue.Status.values)
+    assert Issue.objects.values("provider").distinct().count() >= 5
+    assert Issue.objects.values("platform").distinct().count() == 5
+    assert Approval.objects.filter(status="pending").exists()
+    assert AutonomousLoop.objects.count() == 8
+    assert change.total("tamma_ai_requests_total") > 400
+    assert change.total("tamma_issue_completion_duration_seconds_count") == sum(
+        truth["tamma_issues_processed_total"].values()
+    )
+
+    rerun_before = metrics()
+    call_command("seed_demo", issues=400, stdout=io.StringIO())
+    assert Issue.objects.count() == 400
+    assert not delta(metrics(), rerun_before).series("tamma_issues_processed_total")
+
+    call_command("seed_demo", issues=450, stdout=io.StringIO())
+    assert Issue.objects.count() == 450
+
+
+def test_reset_recreates_the_same_rows():
+    call_command("seed_demo", issues=120, stdout=io.StringIO())
+    first = list(
+        Issue.objects.order_by("external_id").values_list(
+            "external_id", "status", "provider", "priority"
+        )
+    )
+    call_command("seed_demo", issues=120, reset=True, stdout=io.StringIO())
+    again = list(
+        Issue.objects.order_by("external_id").values_list(
+            "external_id", "status", "provider", "priority"
+        )
+    )
+    assert first == again
+    assert Issue.objects.count() == 120

@@ -1,0 +1,135 @@
+"""GET /metrics formats, compression, filtering and methods; /metrics/health."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+from tamma_metrics import catalogue, record
+from tests.utils import parse, scrape
+
+pytestmark = pytest.mark.django_db
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+
+
+def test_default_is_prometheus_text_0_0_4_with_every_catalogue_family(client):
+    record.escalation(escalation_type="blocked", severity="low", component="git", reason="x")
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert response["Cache-Control"] == "no-store"
+    text = response.content.decode()
+    for family in catalogue.FAMILIES:
+        assert f"# HELP {family.full_name} " in text or f"# HELP {family.metric_name} " in text, (
+            family.name
+        )
+    samples = parse(text)
+    assert samples.value("tamma_build_info", version="0.1.0", environment="development") == 1
+    assert "process_resident_memory_bytes" in samples.names()
+    assert not any(name.endswith("_created") for name in samples.names())
+
+
+def test_openmetrics_by_accept_passes_the_strict_parser(client):
+    record.ai_request(
+        provider="anthropic",
+        model="claude-sonnet",
+        request_type="chat",
+        outcome="success",
+        duration_seconds=1.5,
+        tokens={"input": 10},
+    )
+    response = client.get("/metrics", HTTP_ACCEPT=OPENMETRICS)
+    assert response["Content-Type"].startswith("application/openmetrics-text; version=1.0.0")
+    text = response.content.decode()
+    assert text.endswith("# EOF\n")
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["tamma_ai_requests"].type == "counter"
+    assert families["tamma_ai_request_duration_seconds"].type == "histogram"
+
+
+def test_gzip_by_accept_encoding(client):
+    plain = client.get("/metrics", {"name[]": "tamma_queue_depth"})
+    zipped = client.get(
+        "/metrics", {"name[]": "tamma_queue_depth"}, HTTP_ACCEPT_ENCODING="gzip, deflate"
+    )
+    assert zipped["Content-Encoding"] == "gzip"
+    assert "Content-Encoding" not in plain
+    assert parse(gzip.decompress(zipped.content).decode()) == parse(plain.content.decode())
+
+
+def test_name_filter_restricts_and_skips_unwanted_queries(client):
+    record.code_change(change_type="create", language="python", actor="system", file_type="py")
+    with CaptureQueriesContext(connection) as queries_run:
+        samples = scrape(client, names=["tamma_code_changes_total"])
+    assert samples.names() == {"tamma_code_changes_total"}
+    assert len(queries_run) == 0  # the database collector was never asked
+
+    samples = scrape(client, names=["tamma_queue_depth", "tamma_code_changes_total"])
+    assert samples.names() == {"tamma_queue_depth", "tamma_code_changes_total"}
+
+
+def test_head_is_allowed_and_post_is_405(client):
+    assert client.head("/metrics").status_code == 200
+    response = client.post("/metrics")
+    assert response.status_code == 405
+    assert set(response["Allow"].replace(" ", "").split(",")) == {"GET", "HEAD"}
+
+
+def test_disabled_metrics_answer_404_and_record_nothing(client, settings):
+    before = scrape(client)
+    settings.TAMMA_METRICS = {"ENABLED": False}
+    record.escalation(escalation_type="blocked", severity="low", component="git", reason="x")
+    assert client.get("/metrics").status_code == 404
+    settings.TAMMA_METRICS = {}
+    after = scrape(client)
+    assert after.total("tamma_escalations_total") == before.total("tamma_escalations_total")
+
+
+def test_health_for_anonymous_callers_has_no_details(client):
+    response = client.get("/metrics/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": {"reachable": True}}
+    assert response["Cache-Control"] == "no-store"
+
+
+def test_health_details_for_signed_in_users(client):
+    client.get("/metrics")
+    user = User.objects.create_user("pm", password="pw")
+    client.force_login(user)
+    body = client.get("/metrics/health").json()
+    assert body["status"] == "ok"
+    assert body["multiprocess"] is True
+    assert body["families"] == {"counter": 10, "histogram": 6, "gauge": 9}
+    assert body["last_scrape"]["duration_seconds"] > 0
+
+
+def test_health_reports_an_unreachable_database(client, monkeypatch):
+    from tamma_metrics import views
+
+    monkeypatch.setattr(views, "_database_reachable", lambda: False)
+    response = client.get("/metrics/health")
+    assert response.status_code == 503
+    assert response.json()["status"] == "degraded"
+
+
+def test_metrics_series_counts_label_sets_per_event_family(client):
+    for model in ("m1", "m2", "m1"):
+        record.ai_request(
+            provider="series-test",
+            model=model,
+            request_type="chat",
+            outcome="success",
+            duration_seconds=1,
+        )
+    samples = scrape(client)
+    distinct = set(samples.series("tamma_ai_requests_total"))
+    assert samples.value("tamma_metrics_series", family="ai_requests_total") == len(distinct)
+    assert len(samples.series("tamma_metrics_series")) == len(
+        [f for f in catalogue.FAMILIES if f.source is catalogue.Source.EVENT]
+    )
