@@ -1,10 +1,30 @@
-"""Admin for the domain records: filters and search that stay fast at 1M issues."""
+"""Admin: domain records (fast at 1M issues), family permissions per role, API tokens."""
 
 from __future__ import annotations
 
-from django.contrib import admin
+from typing import Any
 
-from .models import Approval, AutonomousLoop, Escalation, Issue, PullRequest
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ActionForm
+from django.contrib.auth.models import Group
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+from guardian.admin import GuardedModelAdmin
+from guardian.shortcuts import remove_perm
+
+from . import access, roles
+from .models import (
+    ApiToken,
+    Approval,
+    AutonomousLoop,
+    Escalation,
+    Issue,
+    MetricFamily,
+    PullRequest,
+)
+from .models.access import TOKEN_PREFIX
 
 
 class LargeTableAdmin(admin.ModelAdmin):
@@ -87,3 +107,104 @@ class AutonomousLoopAdmin(admin.ModelAdmin):
     list_display = ("name", "mode", "environment", "status", "last_heartbeat")
     list_filter = ("mode", "environment", "status")
     search_fields = ("name",)
+
+
+class GrantForm(ActionForm):
+    role = forms.ModelChoiceField(
+        queryset=Group.objects.order_by("name"),
+        required=False,
+        help_text="Role for the grant action.",
+    )
+
+
+@admin.register(MetricFamily)
+class MetricFamilyAdmin(GuardedModelAdmin):
+    """Rows are synced from the catalogue; people edit who may see them."""
+
+    list_display = ("name", "kind", "audience", "roles")
+    list_filter = ("audience", "kind")
+    search_fields = ("name", "help_text")
+    readonly_fields = ("name", "kind", "audience", "help_text")
+    action_form = GrantForm
+    actions = ["grant_to_role", "revoke_from_role"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return (
+            super().get_queryset(request).prefetch_related("metricfamilygrouppermission_set__group")
+        )
+
+    @admin.display(description="Roles that see it")
+    def roles(self, obj: MetricFamily) -> str:
+        return ", ".join(sorted({p.group.name for p in obj.metricfamilygrouppermission_set.all()}))
+
+    def _role(self, request: HttpRequest) -> Group | None:
+        try:
+            role = GrantForm.base_fields["role"].clean(request.POST.get("role"))
+        except forms.ValidationError:
+            role = None
+        if role is None:
+            self.message_user(request, "Choose a role first.", messages.ERROR)
+        return role
+
+    @admin.action(description="Grant selected families to a role")
+    def grant_to_role(self, request: HttpRequest, queryset: QuerySet) -> None:
+        if role := self._role(request):
+            added = roles.grant(role, list(queryset))
+            self.message_user(request, f"{added} families granted to {role.name}.")
+
+    @admin.action(description="Revoke selected families from a role")
+    def revoke_from_role(self, request: HttpRequest, queryset: QuerySet) -> None:
+        if role := self._role(request):
+            remove_perm(access.VIEW_PERMISSION, role, queryset)
+            self.message_user(request, f"{queryset.count()} families revoked from {role.name}.")
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "user",
+        "display_prefix",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+        "revoked_at",
+    )
+    list_filter = ("revoked_at", "expires_at")
+    search_fields = ("name", "user__username", "prefix")
+    readonly_fields = ("display_prefix", "created_at", "last_used_at")
+    fields = (
+        "name",
+        "user",
+        "expires_at",
+        "revoked_at",
+        "display_prefix",
+        "created_at",
+        "last_used_at",
+    )
+    raw_id_fields = ("user",)
+    actions = ["revoke"]
+
+    @admin.display(description="Prefix")
+    def display_prefix(self, obj: ApiToken) -> str:
+        return f"{TOKEN_PREFIX}_{obj.prefix}_…" if obj.prefix else "-"
+
+    def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        secret = obj.set_new_secret()
+        # Shown once: only the digest is stored, so it cannot be shown again.
+        self.message_user(
+            request,
+            f"Token created. Copy it now, it will not be shown again: {secret}",
+            messages.WARNING,
+        )
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke(self, request: HttpRequest, queryset: QuerySet) -> None:
+        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, f"{count} tokens revoked.")

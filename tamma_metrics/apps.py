@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class TammaMetricsConfig(AppConfig):
@@ -8,5 +9,14 @@ class TammaMetricsConfig(AppConfig):
 
     def ready(self) -> None:
         # Importing registers the system checks and the model signal receivers;
-        # nothing here touches the database.
-        from . import checks, receivers  # noqa: F401
+        # connecting signals touches no database.
+        from . import access, checks, receivers  # noqa: F401
+
+        access.connect_signals()
+        post_migrate.connect(_sync_families, sender=self, dispatch_uid="tamma_sync_families")
+
+
+def _sync_families(**kwargs: object) -> None:
+    from .access import sync_metric_families
+
+    sync_metric_families()

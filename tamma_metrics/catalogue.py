@@ -284,3 +284,23 @@ def file_count_range(count: int) -> str:
         if count <= limit:
             return label
     return FILE_COUNT_MAX
+
+
+# Families served beside the catalogue (django-prometheus, the process and platform
+# collectors), covered by one permission row each.
+RUNTIME_PATTERNS: dict[str, str] = {
+    "django_*": "Request, response, database and cache metrics of django-prometheus.",
+    "process_*": "CPU, memory and file descriptors of the process answering the scrape.",
+    "python_*": "Python version and garbage collector of the process answering the scrape.",
+}
+
+
+def owner_of(metric_name: str) -> str | None:
+    """The catalogue name or runtime pattern that covers an exposed family, if any."""
+    for family in FAMILIES:
+        if family.metric_name == metric_name:
+            return family.name
+    for pattern in RUNTIME_PATTERNS:
+        if metric_name.startswith(pattern[:-1]):
+            return pattern
+    return None

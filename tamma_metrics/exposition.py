@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gzip
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from django.core.cache import cache
@@ -20,7 +20,8 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from . import catalogue, instruments
+from . import catalogue, instruments, queries
+from .access import EVERYTHING, Visibility
 from .collectors import BuildInfoCollector, DatabaseCollector
 
 LAST_SCRAPE_KEY = "tamma_metrics:last_scrape"
@@ -80,22 +81,43 @@ class _StoredFamilies:
         yield gauge
 
 
-def build_registry(database_families: Iterable[str] | None = None) -> CollectorRegistry:
+class _Visible:
+    """Only the families a caller may see: no samples, HELP or TYPE of the others."""
+
+    def __init__(self, source: Collector, allows: Callable[[str], bool]) -> None:
+        self.source, self.allows = source, allows
+        if hasattr(source, "describe"):
+            # Keeps name[] able to skip a collector (and its queries) entirely.
+            self.describe = lambda: (m for m in source.describe() if allows(m.name))
+
+    def collect(self) -> Iterator[Metric]:
+        return (metric for metric in self.source.collect() if self.allows(metric.name))
+
+
+def build_registry(visibility: Visibility = EVERYTHING) -> CollectorRegistry:
     """A registry for one scrape: stored families + database gauges + build info."""
     instruments.get_all()  # families with no sample yet still get HELP and TYPE lines
-    # Collectors without describe() (the merged folder) are always collected and
-    # filtered by name; those with describe() are skipped when no name is wanted.
-    registry = CollectorRegistry(support_collectors_without_names=True)
     path = instruments.multiprocess_dir()
     if path:
-        registry.register(_StoredFamilies(_MergedFolder(None, path=path)))
-        # The process that answers the scrape; other workers' are not visible here.
-        ProcessCollector(registry=registry)
-        PlatformCollector(registry=registry)
+        # The merged folder, and the process that answers the scrape (other workers'
+        # process metrics are not visible from here).
+        sources = [
+            _StoredFamilies(_MergedFolder(None, path=path)),
+            ProcessCollector(registry=None),
+            PlatformCollector(registry=None),
+        ]
     else:
-        registry.register(_StoredFamilies(_DefaultRegistry()))
-    registry.register(DatabaseCollector(database_families))
-    registry.register(BuildInfoCollector())
+        sources = [_StoredFamilies(_DefaultRegistry())]
+    # A family the caller may not see is never queried.
+    gauges = [name for name in queries.GAUGES if visibility.allows_family(name)]
+    sources += [DatabaseCollector(gauges), BuildInfoCollector()]
+    # Collectors without describe() are always collected and filtered by name;
+    # those with describe() are skipped when none of their names is wanted.
+    registry = CollectorRegistry(support_collectors_without_names=True)
+    for source in sources:
+        registry.register(
+            source if visibility.families is None else _Visible(source, visibility.allows)
+        )
     return registry
 
 
@@ -111,11 +133,11 @@ def render(
     accept: str = "",
     accept_encoding: str = "",
     names: Iterable[str] = (),
-    registry: Collector | None = None,
+    visibility: Visibility = EVERYTHING,
 ) -> Exposition:
     """Encode one scrape in the format ``accept`` asks for, gzipped when accepted."""
     start = time.perf_counter()
-    registry = registry or build_registry()
+    registry = build_registry(visibility)
     names = [name for name in names if name]
     if names:
         registry = registry.restricted_registry(names)

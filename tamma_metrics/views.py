@@ -5,30 +5,53 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+from django.contrib.auth.decorators import login_not_required
 from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_safe
 
-from . import __version__, catalogue, exposition, instruments
+from . import __version__, access, catalogue, exposition, instruments
 from .conf import app_settings
 
 
 def _no_store(response: HttpResponse) -> HttpResponse:
-    # Metrics are live figures: never serve them from a cache.
+    # Metrics are live figures, different per caller: never serve them from a cache.
     response["Cache-Control"] = "no-store"
     response["Vary"] = "Accept, Accept-Encoding, Authorization, Cookie"
     return response
 
 
+def _unauthorized() -> HttpResponse:
+    response = HttpResponse(
+        "Authentication required.\n", status=401, content_type="text/plain; charset=utf-8"
+    )
+    response["WWW-Authenticate"] = access.CHALLENGE
+    return _no_store(response)
+
+
+@login_not_required  # a scraper must get 401, never a redirect to a login page
 @require_safe  # GET and HEAD only
 def metrics(request: HttpRequest) -> HttpResponse:
-    """Serve the families in Prometheus text or OpenMetrics, by ``Accept``."""
+    """Serve the caller's families in Prometheus text or OpenMetrics, by ``Accept``."""
     if not app_settings.ENABLED:
         raise Http404("metrics are disabled")
+    try:
+        visibility = access.visibility(access.authenticate(request))
+    except access.NotAuthenticated:
+        return _unauthorized()
+    except access.NoFamilies:
+        return _no_store(
+            HttpResponse(
+                "No metric family is visible to you.\n",
+                status=403,
+                content_type="text/plain; charset=utf-8",
+            )
+        )
     result = exposition.render(
         accept=request.headers.get("Accept", ""),
         accept_encoding=request.headers.get("Accept-Encoding", ""),
         names=request.GET.getlist("name[]"),
+        visibility=visibility,
     )
     response = HttpResponse(result.body, content_type=result.content_type)
     if result.content_encoding:
@@ -45,13 +68,21 @@ def _database_reachable() -> bool:
         return False
 
 
+def _authenticated(request: HttpRequest) -> bool:
+    try:
+        return access.authenticate(request).user is not None
+    except access.NotAuthenticated:
+        return False
+
+
+@login_not_required
 @require_safe
 def health(request: HttpRequest) -> JsonResponse:
-    """Liveness for load balancers; details for signed-in callers only."""
+    """Liveness for load balancers; details for authenticated callers only."""
     start = time.perf_counter()
     reachable = _database_reachable()
     body: dict = {"status": "ok" if reachable else "degraded", "database": {"reachable": reachable}}
-    if request.user.is_authenticated:
+    if _authenticated(request):
         body.update(
             {
                 "version": __version__,

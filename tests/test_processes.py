@@ -94,7 +94,11 @@ print(Client().get("/metrics").content.decode())
 
 def test_single_process_mode_serves_the_default_registry():
     env = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
-    env.update(DJANGO_SETTINGS_MODULE="tests.settings", TAMMA_TEST_SINGLE_PROCESS="1")
+    env.update(
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        TAMMA_TEST_SINGLE_PROCESS="1",
+        METRICS_AUTH_ENABLED="false",
+    )
     done = subprocess.run(
         [sys.executable, "-c", SINGLE_PROCESS_SCRAPE],
         cwd=ROOT,

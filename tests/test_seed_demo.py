@@ -6,7 +6,8 @@ import io
 
 import pytest
 from django.core.management import call_command
-from django.db.models import Count
+from django.db.models import Count, F
+from django.utils import timezone
 
 from tamma_metrics.models import Approval, AutonomousLoop, Escalation, Issue, PullRequest
 from tests.utils import delta
@@ -47,6 +48,7 @@ def test_counters_equal_the_database_and_reruns_add_nothing(metrics):
     truth = _truth()
 
     assert Issue.objects.count() == 400
+    assert change.total("tamma_metrics_errors_total") == 0  # every event was valid
     assert change.series("tamma_issues_processed_total") == truth["tamma_issues_processed_total"]
     for name in (
         "tamma_prs_created_total",
@@ -73,6 +75,22 @@ def test_counters_equal_the_database_and_reruns_add_nothing(metrics):
 
     call_command("seed_demo", issues=450, stdout=io.StringIO())
     assert Issue.objects.count() == 450
+
+
+def test_nothing_happens_in_the_future_or_backwards():
+    call_command("seed_demo", issues=2000, stdout=io.StringIO())
+    now = timezone.now()
+    for model, fields in (
+        (Issue, ("created_at", "started_at", "completed_at")),
+        (PullRequest, ("created_at", "merged_at")),
+        (Approval, ("requested_at", "decided_at")),
+        (Escalation, ("created_at",)),
+    ):
+        for field in fields:
+            assert not model.objects.filter(**{f"{field}__gt": now}).exists(), (model, field)
+    assert not Issue.objects.filter(started_at__gt=F("completed_at")).exists()
+    assert not Issue.objects.filter(created_at__gt=F("started_at")).exists()
+    assert not Approval.objects.filter(requested_at__gt=F("decided_at")).exists()
 
 
 def test_reset_recreates_the_same_rows():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 from collections.abc import Iterable
 
@@ -58,3 +59,9 @@ def delta(after: Samples, before: Samples) -> Samples:
     keys = set(after) | set(before)
     diff = Samples({k: after.get(k, 0.0) - before.get(k, 0.0) for k in keys})
     return Samples({k: v for k, v in diff.items() if v})
+
+
+def basic(username: str, password: str) -> str:
+    """An HTTP basic Authorization header value."""
+    raw = f"{username}:{password}".encode()
+    return "Basic " + base64.b64encode(raw).decode("ascii")

@@ -1,3 +1,9 @@
+from .access import (
+    ApiToken,
+    MetricFamily,
+    MetricFamilyGroupPermission,
+    MetricFamilyUserPermission,
+)
 from .domain import (
     Approval,
     AutonomousLoop,
@@ -12,12 +18,16 @@ from .domain import (
 )
 
 __all__ = [
+    "ApiToken",
     "Approval",
     "AutonomousLoop",
     "Complexity",
     "Escalation",
     "Issue",
     "IssueType",
+    "MetricFamily",
+    "MetricFamilyGroupPermission",
+    "MetricFamilyUserPermission",
     "Platform",
     "Priority",
     "Provider",

@@ -162,6 +162,10 @@ class Command(BaseCommand):
         for func, kwargs in batch.events:
             func(**kwargs)
 
+    def _past(self, moment: datetime) -> datetime:
+        """Nothing in the demo happens in the future."""
+        return min(moment, self.now - timedelta(seconds=1))
+
     def _plan_issue(self, index: int, batch: Batch) -> None:
         rng = random.Random(f"{self.seed}:{index}")
         platform, repository = REPOSITORIES[index % len(REPOSITORIES)]
@@ -187,7 +191,7 @@ class Command(BaseCommand):
         common = {"provider": provider, "platform": platform, "issue_type": issue_type}
 
         if status != "queued":
-            issue.started_at = created + timedelta(seconds=rng.uniform(5, 1800))
+            issue.started_at = self._past(created + timedelta(seconds=rng.uniform(5, 1800)))
             self._plan_agent_work(rng, issue, batch)
         if status in Issue.TERMINAL:
             hours = rng.lognormvariate(0, 0.8) * COMPLEXITY_HOURS[complexity]
@@ -251,7 +255,7 @@ class Command(BaseCommand):
             status = "open"
         actor = "system" if rng.random() < 0.85 else "user"
         strategy = rng.choices(["squash", "merge", "rebase"], weights=[70, 20, 10])[0]
-        created = issue.started_at + timedelta(minutes=rng.uniform(5, 90))
+        created = self._past(issue.started_at + timedelta(minutes=rng.uniform(5, 90)))
         pr = PullRequest(
             platform=issue.platform,
             repository=issue.repository,
@@ -279,11 +283,10 @@ class Command(BaseCommand):
         approval_type = rng.choices(
             ["code_review", "merge", "deployment", "plan"], weights=[45, 30, 15, 10]
         )[0]
-        requested = issue.started_at + timedelta(minutes=rng.uniform(10, 120))
-        requested = min(requested, self.now - timedelta(seconds=1))
+        requested = self._past(issue.started_at + timedelta(minutes=rng.uniform(10, 120)))
         decided: datetime | None = None
         if status != "pending":
-            decided = requested + timedelta(seconds=rng.lognormvariate(7.5, 1.2))
+            decided = self._past(requested + timedelta(seconds=rng.lognormvariate(7.5, 1.2)))
         approval = Approval(
             approval_type=approval_type,
             priority=issue.priority,

@@ -1,0 +1,206 @@
+"""Every "who may see this" decision: authentication on /metrics and family visibility.
+
+Callers authenticate with a bearer ``ApiToken`` (what Prometheus sends), HTTP basic
+against Django users, or a Django session. What they see is decided by the guardian
+object permission ``view_metricfamily`` on ``MetricFamily`` rows, granted to their
+groups (roles) or to them; families no row covers are for superusers only. The
+permitted set is cached per user under a version that any permission change bumps,
+so an edit in the admin applies on the next scrape in every process sharing the cache.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth import authenticate as check_password
+from django.core.cache import cache
+from django.http import HttpRequest
+from guardian.shortcuts import get_objects_for_user
+
+from . import catalogue
+from .conf import app_settings
+from .models import ApiToken, MetricFamily
+from .models.access import TOKEN_PREFIX, digest
+
+logger = logging.getLogger(__name__)
+
+CHALLENGE = 'Basic realm="tamma-metrics", charset="UTF-8", Bearer realm="tamma-metrics"'
+MAX_AUTHORIZATION_LENGTH = 1024
+VERSION_KEY = "tamma_metrics:access_version"
+CACHE_SECONDS = 300
+VIEW_PERMISSION = "view_metricfamily"
+
+
+class NotAuthenticated(Exception):
+    """No usable credentials: answer 401 with the challenge."""
+
+
+class NoFamilies(Exception):
+    """Authenticated, but no family is visible: answer 403."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    user: Any | None  # None when authentication is switched off
+    method: str  # token, basic, session or open
+
+
+@dataclass(frozen=True)
+class Visibility:
+    """What a caller may see: None families means everything."""
+
+    families: frozenset[str] | None
+    uncovered: bool  # families no MetricFamily row covers (superusers only)
+
+    def allows(self, metric_name: str) -> bool:
+        if self.families is None:
+            return True
+        owner = catalogue.owner_of(metric_name)
+        return self.uncovered if owner is None else owner in self.families
+
+    def allows_family(self, name: str) -> bool:
+        return self.families is None or name in self.families
+
+
+EVERYTHING = Visibility(None, True)
+
+
+def _bearer(credentials: str) -> Any:
+    parts = credentials.split("_")
+    if len(parts) < 3 or parts[0] != TOKEN_PREFIX:
+        raise NotAuthenticated
+    prefix, secret = parts[1], "_".join(parts[2:])
+    token = ApiToken.objects.usable().select_related("user").filter(prefix=prefix).first()
+    # Compare bytes: compare_digest raises TypeError on non-ASCII str.
+    if token is None or not hmac.compare_digest(token.digest.encode(), digest(secret).encode()):
+        raise NotAuthenticated
+    token.touch()
+    return token.user
+
+
+def _basic(request: HttpRequest, credentials: str) -> Any:
+    try:
+        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise NotAuthenticated from None
+    username, colon, password = decoded.partition(":")  # passwords may contain ':'
+    if not colon or not username:
+        raise NotAuthenticated
+    user = check_password(request, username=username, password=password)
+    if user is None:
+        raise NotAuthenticated
+    return user
+
+
+def authenticate(request: HttpRequest) -> Caller:
+    """Who is calling; raises NotAuthenticated when nobody usable is."""
+    if not app_settings.AUTH_ENABLED:
+        return Caller(None, "open")
+    header = request.headers.get("Authorization", "")
+    if header:
+        if len(header) > MAX_AUTHORIZATION_LENGTH or not header.isascii():
+            raise NotAuthenticated
+        scheme, _, credentials = header.strip().partition(" ")
+        scheme, credentials = scheme.lower(), credentials.strip()
+        if scheme == "bearer":
+            user, method = _bearer(credentials), "token"
+        elif scheme == "basic":
+            user, method = _basic(request, credentials), "basic"
+        else:
+            raise NotAuthenticated
+    else:
+        user, method = getattr(request, "user", None), "session"
+    if user is None or not user.is_authenticated or not user.is_active:
+        raise NotAuthenticated
+    return Caller(user, method)
+
+
+def _version() -> int:
+    return cache.get(VERSION_KEY, 0)
+
+
+def bump_version(**kwargs: Any) -> None:
+    """Invalidate every cached visibility (a signal handler: takes any arguments)."""
+    try:
+        cache.incr(VERSION_KEY)
+    except ValueError:  # not set yet
+        cache.set(VERSION_KEY, 1, None)
+
+
+def visibility(caller: Caller) -> Visibility:
+    """The families a caller may see; raises NoFamilies when there are none."""
+    user = caller.user
+    if user is None or user.is_superuser:
+        return EVERYTHING
+    key = f"tamma_metrics:families:{user.pk}:{_version()}"
+    names = cache.get(key)
+    if names is None:
+        names = frozenset(
+            get_objects_for_user(
+                user,
+                VIEW_PERMISSION,
+                klass=MetricFamily,
+                with_superuser=False,
+                accept_global_perms=False,
+            ).values_list("name", flat=True)
+        )
+        cache.set(key, names, CACHE_SECONDS)
+    if not names:
+        raise NoFamilies
+    return Visibility(names, False)
+
+
+def sync_metric_families(**kwargs: Any) -> int:
+    """Create or update one MetricFamily row per catalogue family and runtime pattern."""
+    rows = {
+        family.name: {
+            "kind": family.kind.value,
+            "audience": family.audience.value,
+            "help_text": family.help,
+        }
+        for family in catalogue.FAMILIES
+    }
+    for pattern, help_text in catalogue.RUNTIME_PATTERNS.items():
+        rows[pattern] = {
+            "kind": "",
+            "audience": catalogue.Audience.OPERATIONS.value,
+            "help_text": help_text,
+        }
+    existing = {row.name: row for row in MetricFamily.objects.all()}
+    created = 0
+    for name, fields in rows.items():
+        row = existing.get(name)
+        if row is None:
+            MetricFamily.objects.create(name=name, **fields)
+            created += 1
+        elif any(getattr(row, field) != value for field, value in fields.items()):
+            MetricFamily.objects.filter(pk=row.pk).update(**fields)
+    return created
+
+
+def connect_signals() -> None:
+    """Bump the visibility version whenever anything that decides it changes."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+    from django.db.models.signals import m2m_changed, post_delete, post_save
+
+    from .models import MetricFamilyGroupPermission, MetricFamilyUserPermission
+
+    user_model = get_user_model()
+    for model in (
+        MetricFamily,
+        MetricFamilyUserPermission,
+        MetricFamilyGroupPermission,
+        user_model,
+        Group,
+    ):
+        post_save.connect(bump_version, sender=model, dispatch_uid=f"tamma_access_{model}")
+        post_delete.connect(bump_version, sender=model, dispatch_uid=f"tamma_access_d_{model}")
+    m2m_changed.connect(
+        bump_version, sender=user_model.groups.through, dispatch_uid="tamma_access_groups"
+    )

@@ -1,0 +1,47 @@
+"""Role presets: Django groups with view permissions on metric families."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import Group
+from guardian.shortcuts import assign_perm
+
+from . import catalogue
+from .access import VIEW_PERMISSION, sync_metric_families
+from .models import MetricFamily
+
+PROMETHEUS, OPERATOR, PRODUCT_MANAGER = "prometheus", "operator", "product-manager"
+
+
+def preset_families() -> dict[str, set[str]]:
+    """Role name -> MetricFamily names it sees."""
+    every = {f.name for f in catalogue.FAMILIES} | set(catalogue.RUNTIME_PATTERNS)
+    business = {f.name for f in catalogue.FAMILIES if f.audience is catalogue.Audience.BUSINESS}
+    return {PROMETHEUS: every, OPERATOR: every, PRODUCT_MANAGER: business}
+
+
+def grant(group: Group, families: list[MetricFamily] | set[str]) -> int:
+    """Grant view on families (rows or names) to a role; returns how many were new."""
+    rows = (
+        list(MetricFamily.objects.filter(name__in=families))
+        if isinstance(families, set)
+        else families
+    )
+    had = set(
+        MetricFamily.objects.filter(metricfamilygrouppermission__group=group).values_list(
+            "pk", flat=True
+        )
+    )
+    new = [row for row in rows if row.pk not in had]
+    if new:
+        assign_perm(VIEW_PERMISSION, group, MetricFamily.objects.filter(pk__in=[r.pk for r in new]))
+    return len(new)
+
+
+def seed_roles() -> dict[str, int]:
+    """Create the preset roles and their grants; idempotent."""
+    sync_metric_families()
+    granted = {}
+    for name, families in preset_families().items():
+        group, _ = Group.objects.get_or_create(name=name)
+        granted[name] = grant(group, families)
+    return granted
