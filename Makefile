@@ -26,7 +26,9 @@ run: venv
 	export PROMETHEUS_MULTIPROC_DIR=$(MULTIPROC) && \
 	$(BIN)/python manage.py migrate --noinput && \
 	$(BIN)/python manage.py seed_demo --reset --issues $(DEMO_ISSUES) && \
+	$(BIN)/python manage.py seed_roles && \
 	$(BIN)/python manage.py demo_admin && \
+	$(BIN)/python manage.py demo_scrape_token --target $(HOST):$(PORT) && \
 	echo "Metrics: http://$(HOST):$(PORT)/metrics  Health: http://$(HOST):$(PORT)/metrics/health" && \
 	exec $(BIN)/python manage.py runserver $(HOST):$(PORT)
 

@@ -83,7 +83,10 @@ DATABASES = {
 
 
 def _cache_from_url(url: str) -> dict:
-    """locmem:// (default), db://TABLE or file:///PATH: the backends that need no server."""
+    """redis://HOST:PORT/DB (shared: use it in production), or for one process
+    locmem:// (default), db://TABLE or file:///PATH."""
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}
     if url.startswith("db://"):
         return {
             "BACKEND": "django.core.cache.backends.db.DatabaseCache",
@@ -96,7 +99,7 @@ def _cache_from_url(url: str) -> dict:
         }
     if url.startswith("locmem://"):
         return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
-    raise ValueError(f"CACHE_URL {url!r}: use locmem://, db://TABLE or file:///PATH")
+    raise ValueError(f"CACHE_URL {url!r}: use redis://, locmem://, db://TABLE or file:///PATH")
 
 
 CACHES = {"default": _cache_from_url(os.environ.get("CACHE_URL", "locmem://"))}

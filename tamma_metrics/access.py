@@ -14,13 +14,16 @@ import base64
 import binascii
 import hmac
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth import authenticate as check_password
 from django.core.cache import cache
 from django.http import HttpRequest
+from django_ratelimit.core import get_usage
 from guardian.shortcuts import get_objects_for_user
+from rest_framework.throttling import SimpleRateThrottle
 
 from . import catalogue
 from .conf import app_settings
@@ -42,6 +45,40 @@ class NotAuthenticated(Exception):
 
 class NoFamilies(Exception):
     """Authenticated, but no family is visible: answer 403."""
+
+
+class Throttled(Exception):
+    """Too many requests: answer 429 with Retry-After."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(retry_after)
+        self.retry_after = max(1, math.ceil(retry_after))
+
+
+FAILED_GROUP = "tamma_metrics.failed_auth"
+
+
+def _failed_attempts(request: HttpRequest, *, count: bool) -> None:
+    """Count a failed attempt from the client's IP, or look before trying one; raise when
+    the IP has used up its FAILED_AUTH_RATE."""
+    usage = get_usage(
+        request, group=FAILED_GROUP, key="ip", rate=app_settings.FAILED_AUTH_RATE, increment=count
+    )
+    # Looking (count=False) refuses at the limit: the next attempt would exceed it.
+    if usage and (usage["should_limit"] or (not count and usage["count"] >= usage["limit"])):
+        raise Throttled(usage["time_left"])
+
+
+class PrincipalThrottle(SimpleRateThrottle):
+    """DRF's rate throttle keyed by the authenticated token or user."""
+
+    scope = "tamma_metrics"
+
+    def get_rate(self) -> str:
+        return app_settings.THROTTLE_RATE
+
+    def get_cache_key(self, request: Any, view: Any) -> str:
+        return self.cache_format % {"scope": self.scope, "ident": request.tamma_principal}
 
 
 @dataclass(frozen=True)
@@ -70,7 +107,7 @@ class Visibility:
 EVERYTHING = Visibility(None, True)
 
 
-def _bearer(credentials: str) -> Any:
+def _bearer(credentials: str) -> ApiToken:
     parts = credentials.split("_")
     if len(parts) < 3 or parts[0] != TOKEN_PREFIX:
         raise NotAuthenticated
@@ -80,7 +117,7 @@ def _bearer(credentials: str) -> Any:
     if token is None or not hmac.compare_digest(token.digest.encode(), digest(secret).encode()):
         raise NotAuthenticated
     token.touch()
-    return token.user
+    return token
 
 
 def _basic(request: HttpRequest, credentials: str) -> Any:
@@ -91,32 +128,55 @@ def _basic(request: HttpRequest, credentials: str) -> Any:
     username, colon, password = decoded.partition(":")  # passwords may contain ':'
     if not colon or not username:
         raise NotAuthenticated
+    # A password check costs ~0.3 s of CPU (PBKDF2): refuse a flooding IP before it.
+    _failed_attempts(request, count=False)
     user = check_password(request, username=username, password=password)
     if user is None:
         raise NotAuthenticated
     return user
 
 
+def _credentials(request: HttpRequest, header: str) -> tuple[Any, str, str]:
+    """(user, method, principal key) from an Authorization header."""
+    if len(header) > MAX_AUTHORIZATION_LENGTH or not header.isascii():
+        raise NotAuthenticated
+    scheme, _, credentials = header.strip().partition(" ")
+    scheme, credentials = scheme.lower(), credentials.strip()
+    if scheme == "bearer":
+        token = _bearer(credentials)
+        return token.user, "token", f"token:{token.pk}"
+    if scheme == "basic":
+        user = _basic(request, credentials)
+        return user, "basic", f"user:{user.pk}"
+    raise NotAuthenticated
+
+
 def authenticate(request: HttpRequest) -> Caller:
-    """Who is calling; raises NotAuthenticated when nobody usable is."""
+    """Who is calling; raises NotAuthenticated or Throttled.
+
+    Failed attempts are counted per client IP (a valid token still passes from an IP
+    that is over the limit, so an attacker cannot lock out the scraper); an
+    authenticated principal is throttled at THROTTLE_RATE.
+    """
     if not app_settings.AUTH_ENABLED:
         return Caller(None, "open")
     header = request.headers.get("Authorization", "")
-    if header:
-        if len(header) > MAX_AUTHORIZATION_LENGTH or not header.isascii():
-            raise NotAuthenticated
-        scheme, _, credentials = header.strip().partition(" ")
-        scheme, credentials = scheme.lower(), credentials.strip()
-        if scheme == "bearer":
-            user, method = _bearer(credentials), "token"
-        elif scheme == "basic":
-            user, method = _basic(request, credentials), "basic"
+    try:
+        if header:
+            user, method, principal = _credentials(request, header)
         else:
+            user, method = getattr(request, "user", None), "session"
+            principal = f"user:{getattr(user, 'pk', None)}"
+        if user is None or not user.is_authenticated or not user.is_active:
             raise NotAuthenticated
-    else:
-        user, method = getattr(request, "user", None), "session"
-    if user is None or not user.is_authenticated or not user.is_active:
-        raise NotAuthenticated
+    except NotAuthenticated:
+        if header:
+            _failed_attempts(request, count=True)
+        raise
+    request.tamma_principal = principal
+    throttle = PrincipalThrottle()
+    if not throttle.allow_request(request, None):
+        raise Throttled(throttle.wait() or 1)
     return Caller(user, method)
 
 

@@ -12,6 +12,14 @@ from django.core.checks import Error, Tags, Warning, register
 from .conf import DEFAULTS, app_settings
 
 METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+RATE = re.compile(r"^[1-9][0-9]*/[smhd]$")
+# Caches that one process cannot share with another, or that cannot count atomically.
+UNSHARED_CACHES = {
+    "django.core.cache.backends.locmem.LocMemCache": "is private to each process",
+    "django.core.cache.backends.dummy.DummyCache": "stores nothing",
+    "django.core.cache.backends.filebased.FileBasedCache": "cannot count atomically",
+    "django.core.cache.backends.db.DatabaseCache": "cannot count atomically",
+}
 
 
 @register(Tags.compatibility)
@@ -45,6 +53,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
         )
     if not isinstance(enabled, bool) or not isinstance(auth, bool):
         errors.append(Error("ENABLED and AUTH_ENABLED must be booleans.", id="tamma_metrics.E005"))
+    for name in ("THROTTLE_RATE", "FAILED_AUTH_RATE"):
+        rate = getattr(app_settings, name)
+        if not isinstance(rate, str) or not RATE.match(rate):
+            errors.append(
+                Error(
+                    f"{name} {rate!r} is not a rate.",
+                    hint="Use requests per period, e.g. '120/m' (s, m, h or d).",
+                    id="tamma_metrics.E009",
+                )
+            )
     ttl = app_settings.LOOP_HEARTBEAT_TTL_SECONDS
     if not isinstance(ttl, int | float) or ttl <= 0:
         errors.append(
@@ -89,3 +107,18 @@ def check_auth_enabled(app_configs: Any = None, **kwargs: Any) -> list:
             )
         ]
     return []
+
+
+@register(Tags.caches)
+def check_shared_cache(app_configs: Any = None, **kwargs: Any) -> list:
+    backend = settings.CACHES.get("default", {}).get("BACKEND", "")
+    if settings.DEBUG or backend not in UNSHARED_CACHES:
+        return []
+    return [
+        Warning(
+            f"The default cache ({backend}) {UNSHARED_CACHES[backend]}: throttles "
+            "and permission changes on /metrics are not shared between processes.",
+            hint="Use Redis or Memcached as the default cache (CACHE_URL=redis://...).",
+            id="tamma_metrics.W002",
+        )
+    ]

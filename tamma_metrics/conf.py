@@ -26,6 +26,10 @@ DEFAULTS: dict[str, Any] = {
     "LOOP_HEARTBEAT_TTL_SECONDS": 300,
     # Label values are cut to this many characters.
     "MAX_LABEL_VALUE_LENGTH": 64,
+    # Requests per authenticated principal (token or user); "N/s", "N/m", "N/h", "N/d".
+    "THROTTLE_RATE": "120/m",
+    # Failed authentication attempts per client IP, checked before any password hash.
+    "FAILED_AUTH_RATE": "10/m",
 }
 
 # Environment variables that override a setting, and how to parse them.

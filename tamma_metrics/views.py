@@ -21,12 +21,15 @@ def _no_store(response: HttpResponse) -> HttpResponse:
     return response
 
 
-def _unauthorized() -> HttpResponse:
-    response = HttpResponse(
-        "Authentication required.\n", status=401, content_type="text/plain; charset=utf-8"
-    )
-    response["WWW-Authenticate"] = access.CHALLENGE
+def _plain(status: int, message: str) -> HttpResponse:
+    response = HttpResponse(f"{message}\n", status=status, content_type="text/plain; charset=utf-8")
     return _no_store(response)
+
+
+def _unauthorized() -> HttpResponse:
+    response = _plain(401, "Authentication required.")
+    response["WWW-Authenticate"] = access.CHALLENGE
+    return response
 
 
 @login_not_required  # a scraper must get 401, never a redirect to a login page
@@ -40,13 +43,11 @@ def metrics(request: HttpRequest) -> HttpResponse:
     except access.NotAuthenticated:
         return _unauthorized()
     except access.NoFamilies:
-        return _no_store(
-            HttpResponse(
-                "No metric family is visible to you.\n",
-                status=403,
-                content_type="text/plain; charset=utf-8",
-            )
-        )
+        return _plain(403, "No metric family is visible to you.")
+    except access.Throttled as throttled:
+        response = _plain(429, "Too many requests.")
+        response["Retry-After"] = str(throttled.retry_after)
+        return response
     result = exposition.render(
         accept=request.headers.get("Accept", ""),
         accept_encoding=request.headers.get("Accept-Encoding", ""),
@@ -71,7 +72,7 @@ def _database_reachable() -> bool:
 def _authenticated(request: HttpRequest) -> bool:
     try:
         return access.authenticate(request).user is not None
-    except access.NotAuthenticated:
+    except (access.NotAuthenticated, access.Throttled):
         return False
 
 

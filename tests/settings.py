@@ -7,12 +7,14 @@ happens when Django sets up the apps right after this module is read.
 
 import os
 import tempfile
+from pathlib import Path
 
 import dj_database_url
 
 if os.environ.get("TAMMA_TEST_SINGLE_PROCESS") != "1":
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="tamma-test-mp-"))
 
+BASE_DIR = Path(__file__).resolve().parent.parent
 SECRET_KEY = "tests-only-not-secret"
 DEBUG = False
 ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
@@ -30,6 +32,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "guardian",
     "tamma_metrics",
+    "project",  # the demo site's commands
 ]
 
 MIDDLEWARE = [

@@ -75,8 +75,30 @@ def test_catalogue_is_well_formed():
         catalogue.get("nope")
 
 
-def test_no_check_fails_in_the_test_settings():
-    assert [e for e in run_checks() if e.id.startswith("tamma_metrics")] == []
+def test_only_the_unshared_cache_is_reported_in_the_test_settings():
+    # The suite runs one process with LocMemCache, which is what W002 is about.
+    assert {e.id for e in run_checks() if e.id.startswith("tamma_metrics")} == {
+        "tamma_metrics.W002"
+    }
+
+
+def test_a_shared_cache_silences_w002(settings):
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:6379/0",
+        }
+    }
+    assert checks.check_shared_cache() == []
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "cache"}
+    }
+    assert _ids(checks.check_shared_cache()) == {"tamma_metrics.W002"}
+
+
+def test_bad_rates_are_errors(settings):
+    settings.TAMMA_METRICS = {"THROTTLE_RATE": "120/minute", "FAILED_AUTH_RATE": "0/m"}
+    assert _ids(checks.check_settings()) == {"tamma_metrics.E009"}
 
 
 def test_production_settings_pass_check_deploy_except_https(tmp_path):
@@ -86,6 +108,7 @@ def test_production_settings_pass_check_deploy_except_https(tmp_path):
         "DEBUG": "false",
         "SECRET_KEY": "x" * 60 + "long-and-random-enough-for-the-check-0123456789",
         "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3",
+        "CACHE_URL": "redis://127.0.0.1:6379/0",
     }
     done = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "ERROR"],

@@ -1,0 +1,39 @@
+"""The demo site's commands that `make run` calls."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+
+from tamma_metrics.models import ApiToken
+
+pytestmark = pytest.mark.django_db
+
+
+def test_demo_scrape_token_prints_a_working_token_and_config(tmp_path):
+    settings_file = tmp_path / "prometheus.token"
+    out = io.StringIO()
+    call_command("demo_scrape_token", file=str(settings_file), stdout=out)
+    token = settings_file.read_text().strip()
+    assert token in out.getvalue()
+    assert f"credentials_file: {settings_file}" in out.getvalue()
+    assert "scrape_interval: 15s" in out.getvalue()
+    assert oct(settings_file.stat().st_mode & 0o777) == "0o600"
+    response = Client().get("/metrics", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert response.status_code == 200
+    # Rotating revokes the previous token.
+    call_command("demo_scrape_token", file=str(settings_file), stdout=io.StringIO())
+    assert Client().get("/metrics", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 401
+    assert ApiToken.objects.filter(revoked_at__isnull=True).count() == 1
+
+
+def test_demo_admin_prints_a_working_login():
+    out = io.StringIO()
+    call_command("demo_admin", stdout=out)
+    username, password = out.getvalue().split("Admin login: ")[1].split("  (")[0].split(" / ")
+    client = Client()
+    assert client.login(username=username, password=password)
+    assert client.get("/admin/").status_code == 200

@@ -1,0 +1,110 @@
+"""Throttles on /metrics: per principal, and per IP for failed attempts before hashing."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from django.contrib.auth.hashers import MD5PasswordHasher
+from django.contrib.auth.models import Group, User
+
+from tamma_metrics.models import ApiToken
+from tamma_metrics.roles import PROMETHEUS, seed_roles
+from tests.utils import basic
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def prometheus_user():
+    seed_roles()
+    user = User.objects.create_user("prom", password="right")
+    user.groups.add(Group.objects.get(name=PROMETHEUS))
+    return user
+
+
+@pytest.fixture
+def hasher_calls(monkeypatch):
+    """How many times the password hasher ran."""
+    calls = []
+    original = MD5PasswordHasher.encode
+
+    def counting(self, password, salt):
+        calls.append(1)
+        return original(self, password, salt)
+
+    monkeypatch.setattr(MD5PasswordHasher, "encode", counting)
+    return calls
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+
+
+def test_a_principal_over_its_rate_gets_429_with_retry_after(anonymous, prometheus_user, settings):
+    settings.TAMMA_METRICS = {"THROTTLE_RATE": "3/m"}
+    first = ApiToken.create_for(prometheus_user, "a")[1]
+    second = ApiToken.create_for(prometheus_user, "b")[1]
+    codes = [anonymous.get("/metrics", **bearer(first)).status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    throttled = anonymous.get("/metrics", **bearer(first))
+    assert 1 <= int(throttled["Retry-After"]) <= 60
+    assert throttled["Cache-Control"] == "no-store"
+    # Another token of the same user is another principal.
+    assert anonymous.get("/metrics", **bearer(second)).status_code == 200
+
+
+def test_failed_attempts_per_ip_stop_before_the_password_hash(
+    anonymous, prometheus_user, settings, hasher_calls
+):
+    settings.TAMMA_METRICS = {"FAILED_AUTH_RATE": "2/m"}
+    wrong = {"HTTP_AUTHORIZATION": basic("prom", "wrong"), "REMOTE_ADDR": "203.0.113.9"}
+    start = len(hasher_calls)
+    assert anonymous.get("/metrics", **wrong).status_code == 401
+    assert anonymous.get("/metrics", **wrong).status_code == 401
+    hashed = len(hasher_calls)
+    assert hashed - start == 2
+    flooded = anonymous.get("/metrics", **wrong)
+    assert flooded.status_code == 429
+    assert int(flooded["Retry-After"]) >= 1
+    assert len(hasher_calls) == hashed  # refused without hashing
+    # Even the right password waits: the IP is over its limit...
+    right = {"HTTP_AUTHORIZATION": basic("prom", "right"), "REMOTE_ADDR": "203.0.113.9"}
+    assert anonymous.get("/metrics", **right).status_code == 429
+    # ...but the scraper's token still works from there, and other IPs are not affected.
+    token = ApiToken.create_for(prometheus_user, "scraper")[1]
+    assert anonymous.get("/metrics", REMOTE_ADDR="203.0.113.9", **bearer(token)).status_code == 200
+    other = {"HTTP_AUTHORIZATION": basic("prom", "right"), "REMOTE_ADDR": "198.51.100.7"}
+    assert anonymous.get("/metrics", **other).status_code == 200
+
+
+def test_unknown_user_and_wrong_password_take_the_same_path(
+    anonymous, prometheus_user, hasher_calls
+):
+    start = len(hasher_calls)
+    unknown = anonymous.get("/metrics", HTTP_AUTHORIZATION=basic("nobody", "x"))
+    after_unknown = len(hasher_calls)
+    wrong = anonymous.get("/metrics", HTTP_AUTHORIZATION=basic("prom", "x"))
+    assert unknown.status_code == wrong.status_code == 401
+    assert after_unknown - start == 1
+    assert len(hasher_calls) - after_unknown == 1
+    assert unknown.content == wrong.content
+    assert unknown["WWW-Authenticate"] == wrong["WWW-Authenticate"]
+
+
+def test_tokens_are_never_logged(anonymous, prometheus_user, caplog):
+    caplog.set_level(logging.DEBUG)
+    token = ApiToken.create_for(prometheus_user, "x")[1]
+    secret = token.split("_", 2)[2]
+    anonymous.get("/metrics", **bearer(token[:-2] + "zz"))
+    anonymous.get("/metrics", **bearer(token))
+    assert secret[:20] not in caplog.text
+
+
+def test_no_redirects_even_with_login_required_middleware(anonymous, settings):
+    settings.MIDDLEWARE = [
+        *settings.MIDDLEWARE,
+        "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    ]
+    assert anonymous.get("/metrics").status_code == 401
+    assert anonymous.get("/metrics/health").status_code == 200
