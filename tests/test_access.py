@@ -252,3 +252,26 @@ def test_admin_grants_a_family_to_a_role_and_creates_tokens(client, anonymous, r
     page = client.get(f"/admin/tamma_metrics/apitoken/{token.pk}/change/")
     assert secret not in page.content.decode()
     assert page.status_code == 200
+
+
+def test_guardian_object_permission_admin_grants_one_family_to_a_group(client, anonymous, roles):
+    group = Group.objects.create(name="auditors")
+    family = MetricFamily.objects.get(name="escalations_total")
+    base = f"/admin/tamma_metrics/metricfamily/{family.pk}/permissions/"
+    assert client.get(base).status_code == 200
+    response = client.post(
+        f"{base}group-manage/{group.pk}/", {"permissions": ["view_metricfamily"]}
+    )
+    assert response.status_code == 302
+    user_in("auditors", "auditor")
+    text = scrape_text(anonymous, HTTP_AUTHORIZATION=basic("auditor", "pw"))
+    assert families_in(text) == {"escalations_total"}
+
+
+def test_families_no_row_covers_are_for_superusers_only(client, anonymous, roles):
+    from prometheus_client import Counter
+
+    Counter("acme_host_widgets", "A host project's own counter.").inc()
+    operator = token_for(user_in(OPERATOR, "op"))
+    assert "acme_host_widgets_total" not in scrape_text(anonymous, **bearer(operator))
+    assert "acme_host_widgets_total 1.0" in scrape_text(client)  # the superuser
