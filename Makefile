@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_ISSUES ?= 1000
 
-.PHONY: venv run test lint format clean
+.PHONY: venv bootstrap run test lint format clean
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(BIN)/.installed: requirements.txt pyproject.toml
 	touch $@
 
 venv: $(BIN)/.installed
+
+# System packages the tests use (promtool from Debian's prometheus), when missing.
+bootstrap:
+	scripts/bootstrap.sh
 
 # The multiprocess folder is emptied first: old files would add a previous run's
 # counts. seed_demo --reset recreates the demo rows so the counters served equal
@@ -40,7 +44,7 @@ format: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: venv lint
+test: venv bootstrap lint
 	$(BIN)/python -m pytest
 
 clean:

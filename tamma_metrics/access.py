@@ -223,7 +223,7 @@ def sync_metric_families(**kwargs: Any) -> int:
             "audience": family.audience.value,
             "help_text": family.help,
         }
-        for family in catalogue.FAMILIES
+        for family in catalogue.families()
     }
     for pattern, help_text in catalogue.RUNTIME_PATTERNS.items():
         rows[pattern] = {

@@ -21,6 +21,7 @@ from .models import (
     AutonomousLoop,
     Escalation,
     Issue,
+    LabelPolicy,
     MetricFamily,
     PullRequest,
 )
@@ -121,7 +122,8 @@ class GrantForm(ActionForm):
 class MetricFamilyAdmin(GuardedModelAdmin):
     """Rows are synced from the catalogue; people edit who may see them."""
 
-    list_display = ("name", "kind", "audience", "roles")
+    list_display = ("name", "kind", "audience", "max_series", "roles")
+    list_editable = ("max_series",)
     list_filter = ("audience", "kind")
     search_fields = ("name", "help_text")
     readonly_fields = ("name", "kind", "audience", "help_text")
@@ -208,3 +210,25 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def revoke(self, request: HttpRequest, queryset: QuerySet) -> None:
         count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
         self.message_user(request, f"{count} tokens revoked.")
+
+
+@admin.register(LabelPolicy)
+class LabelPolicyAdmin(admin.ModelAdmin):
+    """Vocabularies and caps; every process applies an edit within POLICY_REFRESH_SECONDS."""
+
+    list_display = (
+        "label",
+        "family",
+        "closed",
+        "vocabulary",
+        "max_values",
+        "fold_value",
+        "updated_at",
+    )
+    list_filter = ("closed",)
+    search_fields = ("label", "family", "allowed_values")
+    list_editable = ("max_values", "fold_value")
+
+    @admin.display(description="Allowed values")
+    def vocabulary(self, obj: LabelPolicy) -> str:
+        return ", ".join(sorted(obj.values)) if obj.closed else "(free-form)"

@@ -10,13 +10,16 @@ class TammaMetricsConfig(AppConfig):
     def ready(self) -> None:
         # Importing registers the system checks and the model signal receivers;
         # connecting signals touches no database.
-        from . import access, checks, receivers  # noqa: F401
+        from . import access, checks, labels, receivers  # noqa: F401
 
         access.connect_signals()
+        labels.connect_signals()
         post_migrate.connect(_sync_families, sender=self, dispatch_uid="tamma_sync_families")
 
 
 def _sync_families(**kwargs: object) -> None:
     from .access import sync_metric_families
+    from .labels import seed_policies
 
     sync_metric_families()
+    seed_policies()

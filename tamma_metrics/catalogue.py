@@ -7,8 +7,12 @@ are aggregated in Prometheus forever, so only bounded vocabularies belong there.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
 
 from .conf import app_settings
 
@@ -43,6 +47,7 @@ class Family:
     audience: Audience = Audience.OPERATIONS
     # Multiprocess aggregation of a gauge recorded in-process.
     multiprocess_mode: str = ""
+    custom: bool = False  # declared by the host project in CUSTOM_FAMILIES
 
     @property
     def full_name(self) -> str:
@@ -232,6 +237,13 @@ FAMILIES: tuple[Family, ...] = (
         source=Source.SELF,
     ),
     Family(
+        "metrics_label_folds_total",
+        Kind.COUNTER,
+        "Label values replaced by the fold value (other) because the label policy refused them.",
+        ("family", "label"),
+        source=Source.SELF,
+    ),
+    Family(
         "metrics_series",
         Kind.GAUGE,
         "Label combinations admitted per family.",
@@ -247,15 +259,102 @@ FAMILIES: tuple[Family, ...] = (
     ),
 )
 
-BY_NAME: dict[str, Family] = {family.name: family for family in FAMILIES}
+# Label names that would carry personal data or secrets: never allowed, also not in
+# custom families. Prometheus keeps label values forever and shows them to every viewer.
+FORBIDDEN_LABELS = frozenset(
+    {
+        "title",
+        "name",
+        "user",
+        "username",
+        "email",
+        "token",
+        "password",
+        "secret",
+        "author",
+        "assignee",
+        "ip",
+    }
+)
+RESERVED_LABELS = frozenset({"le", "quantile"})
+_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def _custom_family(spec: Any) -> Family:
+    """A host project's family from settings, validated with errors that name the field."""
+    if not isinstance(spec, dict):
+        raise ImproperlyConfigured(f"CUSTOM_FAMILIES entries must be dicts, got {spec!r}")
+    unknown = set(spec) - {"name", "type", "help", "labels", "buckets", "audience"}
+    name = spec.get("name")
+    where = f"CUSTOM_FAMILIES[{name!r}]"
+    if unknown:
+        raise ImproperlyConfigured(f"{where}: unknown keys {sorted(unknown)}")
+    if not isinstance(name, str) or not _METRIC_NAME.match(name):
+        raise ImproperlyConfigured(f"{where}: name must be a metric name")
+    try:
+        kind = Kind(spec.get("type"))
+    except ValueError:
+        raise ImproperlyConfigured(f"{where}: type must be counter, histogram or gauge") from None
+    if kind is Kind.INFO:
+        raise ImproperlyConfigured(f"{where}: type must be counter, histogram or gauge")
+    if (kind is Kind.COUNTER) != name.endswith("_total"):
+        raise ImproperlyConfigured(f"{where}: counters, and only counters, end in _total")
+    labels = tuple(spec.get("labels", ()))
+    for label in labels:
+        if not isinstance(label, str) or not _LABEL_NAME.match(label) or label.startswith("__"):
+            raise ImproperlyConfigured(f"{where}: {label!r} is not a label name")
+        if label in FORBIDDEN_LABELS | RESERVED_LABELS:
+            raise ImproperlyConfigured(
+                f"{where}: label {label!r} is not allowed (personal data or reserved)"
+            )
+    if len(set(labels)) != len(labels):
+        raise ImproperlyConfigured(f"{where}: labels repeat")
+    buckets = tuple(float(b) for b in spec.get("buckets", ()))
+    if kind is Kind.HISTOGRAM and (not buckets or list(buckets) != sorted(set(buckets))):
+        raise ImproperlyConfigured(f"{where}: histograms need increasing buckets")
+    if not spec.get("help"):
+        raise ImproperlyConfigured(f"{where}: help is required")
+    return Family(
+        name,
+        kind,
+        str(spec["help"]),
+        labels,
+        buckets,
+        audience=Audience(spec.get("audience", Audience.BUSINESS.value)),
+        # A host gauge is set, not added to: the latest value of any process wins.
+        multiprocess_mode="mostrecent" if kind is Kind.GAUGE else "",
+        custom=True,
+    )
+
+
+_families: tuple[Family, ...] | None = None
+
+
+def families() -> tuple[Family, ...]:
+    """The built-in families plus the host project's ``CUSTOM_FAMILIES``."""
+    global _families
+    if _families is None:
+        custom = tuple(_custom_family(spec) for spec in app_settings.CUSTOM_FAMILIES)
+        clash = {f.name for f in custom} & {f.name for f in FAMILIES}
+        if clash:
+            raise ImproperlyConfigured(f"CUSTOM_FAMILIES redefine built-in families: {clash}")
+        _families = FAMILIES + custom
+    return _families
+
+
+def reset() -> None:
+    """Forget the custom families (after a settings change)."""
+    global _families
+    _families = None
 
 
 def get(name: str) -> Family:
     """Return the family called ``name`` (without prefix); KeyError names the unknown one."""
-    try:
-        return BY_NAME[name]
-    except KeyError:
-        raise KeyError(f"unknown metric family {name!r}") from None
+    for family in families():
+        if family.name == name:
+            return family
+    raise KeyError(f"unknown metric family {name!r}")
 
 
 # Bounded label values derived from numbers, so a raw count never becomes a label.
@@ -297,7 +396,7 @@ RUNTIME_PATTERNS: dict[str, str] = {
 
 def owner_of(metric_name: str) -> str | None:
     """The catalogue name or runtime pattern that covers an exposed family, if any."""
-    for family in FAMILIES:
+    for family in families():
         if family.metric_name == metric_name:
             return family.name
     for pattern in RUNTIME_PATTERNS:

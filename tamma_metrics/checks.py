@@ -8,7 +8,9 @@ from typing import Any
 
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
+from django.core.exceptions import ImproperlyConfigured
 
+from . import catalogue
 from .conf import DEFAULTS, app_settings
 
 METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
@@ -63,6 +65,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
                     id="tamma_metrics.E009",
                 )
             )
+    try:
+        catalogue.reset()
+        catalogue.families()
+    except ImproperlyConfigured as exc:
+        errors.append(Error(str(exc), id="tamma_metrics.E010"))
+    for name in ("DEFAULT_MAX_SERIES", "DEFAULT_MAX_VALUES"):
+        value = getattr(app_settings, name)
+        if not isinstance(value, int) or value < 1:
+            errors.append(Error(f"{name} must be a positive integer.", id="tamma_metrics.E011"))
     ttl = app_settings.LOOP_HEARTBEAT_TTL_SECONDS
     if not isinstance(ttl, int | float) or ttl <= 0:
         errors.append(

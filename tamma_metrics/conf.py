@@ -30,6 +30,14 @@ DEFAULTS: dict[str, Any] = {
     "THROTTLE_RATE": "120/m",
     # Failed authentication attempts per client IP, checked before any password hash.
     "FAILED_AUTH_RATE": "10/m",
+    # Series (label combinations) a family may have unless its MetricFamily row says otherwise.
+    "DEFAULT_MAX_SERIES": 1000,
+    # Distinct values a free-form label may take unless its LabelPolicy says otherwise.
+    "DEFAULT_MAX_VALUES": 100,
+    # How often each process looks for label policy and cap edits made in the admin.
+    "POLICY_REFRESH_SECONDS": 5,
+    # The host project's own families: [{"name", "type", "help", "labels", "buckets"}].
+    "CUSTOM_FAMILIES": [],
 }
 
 # Environment variables that override a setting, and how to parse them.
@@ -86,6 +94,9 @@ app_settings = AppSettings()
 def _reload(*, setting: str, **kwargs: Any) -> None:
     if setting == "TAMMA_METRICS":
         app_settings.reload()
+        from . import catalogue  # imports this module: import it late
+
+        catalogue.reset()
 
 
 setting_changed.connect(_reload)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from django.core.cache import cache
 from prometheus_client import REGISTRY, CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.exposition import choose_encoder, gzip_accepted
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
@@ -46,39 +46,9 @@ class _MergedFolder(MultiProcessCollector):
         for metric in super().collect():
             seen.add(metric.name)
             yield metric
-        for family in catalogue.FAMILIES:
+        for family in catalogue.families():
             if instruments.is_instrumented(family) and family.metric_name not in seen:
                 yield Metric(family.metric_name, family.help, family.kind.value)
-
-
-class _StoredFamilies:
-    """The stored families, followed by ``metrics_series``: label sets per event family.
-
-    Counted from what is served, so it is exact for this scrape whichever mode stores
-    the families.
-    """
-
-    def __init__(self, source: Collector) -> None:
-        self.source = source
-
-    def collect(self) -> Iterator[Metric]:
-        events = {
-            f.metric_name: f.name for f in catalogue.FAMILIES if f.source is catalogue.Source.EVENT
-        }
-        series = dict.fromkeys(events.values(), 0)
-        for metric in self.source.collect():
-            if metric.name in events:
-                label_sets = {
-                    frozenset((k, v) for k, v in sample.labels.items() if k != "le")
-                    for sample in metric.samples
-                }
-                series[events[metric.name]] = len(label_sets)
-            yield metric
-        family = catalogue.get("metrics_series")
-        gauge = GaugeMetricFamily(family.full_name, family.help, labels=family.labels)
-        for name, count in series.items():
-            gauge.add_metric([name], count)
-        yield gauge
 
 
 class _Visible:
@@ -102,12 +72,12 @@ def build_registry(visibility: Visibility = EVERYTHING) -> CollectorRegistry:
         # The merged folder, and the process that answers the scrape (other workers'
         # process metrics are not visible from here).
         sources = [
-            _StoredFamilies(_MergedFolder(None, path=path)),
+            _MergedFolder(None, path=path),
             ProcessCollector(registry=None),
             PlatformCollector(registry=None),
         ]
     else:
-        sources = [_StoredFamilies(_DefaultRegistry())]
+        sources = [_DefaultRegistry()]
     # A family the caller may not see is never queried.
     gauges = [name for name in queries.GAUGES if visibility.allows_family(name)]
     sources += [DatabaseCollector(gauges), BuildInfoCollector()]

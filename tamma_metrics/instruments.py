@@ -62,10 +62,18 @@ def get_all() -> dict[str, Any]:
             if _instruments is None:
                 # Counters' _created series double the series count for no use in PromQL.
                 disable_created_metrics()
-                _instruments = {f.name: _build(f) for f in catalogue.FAMILIES if is_instrumented(f)}
+                _instruments = {
+                    f.name: _build(f) for f in catalogue.families() if is_instrumented(f)
+                }
     return _instruments
 
 
 def get(name: str) -> Any:
     """Return the instrument of the family ``name``."""
-    return get_all()[name]
+    built = get_all()
+    if name not in built:
+        # A custom family declared after the others were built (settings changed).
+        with _lock:
+            if name not in built:
+                built[name] = _build(catalogue.get(name))
+    return built[name]

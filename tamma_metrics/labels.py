@@ -1,29 +1,350 @@
-"""The one place label values are made safe before they reach an instrument.
+"""The one place label values are judged before they reach an instrument.
 
-Whatever a caller sends (an agent's free text, a lone surrogate, a newline) comes
-out as a short lower-case string of a safe character set, so no input can break the
-exposition or the scrape.
+Every recording path (receivers, ``record``, the ingest API) passes here on its first
+sight of a label combination:
+
+1. each value is made safe: a short string of ``[A-Za-z0-9_.:/+-]`` (lower case for
+   closed vocabularies), so no input (a lone surrogate, a newline, a quote) can break
+   the exposition;
+2. closed labels keep only their vocabulary; other values fold to ``other``;
+3. free-form labels admit new values up to their cap, then fold;
+4. a family admits new label combinations up to its series cap; past it, events go to
+   one overflow series (every label ``overflow``).
+
+The event is always counted, so totals over labels equal the number of events; folds
+and overflows are counted in self-metrics. Admissions live in the database, shared by
+every process, so caps hold for the deployment; each process caches what it has seen,
+so a known combination costs no query. Policy edits made in the admin reach every
+process within ``POLICY_REFRESH_SECONDS``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import logging
 import re
+import threading
+import time
+from dataclasses import dataclass
 from typing import Any
 
+from django.db import DatabaseError, connection, transaction
+from django.db.models import Count, Max
+
+from . import catalogue
 from .conf import app_settings
 
+logger = logging.getLogger(__name__)
+
 EMPTY_VALUE = "unknown"
-_UNSAFE = re.compile(r"[^a-z0-9_.:/+\-]+")
+FOLD_VALUE = "other"
+OVERFLOW_VALUE = "overflow"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.:/+\-]+")
+_LOCAL_LIMIT = 10_000  # refused keys remembered per scope
 
 
-def normalise(value: Any) -> str:
-    """Return ``value`` as a safe label value: lower case, [a-z0-9_.:/+-], bounded length."""
+def normalise(value: Any, *, lowercase: bool = True) -> str:
+    """Return ``value`` as a safe label value of bounded length."""
     text = value if isinstance(value, str) else str(value)
-    text = _UNSAFE.sub("_", text.strip().lower()).strip("_")
-    text = text[: app_settings.MAX_LABEL_VALUE_LENGTH]
+    text = text.strip().lower() if lowercase else text.strip()
+    text = _UNSAFE.sub("_", text).strip("_")[: app_settings.MAX_LABEL_VALUE_LENGTH]
     return text or EMPTY_VALUE
 
 
-def normalise_all(values: tuple[Any, ...]) -> tuple[str, ...]:
-    """Normalise every value of one label set."""
-    return tuple(normalise(value) for value in values)
+@dataclass(frozen=True)
+class Rule:
+    closed: bool
+    values: frozenset[str]
+    max_values: int
+    fold: str
+
+
+# Seeded into LabelPolicy on migrate (missing rows only: admin edits are kept).
+# label -> closed vocabulary (tuple) or the cap of a free-form label (int).
+DEFAULT_POLICIES: dict[str, tuple[str, ...] | int] = {
+    "provider": (
+        "anthropic",
+        "openai",
+        "google",
+        "azure_openai",
+        "aws_bedrock",
+        "mistral",
+        "local",
+    ),
+    "platform": ("github", "gitlab", "gitea", "bitbucket", "azure_devops"),
+    "issue_type": ("feature", "bug", "refactor", "documentation", "test", "chore"),
+    "outcome": ("success", "failure", "timeout"),
+    "result": ("success", "failure", "timeout"),
+    "severity": ("low", "medium", "high", "critical"),
+    "actor": ("system", "user"),
+    "merge_strategy": ("merge", "squash", "rebase"),
+    "token_type": ("input", "output", "cache_read", "cache_write"),
+    "complexity": ("low", "medium", "high", "unknown"),
+    "escalation_type": (
+        "blocked",
+        "ambiguous_requirements",
+        "test_failure",
+        "permission",
+        "budget",
+        "safety",
+    ),
+    "change_type": ("create", "update", "delete"),
+    "approval_type": ("plan", "code_review", "merge", "deployment"),
+    "method": ("get", "head", "post", "put", "patch", "delete", "options", "other"),
+    "user_type": ("anonymous", "user", "staff", "service"),
+    "token_range": ("0-1k", "1k-10k", "10k-100k", "100k+"),
+    "file_count": ("0", "1", "2-5", "6-20", "21+"),
+    "model": 100,
+    "reason": 100,
+    "component": 50,
+    "language": 50,
+    "file_type": 50,
+    "framework": 50,
+    "request_type": 20,
+    "test_type": 20,
+    "connection_type": 20,
+    "repository": 200,
+    "endpoint": 200,
+    "status_code": 60,
+}
+# Family-specific policies: (family, label) -> vocabulary or cap, as above.
+DEFAULT_FAMILY_POLICIES: dict[tuple[str, str], tuple[str, ...] | int] = {
+    ("approval_wait_duration_seconds", "outcome"): ("approved", "rejected", "expired"),
+    # Connections go to AI providers and to platforms such as GitHub.
+    ("active_connections", "provider"): 30,
+}
+
+
+def seed_policies(**kwargs: Any) -> int:
+    """Create the default LabelPolicy rows that do not exist yet; returns how many."""
+    from .models import LabelPolicy
+
+    existing = set(LabelPolicy.objects.values_list("label", "family"))
+    rows = []
+    items = [(("", label), spec) for label, spec in DEFAULT_POLICIES.items()]
+    items += list(DEFAULT_FAMILY_POLICIES.items())
+    for (family, label), spec in items:
+        if (label, family) in existing:
+            continue
+        if isinstance(spec, int):
+            rows.append(LabelPolicy(label=label, family=family, closed=False, max_values=spec))
+        else:
+            rows.append(
+                LabelPolicy(label=label, family=family, closed=True, allowed_values="\n".join(spec))
+            )
+    LabelPolicy.objects.bulk_create(rows)
+    return len(rows)
+
+
+class _State:
+    """This process's snapshot of the policy and of what it has seen admitted."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.rules: dict[tuple[str, str], Rule] = {}
+        self.caps: dict[str, int] = {}
+        self.stamp: tuple | None = None
+        self.checked_at = float("-inf")
+        self.generation = 0
+        self.admitted: dict[str, set[str]] = {}
+        self.refused: dict[str, set[str]] = {}
+        self.full: set[str] = set()
+
+
+_state = _State()
+
+
+def _version() -> tuple:
+    from .models import LabelPolicy, MetricFamily
+
+    policies = LabelPolicy.objects.aggregate(n=Count("id"), at=Max("updated_at"))
+    families = MetricFamily.objects.aggregate(at=Max("updated_at"))
+    return (policies["n"], policies["at"], families["at"])
+
+
+def _load() -> tuple[dict, dict]:
+    from .models import LabelPolicy, MetricFamily
+
+    default_max = int(app_settings.DEFAULT_MAX_VALUES)
+    rules = {
+        (p.family, p.label): Rule(
+            p.closed,
+            p.values,
+            p.max_values or default_max,
+            normalise(p.fold_value) if p.fold_value else FOLD_VALUE,
+        )
+        for p in LabelPolicy.objects.all()
+    }
+    caps = dict(
+        MetricFamily.objects.filter(max_series__isnull=False).values_list("name", "max_series")
+    )
+    return rules, caps
+
+
+def _database_usable() -> bool:
+    # Django forbids queries from async code; recording there uses the last snapshot.
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return True
+    return False
+
+
+def generation() -> int:
+    """A number that changes whenever the policy does; checks the database now and then."""
+    state = _state
+    now = time.monotonic()
+    if now - state.checked_at < app_settings.POLICY_REFRESH_SECONDS:
+        return state.generation
+    with state.lock:
+        state.checked_at = now
+        if not _database_usable():
+            return state.generation
+        try:
+            with transaction.atomic():  # a savepoint: a failure leaves the caller's work intact
+                stamp = _version()
+                if stamp != state.stamp:
+                    state.rules, state.caps = _load()
+        except DatabaseError:
+            logger.warning("tamma_metrics: label policy unavailable; using the last one")
+            return state.generation
+        if stamp != state.stamp:
+            state.stamp = stamp
+            state.generation += 1
+            state.admitted.clear()
+            state.refused.clear()
+            state.full.clear()
+    return state.generation
+
+
+def invalidate(**kwargs: Any) -> None:
+    """Look for policy changes on the next event (a signal handler)."""
+    _state.checked_at = float("-inf")
+
+
+def reset() -> None:
+    """Forget everything this process knows (tests)."""
+    global _state
+    _state = _State()
+
+
+def rule(family: str, label: str) -> Rule:
+    """The policy of ``label`` in ``family``: family-specific first, then general."""
+    rules = _state.rules
+    found = rules.get((family, label)) or rules.get(("", label))
+    if found is None:  # no row (yet, or deleted): the shipped default applies
+        spec = DEFAULT_FAMILY_POLICIES.get((family, label)) or DEFAULT_POLICIES.get(label)
+        if isinstance(spec, tuple):
+            return Rule(True, frozenset(spec), 0, FOLD_VALUE)
+        return Rule(False, frozenset(), spec or int(app_settings.DEFAULT_MAX_VALUES), FOLD_VALUE)
+    return found
+
+
+def max_series(family: str) -> int:
+    return _state.caps.get(family) or int(app_settings.DEFAULT_MAX_SERIES)
+
+
+def _lock_scope(scope: str) -> None:
+    # PostgreSQL: serialise admissions per scope so concurrent workers cannot both
+    # take the last place. SQLite serialises writers by itself.
+    if connection.vendor == "postgresql":
+        key = int.from_bytes(
+            hashlib.blake2b(scope.encode(), digest_size=8).digest(), "big", signed=True
+        )
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+
+
+def _admit_in_database(scope: str, key: str, cap: int) -> bool:
+    from .models import Admission
+
+    with transaction.atomic():
+        _lock_scope(scope)
+        if Admission.objects.filter(scope=scope, key=key).exists():
+            return True
+        if Admission.objects.filter(scope=scope).count() >= cap:
+            return False
+        Admission.objects.create(scope=scope, key=key)
+        return True
+
+
+def admit(scope: str, key: str, cap: int) -> bool:
+    """Whether ``key`` is (or may now become) one of the at most ``cap`` keys of ``scope``."""
+    state = _state
+    admitted = state.admitted.setdefault(scope, set())
+    if key in admitted:
+        return True
+    refused = state.refused.setdefault(scope, set())
+    if key in refused or scope in state.full:
+        return False
+    if _database_usable():
+        try:
+            ok = _admit_in_database(scope, key[:1000], cap)
+        except DatabaseError:
+            # Refusing keeps the cap whatever happens; the event still counts (folded).
+            logger.warning("tamma_metrics: admissions unavailable; refusing new %s", scope)
+            return False
+    else:
+        ok = len(admitted) < cap  # async code cannot query: a per-process best effort
+    if ok:
+        admitted.add(key)
+    else:
+        if len(refused) >= _LOCAL_LIMIT:
+            refused.clear()
+        refused.add(key)
+        if len(admitted) >= cap:
+            state.full.add(scope)  # admissions only grow: no need to ask again
+    return ok
+
+
+@dataclass(frozen=True)
+class Guarded:
+    values: tuple[str, ...]
+    folded: tuple[str, ...]  # names of the labels whose value was folded
+    overflow: bool
+
+
+def guard(family: catalogue.Family, raw: tuple[Any, ...]) -> Guarded:
+    """Apply normalisation, vocabularies, value caps and the series cap to one label set."""
+    generation()
+    values, folded = [], []
+    for label, raw_value in zip(family.labels, raw, strict=True):
+        policy = rule(family.name, label)
+        value = normalise(raw_value, lowercase=policy.closed)
+        if policy.closed:
+            allowed = value in policy.values
+        else:
+            allowed = admit(f"value:{label}", value, policy.max_values)
+        if not allowed and value != policy.fold:
+            value = policy.fold
+            folded.append(label)
+        values.append(value)
+    series_key = "\x1f".join(values)
+    if not admit(f"series:{family.name}", series_key, max_series(family.name)):
+        return Guarded((OVERFLOW_VALUE,) * len(values), tuple(folded), True)
+    return Guarded(tuple(values), tuple(folded), False)
+
+
+def admitted_series() -> dict[str, int]:
+    """Admitted label combinations per family, from the database (for the series gauge)."""
+    from .models import Admission
+
+    rows = (
+        Admission.objects.filter(scope__startswith="series:")
+        .order_by()
+        .values_list("scope")
+        .annotate(n=Count("id"))
+    )
+    return {scope.removeprefix("series:"): n for scope, n in rows}
+
+
+def connect_signals() -> None:
+    """Edits in this process apply on its next event; other processes poll."""
+    from django.db.models.signals import post_delete, post_save
+
+    from .models import LabelPolicy, MetricFamily
+
+    for model in (LabelPolicy, MetricFamily):
+        post_save.connect(invalidate, sender=model, dispatch_uid=f"tamma_labels_{model}")
+        post_delete.connect(invalidate, sender=model, dispatch_uid=f"tamma_labels_d_{model}")

@@ -84,10 +84,21 @@ def oldest_pending_approval() -> dict[Labels, float]:
     return result
 
 
+def series_admitted() -> dict[Labels, float]:
+    """Label combinations admitted per event family (0 included), shared by all processes."""
+    from . import catalogue, labels
+
+    result = {(f.name,): 0.0 for f in catalogue.families() if f.source is catalogue.Source.EVENT}
+    for family, n in labels.admitted_series().items():
+        result[(family,)] = float(n)
+    return result
+
+
 # The gauge family each query feeds, by catalogue name.
 GAUGES = {
     "active_autonomous_loops": active_loops,
     "pending_approvals": pending_approvals,
     "queue_depth": queue_depth,
     "approval_oldest_pending_timestamp_seconds": oldest_pending_approval,
+    "metrics_series": series_admitted,
 }

@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 from . import catalogue, instruments, labels
+from .catalogue import Kind, Source
 from .conf import app_settings
 
 logger = logging.getLogger(__name__)
@@ -36,25 +37,49 @@ R = TypeVar("R")
 SUCCESS, FAILURE, TIMEOUT = "success", "failure", "timeout"
 TOKEN_TYPES = ("input", "output", "cache_read", "cache_write")
 
-# (family, raw label values) -> instrument child. A hit skips normalisation and
-# prometheus_client's keyword handling; the bound keeps hostile input from growing it.
-_children: dict[tuple[str, tuple[Any, ...]], Any] = {}
+# (family, raw label values) -> (instrument child, self-metric children to bump). A hit
+# skips the label guard and prometheus_client's keyword handling; the bound keeps
+# hostile input from growing it; a label policy change empties it.
+_children: dict[tuple[str, tuple[Any, ...]], tuple[Any, tuple[Any, ...]]] = {}
+_generation = -1
 _CHILD_CACHE_LIMIT = 50_000
 
 
 def _child(family: str, values: tuple[Any, ...]) -> Any:
+    global _generation
+    current = labels.generation()
+    if current != _generation:
+        _children.clear()
+        _generation = current
     key = (family, values)
-    child = _children.get(key)
-    if child is None:
+    entry = _children.get(key)
+    if entry is None:
+        entry = _guarded_child(family, values)
         if len(_children) >= _CHILD_CACHE_LIMIT:
             _children.clear()
-        child = instruments.get(family).labels(*labels.normalise_all(values))
-        _children[key] = child
+        _children[key] = entry
+    child, side_effects = entry
+    for counter in side_effects:  # every folded or overflowing event is counted
+        counter.inc()
     return child
 
 
+def _guarded_child(family_name: str, values: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
+    family = catalogue.get(family_name)
+    if len(values) != len(family.labels):
+        raise ValueError(f"{family_name} takes labels {family.labels}, got {len(values)} values")
+    result = labels.guard(family, values)
+    side = [
+        instruments.get("metrics_label_folds_total").labels(family_name, label)
+        for label in result.folded
+    ]
+    if result.overflow:
+        side.append(instruments.get("metrics_label_overflow_total").labels(family_name))
+    return instruments.get(family_name).labels(*result.values), tuple(side)
+
+
 def clear_cache() -> None:
-    """Forget cached children (after a label policy change)."""
+    """Forget cached children (tests)."""
     _children.clear()
 
 
@@ -86,6 +111,42 @@ def _non_negative(value: float, what: str) -> float:
     if not math.isfinite(number) or number < 0:
         raise ValueError(f"{what} must be a finite, non-negative number, got {value!r}")
     return number
+
+
+def metric(name: str, value: float = 1.0, **label_values: Any) -> None:
+    """Record a family by name, e.g. one of the host project's ``CUSTOM_FAMILIES``.
+
+    Counters add ``value``, histograms observe it, gauges are set to it. An unknown
+    family or label name raises ValueError at once: that is a bug in the caller.
+    """
+    try:
+        family = catalogue.get(name)
+    except KeyError:
+        known = sorted(f.name for f in catalogue.families() if f.source is Source.EVENT)
+        raise ValueError(f"unknown metric family {name!r}; recordable: {known}") from None
+    if family.source is not Source.EVENT:
+        raise ValueError(f"{name} is computed, not recorded")
+    unknown = sorted(set(label_values) - set(family.labels))
+    missing = sorted(set(family.labels) - set(label_values))
+    if unknown or missing:
+        raise ValueError(
+            f"{name} takes labels {list(family.labels)}: unknown {unknown}, missing {missing}"
+        )
+    _record_metric(family, value, tuple(label_values[label] for label in family.labels))
+
+
+@_guarded
+def _record_metric(family: catalogue.Family, value: float, values: tuple[Any, ...]) -> None:
+    child = _child(family.name, values)
+    if family.kind is Kind.COUNTER:
+        child.inc(_non_negative(value, "value"))
+    elif family.kind is Kind.HISTOGRAM:
+        child.observe(_non_negative(value, "value"))
+    else:
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(f"value must be finite, got {value!r}")
+        child.set(number)
 
 
 @_guarded

@@ -14,8 +14,8 @@ PROMETHEUS, OPERATOR, PRODUCT_MANAGER = "prometheus", "operator", "product-manag
 
 def preset_families() -> dict[str, set[str]]:
     """Role name -> MetricFamily names it sees."""
-    every = {f.name for f in catalogue.FAMILIES} | set(catalogue.RUNTIME_PATTERNS)
-    business = {f.name for f in catalogue.FAMILIES if f.audience is catalogue.Audience.BUSINESS}
+    every = {f.name for f in catalogue.families()} | set(catalogue.RUNTIME_PATTERNS)
+    business = {f.name for f in catalogue.families() if f.audience is catalogue.Audience.BUSINESS}
     return {PROMETHEUS: every, OPERATOR: every, PRODUCT_MANAGER: business}
 
 

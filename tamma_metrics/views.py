@@ -89,7 +89,7 @@ def health(request: HttpRequest) -> JsonResponse:
                 "version": __version__,
                 "enabled": bool(app_settings.ENABLED),
                 "multiprocess": instruments.multiprocess_dir() is not None,
-                "families": dict(Counter(f.kind.value for f in catalogue.FAMILIES)),
+                "families": dict(Counter(f.kind.value for f in catalogue.families())),
                 "last_scrape": exposition.last_scrape(),
                 "check_duration_seconds": time.perf_counter() - start,
             }

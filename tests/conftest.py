@@ -24,8 +24,13 @@ def metrics(client):
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache():
-    """Cached permissions must not leak between tests (primary keys are reused)."""
+def _fresh_caches():
+    """Cached permissions and admissions must not leak between tests: each test's
+    database rows are rolled back (and primary keys reused)."""
     from django.core.cache import cache
 
+    from tamma_metrics import labels, record
+
     cache.clear()
+    labels.reset()
+    record.clear_cache()

@@ -56,7 +56,9 @@ def test_a_management_command_in_another_process_appears_in_the_scrape(metrics, 
     assert change.total("tamma_prs_created_total") == prs
 
 
-def test_a_shell_in_another_process_records_through_the_api(metrics):
+def test_a_shell_in_another_process_records_through_the_api(metrics, tmp_path):
+    url = f"sqlite:///{tmp_path / 'shell.sqlite3'}"
+    _run(["manage.py", "migrate", "-v0"], DATABASE_URL=url)
     before = metrics()
     _run(
         [
@@ -64,7 +66,8 @@ def test_a_shell_in_another_process_records_through_the_api(metrics):
             "import django; django.setup(); from tamma_metrics import record; "
             "[record.code_change(change_type='delete', language='python', actor='user', "
             "file_type='py') for _ in range(3)]",
-        ]
+        ],
+        DATABASE_URL=url,
     )
     change = delta(metrics(), before)
     assert (

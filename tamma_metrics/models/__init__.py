@@ -16,8 +16,10 @@ from .domain import (
     Provider,
     PullRequest,
 )
+from .policy import Admission, LabelPolicy
 
 __all__ = [
+    "Admission",
     "ApiToken",
     "Approval",
     "AutonomousLoop",
@@ -25,6 +27,7 @@ __all__ = [
     "Escalation",
     "Issue",
     "IssueType",
+    "LabelPolicy",
     "MetricFamily",
     "MetricFamilyGroupPermission",
     "MetricFamilyUserPermission",

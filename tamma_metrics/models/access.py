@@ -30,6 +30,14 @@ class MetricFamily(models.Model):
     kind = models.CharField(max_length=16, blank=True)
     audience = models.CharField(max_length=16, blank=True)
     help_text = models.CharField(max_length=300, blank=True)
+    max_series = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Label combinations this family may have (blank: "
+        "the DEFAULT_MAX_SERIES setting). Past it, events go "
+        "to one overflow series.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["name"]

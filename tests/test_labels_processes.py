@@ -1,0 +1,94 @@
+"""Caps hold for the deployment: two processes recording at once share one budget."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.utils import parse
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SETUP = """
+import django
+django.setup()
+from tamma_metrics.models import LabelPolicy, MetricFamily
+MetricFamily.objects.filter(name="ai_requests_total").update(max_series=5)
+LabelPolicy.objects.filter(label="model", family="").update(max_values=1000)
+"""
+
+RECORD = """
+import sys
+import django
+django.setup()
+from tamma_metrics import record
+for i in range(20):
+    record.ai_request(provider="openai", model=f"{sys.argv[1]}-{i}", request_type="chat",
+                      outcome="success", duration_seconds=1)
+"""
+
+SCRAPE = """
+import django
+django.setup()
+from django.test import Client
+from tamma_metrics.models import Admission
+print(Admission.objects.filter(scope="series:ai_requests_total").count())
+print(Client(HTTP_HOST="127.0.0.1").get("/metrics", {"name[]": "tamma_ai_requests_total"})
+      .content.decode())
+"""
+
+
+def test_two_processes_share_one_series_cap(tmp_path):
+    folder = tmp_path / "multiproc"
+    folder.mkdir()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "project.settings",
+        "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3",
+        "SECRET_KEY": "s" * 50,
+        "PROMETHEUS_MULTIPROC_DIR": str(folder),
+        "METRICS_AUTH_ENABLED": "false",
+    }
+
+    def run(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, *args], cwd=ROOT, env=env, text=True, capture_output=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    run("manage.py", "migrate", "-v0")
+    run("-c", SETUP)
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RECORD, name],
+            cwd=ROOT,
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("a", "b")
+    ]
+    for worker in workers:
+        assert worker.wait(timeout=120) == 0, worker.stderr.read()
+    admitted, _, text = run("-c", SCRAPE).partition("\n")
+    samples = parse(text)
+    series = samples.series("tamma_ai_requests_total")
+    overflow = frozenset(
+        {
+            "provider": "overflow",
+            "model": "overflow",
+            "request_type": "overflow",
+            "outcome": "overflow",
+        }.items()
+    )
+    assert int(admitted) == 5
+    assert len(series) == 5 + 1
+    assert series[overflow] == 40 - 5
+    assert sum(series.values()) == 40
