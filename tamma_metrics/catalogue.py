@@ -244,6 +244,13 @@ FAMILIES: tuple[Family, ...] = (
         source=Source.SELF,
     ),
     Family(
+        "metrics_backend_errors_total",
+        Kind.COUNTER,
+        "Events a push backend could not take (send failed, or its queue was full).",
+        ("backend",),
+        source=Source.SELF,
+    ),
+    Family(
         "metrics_series",
         Kind.GAUGE,
         "Label combinations admitted per family.",

@@ -38,6 +38,10 @@ DEFAULTS: dict[str, Any] = {
     "POLICY_REFRESH_SECONDS": 5,
     # The host project's own families: [{"name", "type", "help", "labels", "buckets"}].
     "CUSTOM_FAMILIES": [],
+    # Push backends: {"statsd": {...}, "otel": {...}} (see tamma_metrics.backends).
+    "BACKENDS": {},
+    # Events waiting for the backends; past it they are dropped for the backends only.
+    "BACKEND_QUEUE_SIZE": 10_000,
 }
 
 # Environment variables that override a setting, and how to parse them.

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
-from . import catalogue, instruments, labels
+from . import backends, catalogue, instruments, labels
 from .catalogue import Kind, Source
 from .conf import app_settings
 
@@ -37,34 +37,79 @@ R = TypeVar("R")
 SUCCESS, FAILURE, TIMEOUT = "success", "failure", "timeout"
 TOKEN_TYPES = ("input", "output", "cache_read", "cache_write")
 
-# (family, raw label values) -> (instrument child, self-metric children to bump). A hit
-# skips the label guard and prometheus_client's keyword handling; the bound keeps
-# hostile input from growing it; a label policy change empties it.
-_children: dict[tuple[str, tuple[Any, ...]], tuple[Any, tuple[Any, ...]]] = {}
+
+class _Series:
+    """One label set of one family: the instrument child, the self-metrics to bump with
+    it (folds, overflow) and what the push backends are told."""
+
+    __slots__ = ("child", "side_effects", "family", "labels")
+
+    def __init__(
+        self,
+        child: Any,
+        side_effects: tuple[Any, ...],
+        family: catalogue.Family,
+        label_values: dict[str, str],
+    ) -> None:
+        self.child, self.side_effects = child, side_effects
+        self.family, self.labels = family, label_values
+
+    def _apply(self, operation: str, value: float) -> None:
+        for counter in self.side_effects:  # every folded or overflowing event is counted
+            counter.inc()
+        getattr(self.child, operation)(value)
+        if backends.dispatcher() is not None:
+            family = self.family
+            backends.forward(
+                backends.Sample(
+                    family.name,
+                    family.full_name,
+                    family.kind.value,
+                    operation,
+                    value,
+                    self.labels,
+                    family.buckets,
+                )
+            )
+
+    def inc(self, value: float = 1.0) -> None:
+        self._apply("inc", value)
+
+    def dec(self, value: float = 1.0) -> None:
+        self._apply("dec", value)
+
+    def observe(self, value: float) -> None:
+        self._apply("observe", value)
+
+    def set(self, value: float) -> None:
+        self._apply("set", value)
+
+
+# (family, raw label values) -> _Series. A hit skips the label guard and
+# prometheus_client's keyword handling; the bound keeps hostile input from growing it;
+# a label policy change empties it.
+_children: dict[tuple[str, tuple[Any, ...]], _Series] = {}
 _generation = -1
 _CHILD_CACHE_LIMIT = 50_000
 
 
-def _child(family: str, values: tuple[Any, ...]) -> Any:
+def _child(family: str, values: tuple[Any, ...]) -> _Series:
     global _generation
     current = labels.generation()
     if current != _generation:
         _children.clear()
         _generation = current
     key = (family, values)
-    entry = _children.get(key)
-    if entry is None:
-        entry = _guarded_child(family, values)
+    series = _children.get(key)
+    if series is None:
+        series = _guarded_series(family, values)
         if len(_children) >= _CHILD_CACHE_LIMIT:
             _children.clear()
-        _children[key] = entry
-    child, side_effects = entry
-    for counter in side_effects:  # every folded or overflowing event is counted
-        counter.inc()
-    return child
+        _children[key] = series
+    return series
 
 
-def _guarded_child(family_name: str, values: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
+def _guarded_series(family_name: str, values: tuple[Any, ...]) -> _Series:
     family = catalogue.get(family_name)
     if len(values) != len(family.labels):
         raise ValueError(f"{family_name} takes labels {family.labels}, got {len(values)} values")
@@ -75,12 +120,21 @@ def _guarded_child(family_name: str, values: tuple[Any, ...]) -> tuple[Any, tupl
     ]
     if result.overflow:
         side.append(instruments.get("metrics_label_overflow_total").labels(family_name))
-    return instruments.get(family_name).labels(*result.values), tuple(side)
+    child = instruments.get(family_name).labels(*result.values)
+    return _Series(child, tuple(side), family, dict(zip(family.labels, result.values, strict=True)))
 
 
 def clear_cache() -> None:
     """Forget cached children (tests)."""
     _children.clear()
+
+
+def count_backend_error(backend: str) -> None:
+    """Count an event a push backend could not take; never raises."""
+    try:
+        instruments.get("metrics_backend_errors_total").labels(backend).inc()
+    except Exception:  # pragma: no cover
+        logger.exception("tamma_metrics could not count a backend error")
 
 
 def count_error(stage: str) -> None:

@@ -1,0 +1,171 @@
+"""Optional push sinks (StatsD, OpenTelemetry, ...) behind one small interface.
+
+Every recorded event that passed the label guard is handed to ``forward()``; when no
+backend is configured that is one attribute check. With backends, events go into a
+bounded queue drained by one daemon thread per process, so a slow or dead backend never
+slows or breaks the caller: a full queue drops the event for the backends (Prometheus
+still counts it) and every drop or send failure is counted in
+``tamma_metrics_backend_errors_total{backend}``.
+
+Configure in settings::
+
+    TAMMA_METRICS = {"BACKENDS": {
+        "statsd": {"host": "127.0.0.1", "port": 8125},
+        "otel": {"endpoint": "http://127.0.0.1:4318/v1/metrics"},
+    }}
+
+A key names a built-in backend (``statsd``, ``otel``) or is a dotted path to a
+``Backend`` subclass; its value is passed to the constructor as keyword arguments.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.utils.module_loading import import_string
+
+from ..conf import app_settings
+
+logger = logging.getLogger(__name__)
+
+BUILT_IN = {
+    "statsd": "tamma_metrics.backends.statsd.StatsdBackend",
+    "otel": "tamma_metrics.backends.otel.OtelBackend",
+}
+BATCH = 500
+FLUSH_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One recorded event, as the backends see it."""
+
+    family: str  # catalogue name without prefix, e.g. "ai_requests_total"
+    name: str  # exposed name with prefix, e.g. "tamma_ai_requests_total"
+    kind: str  # counter, histogram or gauge
+    operation: str  # inc, observe, set or dec
+    value: float
+    labels: dict[str, str]
+    buckets: tuple[float, ...] = ()
+
+
+class Backend(ABC):
+    """A push sink. ``send`` runs on the dispatcher thread, never on the caller's."""
+
+    name = "backend"
+
+    @abstractmethod
+    def send(self, samples: Sequence[Sample]) -> None:
+        """Deliver a batch; raise on failure (the dispatcher counts and drops it)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Flush and release resources at exit."""
+
+
+def _count_error(backend: str) -> None:
+    from ..record import count_backend_error
+
+    count_backend_error(backend)
+
+
+class Dispatcher:
+    """A bounded queue and one daemon thread that feeds every backend."""
+
+    def __init__(self, backends: Sequence[Backend], size: int) -> None:
+        self.backends = list(backends)
+        self.queue: queue.Queue[Sample | None] = queue.Queue(maxsize=size)
+        self.pid = os.getpid()
+        self.thread = threading.Thread(target=self._run, name="tamma-metrics-backends", daemon=True)
+        self.thread.start()
+
+    def put(self, sample: Sample) -> None:
+        try:
+            self.queue.put_nowait(sample)
+        except queue.Full:
+            _count_error("queue")
+
+    def _run(self) -> None:
+        while True:
+            first = self.queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < BATCH:
+                try:
+                    item = self.queue.get(timeout=FLUSH_SECONDS)
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._send(batch)
+                    return
+                batch.append(item)
+            self._send(batch)
+
+    def _send(self, batch: list[Sample]) -> None:
+        for backend in self.backends:
+            try:
+                backend.send(batch)
+            except Exception:
+                logger.warning("tamma_metrics: backend %s failed", backend.name, exc_info=True)
+                _count_error(backend.name)
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait until the queue is drained (tests, push before exit)."""
+        self.queue.put(None)
+        self.thread.join(timeout)
+        for backend in self.backends:
+            backend.close()
+
+
+_lock = threading.Lock()
+_dispatcher: Dispatcher | None = None
+_configured: tuple[int, Any] | None = None  # (pid, settings) the dispatcher was built for
+
+
+def build(config: dict[str, dict]) -> list[Backend]:
+    """Instantiate the configured backends."""
+    backends = []
+    for key, options in config.items():
+        cls = import_string(BUILT_IN.get(key, key))
+        backends.append(cls(**(options or {})))
+    return backends
+
+
+def dispatcher() -> Dispatcher | None:
+    """This process's dispatcher, or None when no backend is configured."""
+    global _dispatcher, _configured
+    config = app_settings.BACKENDS
+    current = (os.getpid(), id(config))
+    if _configured == current:
+        return _dispatcher
+    with _lock:
+        if _configured != current:
+            # A forked worker gets its own thread; a settings change gets new backends.
+            _dispatcher = (
+                Dispatcher(build(config), app_settings.BACKEND_QUEUE_SIZE) if config else None
+            )
+            _configured = current
+    return _dispatcher
+
+
+def forward(sample: Sample) -> None:
+    """Hand one event to the backends, if any; never blocks."""
+    target = dispatcher()
+    if target is not None:
+        target.put(sample)
+
+
+def reset() -> None:
+    """Drain and forget the dispatcher (tests, settings changes)."""
+    global _dispatcher, _configured
+    with _lock:
+        if _dispatcher is not None and _dispatcher.pid == os.getpid():
+            _dispatcher.flush()
+        _dispatcher, _configured = None, None
