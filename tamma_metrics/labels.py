@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Count, Max
 
 from . import catalogue
@@ -256,17 +256,27 @@ def _lock_scope(scope: str) -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
 
 
+class _OverCap(Exception):
+    pass
+
+
 def _admit_in_database(scope: str, key: str, cap: int) -> bool:
     from .models import Admission
 
-    with transaction.atomic():
-        _lock_scope(scope)
-        if Admission.objects.filter(scope=scope, key=key).exists():
-            return True
-        if Admission.objects.filter(scope=scope).count() >= cap:
-            return False
-        Admission.objects.create(scope=scope, key=key)
-        return True
+    # Insert first, then count: the write lock is taken by the first statement, so
+    # SQLite never has to upgrade a read lock (which fails at once under contention),
+    # and the count includes every admission committed before ours.
+    try:
+        with transaction.atomic():
+            _lock_scope(scope)
+            Admission.objects.create(scope=scope, key=key)
+            if Admission.objects.filter(scope=scope).count() > cap:
+                raise _OverCap
+    except IntegrityError:
+        return True  # admitted before, by this process or another
+    except _OverCap:
+        return False
+    return True
 
 
 def admit(scope: str, key: str, cap: int) -> bool:
