@@ -23,6 +23,9 @@ from django.core.cache import cache
 from django.http import HttpRequest
 from django_ratelimit.core import get_usage
 from guardian.shortcuts import get_objects_for_user
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication, SessionAuthentication
+from rest_framework.permissions import BasePermission
 from rest_framework.throttling import SimpleRateThrottle
 
 from . import catalogue
@@ -69,13 +72,18 @@ def _failed_attempts(request: HttpRequest, *, count: bool) -> None:
         raise Throttled(usage["time_left"])
 
 
-class PrincipalThrottle(SimpleRateThrottle):
-    """DRF's rate throttle keyed by the authenticated token or user."""
+RATES = {"metrics": "THROTTLE_RATE", "api": "API_THROTTLE_RATE"}
 
-    scope = "tamma_metrics"
+
+class PrincipalThrottle(SimpleRateThrottle):
+    """DRF's rate throttle keyed by the authenticated token or user, per endpoint scope."""
+
+    def __init__(self, scope: str = "metrics") -> None:
+        self.scope = scope
+        super().__init__()
 
     def get_rate(self) -> str:
-        return app_settings.THROTTLE_RATE
+        return getattr(app_settings, RATES[self.scope])
 
     def get_cache_key(self, request: Any, view: Any) -> str:
         return self.cache_format % {"scope": self.scope, "ident": request.tamma_principal}
@@ -151,15 +159,15 @@ def _credentials(request: HttpRequest, header: str) -> tuple[Any, str, str]:
     raise NotAuthenticated
 
 
-def authenticate(request: HttpRequest) -> Caller:
+def authenticate(request: HttpRequest, scope: str = "metrics") -> Caller:
     """Who is calling; raises NotAuthenticated or Throttled.
 
     Failed attempts are counted per client IP (a valid token still passes from an IP
     that is over the limit, so an attacker cannot lock out the scraper); an
     authenticated principal is throttled at THROTTLE_RATE.
     """
-    if not app_settings.AUTH_ENABLED:
-        return Caller(None, "open")
+    if not app_settings.AUTH_ENABLED and scope == "metrics":
+        return Caller(None, "open")  # opens reading /metrics only, never the API
     header = request.headers.get("Authorization", "")
     try:
         if header:
@@ -174,7 +182,7 @@ def authenticate(request: HttpRequest) -> Caller:
             _failed_attempts(request, count=True)
         raise
     request.tamma_principal = principal
-    throttle = PrincipalThrottle()
+    throttle = PrincipalThrottle(scope)
     if not throttle.allow_request(request, None):
         raise Throttled(throttle.wait() or 1)
     return Caller(user, method)
@@ -241,6 +249,37 @@ def sync_metric_families(**kwargs: Any) -> int:
         elif any(getattr(row, field) != value for field, value in fields.items()):
             MetricFamily.objects.filter(pk=row.pk).update(**fields)
     return created
+
+
+class TokenAuthentication(BaseAuthentication):
+    """The same stack for the DRF API: bearer token, basic, or session (with CSRF)."""
+
+    scope = "api"
+
+    def authenticate(self, request: Any) -> tuple[Any, Caller] | None:
+        try:
+            caller = authenticate(request._request, self.scope)
+        except NotAuthenticated:
+            if request._request.headers.get("Authorization"):
+                raise exceptions.AuthenticationFailed("Invalid credentials.") from None
+            return None
+        except Throttled as throttled:
+            raise exceptions.Throttled(wait=throttled.retry_after) from None
+        if caller.method == "session":
+            SessionAuthentication().enforce_csrf(request)
+        return caller.user, caller
+
+    def authenticate_header(self, request: Any) -> str:
+        return CHALLENGE
+
+
+class CanIngest(BasePermission):
+    """Reporting events needs ``tamma_metrics.add_event`` (the ``worker`` role has it)."""
+
+    message = "Reporting events needs the tamma_metrics.add_event permission."
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        return bool(request.user and request.user.has_perm("tamma_metrics.add_event"))
 
 
 def connect_signals() -> None:

@@ -55,7 +55,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
         )
     if not isinstance(enabled, bool) or not isinstance(auth, bool):
         errors.append(Error("ENABLED and AUTH_ENABLED must be booleans.", id="tamma_metrics.E005"))
-    for name in ("THROTTLE_RATE", "FAILED_AUTH_RATE"):
+    for name in ("THROTTLE_RATE", "FAILED_AUTH_RATE", "API_THROTTLE_RATE"):
         rate = getattr(app_settings, name)
         if not isinstance(rate, str) or not RATE.match(rate):
             errors.append(

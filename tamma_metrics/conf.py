@@ -38,6 +38,15 @@ DEFAULTS: dict[str, Any] = {
     "POLICY_REFRESH_SECONDS": 5,
     # The host project's own families: [{"name", "type", "help", "labels", "buckets"}].
     "CUSTOM_FAMILIES": [],
+    # API: requests per token or user. Ingest: events per request, body size, how long an
+    # event_id is remembered, the longest duration accepted, how far ahead a timestamp
+    # may be (clock skew).
+    "API_THROTTLE_RATE": "600/m",
+    "INGEST_MAX_BATCH": 1000,
+    "INGEST_MAX_BODY_BYTES": 1_048_576,
+    "INGEST_DEDUP_SECONDS": 86_400,
+    "INGEST_MAX_DURATION_SECONDS": 2_592_000,
+    "INGEST_MAX_FUTURE_SECONDS": 300,
     # Push backends: {"statsd": {...}, "otel": {...}} (see tamma_metrics.backends).
     "BACKENDS": {},
     # Events waiting for the backends; past it they are dropped for the backends only.

@@ -19,9 +19,11 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
@@ -38,11 +40,34 @@ SUCCESS, FAILURE, TIMEOUT = "success", "failure", "timeout"
 TOKEN_TYPES = ("input", "output", "cache_read", "cache_write")
 
 
+@dataclass(frozen=True)
+class Adjustment:
+    """What the label policy changed in one recorded event."""
+
+    family: str
+    folded: dict[str, str]  # label -> the value recorded instead (the fold value)
+    overflow: bool  # recorded in the family's overflow series
+
+
+_local = threading.local()
+
+
+@contextmanager
+def reporting() -> Iterator[list[Adjustment]]:
+    """Collect the label policy's adjustments to the events recorded inside the block."""
+    report: list[Adjustment] = []
+    _local.report = report
+    try:
+        yield report
+    finally:
+        _local.report = None
+
+
 class _Series:
     """One label set of one family: the instrument child, the self-metrics to bump with
-    it (folds, overflow) and what the push backends are told."""
+    it (folds, overflow), what the push backends are told and what the policy changed."""
 
-    __slots__ = ("child", "side_effects", "family", "labels")
+    __slots__ = ("child", "side_effects", "family", "labels", "folded", "overflow")
 
     def __init__(
         self,
@@ -50,9 +75,12 @@ class _Series:
         side_effects: tuple[Any, ...],
         family: catalogue.Family,
         label_values: dict[str, str],
+        folded: dict[str, str],
+        overflow: bool,
     ) -> None:
         self.child, self.side_effects = child, side_effects
         self.family, self.labels = family, label_values
+        self.folded, self.overflow = folded, overflow
 
     def _apply(self, operation: str, value: float) -> None:
         for counter in self.side_effects:  # every folded or overflowing event is counted
@@ -71,6 +99,9 @@ class _Series:
                     family.buckets,
                 )
             )
+        report = getattr(_local, "report", None)
+        if report is not None and (self.folded or self.overflow):
+            report.append(Adjustment(self.family.name, self.folded, self.overflow))
 
     def inc(self, value: float = 1.0) -> None:
         self._apply("inc", value)
@@ -121,7 +152,9 @@ def _guarded_series(family_name: str, values: tuple[Any, ...]) -> _Series:
     if result.overflow:
         side.append(instruments.get("metrics_label_overflow_total").labels(family_name))
     child = instruments.get(family_name).labels(*result.values)
-    return _Series(child, tuple(side), family, dict(zip(family.labels, result.values, strict=True)))
+    recorded = dict(zip(family.labels, result.values, strict=True))
+    folded = {label: recorded[label] for label in result.folded}
+    return _Series(child, tuple(side), family, recorded, folded, result.overflow)
 
 
 def clear_cache() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, Permission
 from guardian.shortcuts import assign_perm
 
 from . import catalogue
@@ -10,6 +10,7 @@ from .access import VIEW_PERMISSION, sync_metric_families
 from .models import MetricFamily
 
 PROMETHEUS, OPERATOR, PRODUCT_MANAGER = "prometheus", "operator", "product-manager"
+WORKER = "worker"  # reports events through the ingest API; sees no family
 
 
 def preset_families() -> dict[str, set[str]]:
@@ -44,4 +45,8 @@ def seed_roles() -> dict[str, int]:
     for name, families in preset_families().items():
         group, _ = Group.objects.get_or_create(name=name)
         granted[name] = grant(group, families)
+    worker, _ = Group.objects.get_or_create(name=WORKER)
+    worker.permissions.add(
+        Permission.objects.get(content_type__app_label="tamma_metrics", codename="add_event")
+    )
     return granted

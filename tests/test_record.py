@@ -25,7 +25,7 @@ def test_ai_request_counts_latency_tokens_and_cost(metrics):
     assert change.value("tamma_ai_requests_total", **AI, outcome="success") == 1
     hist = {**AI, "token_range": "1k-10k"}
     assert change.value("tamma_ai_request_duration_seconds_count", **hist) == 1
-    assert change.value("tamma_ai_request_duration_seconds_sum", **hist) == 12.5
+    assert change.value("tamma_ai_request_duration_seconds_sum", **hist) == pytest.approx(12.5)
     assert change.value("tamma_ai_request_duration_seconds_bucket", **hist, le="10.0") == 0
     assert change.value("tamma_ai_request_duration_seconds_bucket", **hist, le="20.0") == 1
     tokens = {"provider": "anthropic", "model": "claude-sonnet"}

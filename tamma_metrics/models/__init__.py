@@ -16,6 +16,7 @@ from .domain import (
     Provider,
     PullRequest,
 )
+from .ingest import IngestedEvent
 from .policy import Admission, LabelPolicy
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "AutonomousLoop",
     "Complexity",
     "Escalation",
+    "IngestedEvent",
     "Issue",
     "IssueType",
     "LabelPolicy",

@@ -1,0 +1,296 @@
+"""Wire format of the ingest API: one flat JSON object per event, typed by ``type``.
+
+Validation is strict about shape (unknown fields, missing fields, bad numbers are
+rejected with the field at fault) and lenient about label values: a value outside a
+vocabulary is folded by the label policy and reported back, never rejected.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from django.utils import timezone
+from rest_framework import serializers
+
+from .. import record
+from ..conf import app_settings
+
+LABEL_MAX_LENGTH = 200
+
+
+def Label(**kwargs: Any) -> serializers.CharField:  # noqa: N802 - reads like a field class
+    """A label value: any text; the label policy makes it safe."""
+    return serializers.CharField(max_length=LABEL_MAX_LENGTH, trim_whitespace=False, **kwargs)
+
+
+class FiniteFloatField(serializers.FloatField):
+    """A float that refuses NaN and infinities (JSON allows neither; lenient parsers do)."""
+
+    default_error_messages = {"finite": "Must be a finite number."}
+
+    def to_internal_value(self, data: Any) -> float:
+        if isinstance(data, bool):
+            self.fail("invalid")
+        try:
+            number = float(data) if isinstance(data, int | float | str) else 0.0
+        except ValueError:
+            number = 0.0  # not a number at all: the parent says so
+        if not math.isfinite(number):
+            self.fail("finite")
+        return super().to_internal_value(data)
+
+
+class DurationField(FiniteFloatField):
+    """Seconds: non-negative, finite, at most INGEST_MAX_DURATION_SECONDS."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(min_value=0, **kwargs)
+
+    def to_internal_value(self, data: Any) -> float:
+        value = super().to_internal_value(data)
+        ceiling = app_settings.INGEST_MAX_DURATION_SECONDS
+        if value > ceiling:
+            raise serializers.ValidationError(f"Must be at most {ceiling} seconds.")
+        return value
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """An integer that refuses booleans and floats with a fraction."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or (isinstance(data, float) and not data.is_integer()):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictSerializer(serializers.Serializer):
+    """Rejects fields it does not know, next to the errors of those it does."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        unknown = {}
+        if isinstance(data, Mapping):
+            unknown = {name: ["Unknown field."] for name in sorted(set(data) - set(self.fields))}
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if isinstance(exc.detail, dict):
+                raise serializers.ValidationError({**exc.detail, **unknown}) from None
+            raise
+        if unknown:
+            raise serializers.ValidationError(unknown)
+        return value
+
+
+class TokensSerializer(StrictSerializer):
+    input = StrictIntegerField(min_value=0, required=False)
+    output = StrictIntegerField(min_value=0, required=False)
+    cache_read = StrictIntegerField(min_value=0, required=False)
+    cache_write = StrictIntegerField(min_value=0, required=False)
+
+
+class EventSerializer(StrictSerializer):
+    """Fields every event has; subclasses add their family's labels and values."""
+
+    type = serializers.CharField()
+    event_id = serializers.RegexField(
+        r"^[A-Za-z0-9._:\-]{1,128}$",
+        required=False,
+        help_text="Your id for the event; a retry with the same id within the "
+        "deduplication window (24 h by default) is acknowledged, not counted again.",
+    )
+    timestamp = serializers.DateTimeField(
+        required=False, help_text="When the event happened (ISO 8601); not in the future."
+    )
+
+    def validate_timestamp(self, value: Any) -> Any:
+        skew = timedelta(seconds=app_settings.INGEST_MAX_FUTURE_SECONDS)
+        if value > timezone.now() + skew:
+            raise serializers.ValidationError("Must not be in the future.")
+        return value
+
+    def record(self) -> None:
+        raise NotImplementedError
+
+
+class AiRequestSerializer(EventSerializer):
+    provider = Label()
+    model = Label()
+    request_type = Label()
+    outcome = Label()
+    duration_seconds = DurationField()
+    tokens = TokensSerializer(required=False)
+    cost_usd = FiniteFloatField(min_value=0, required=False)
+
+    def record(self) -> None:
+        data = self.validated_data
+        record.ai_request(
+            provider=data["provider"],
+            model=data["model"],
+            request_type=data["request_type"],
+            outcome=data["outcome"],
+            duration_seconds=data["duration_seconds"],
+            tokens=data.get("tokens"),
+            cost_usd=data.get("cost_usd"),
+        )
+
+
+class TestExecutionSerializer(EventSerializer):
+    test_type = Label()
+    framework = Label()
+    language = Label()
+    result = Label()
+    duration_seconds = DurationField()
+
+    def record(self) -> None:
+        data = self.validated_data
+        record.test_execution(
+            test_type=data["test_type"],
+            framework=data["framework"],
+            language=data["language"],
+            result=data["result"],
+            duration_seconds=data["duration_seconds"],
+        )
+
+
+class CodeGenerationSerializer(EventSerializer):
+    provider = Label()
+    language = Label()
+    complexity = Label()
+    file_count = StrictIntegerField(min_value=0, max_value=100_000)
+    duration_seconds = DurationField()
+
+    def record(self) -> None:
+        data = self.validated_data
+        record.code_generation(
+            provider=data["provider"],
+            language=data["language"],
+            complexity=data["complexity"],
+            file_count=data["file_count"],
+            duration_seconds=data["duration_seconds"],
+        )
+
+
+class CodeChangeSerializer(EventSerializer):
+    change_type = Label()
+    language = Label()
+    actor = Label()
+    file_type = Label()
+    count = StrictIntegerField(min_value=0, max_value=1_000_000, default=1)
+
+    def record(self) -> None:
+        data = self.validated_data
+        record.code_change(
+            change_type=data["change_type"],
+            language=data["language"],
+            actor=data["actor"],
+            file_type=data["file_type"],
+            count=data["count"],
+        )
+
+
+class EscalationSerializer(EventSerializer):
+    escalation_type = Label()
+    severity = Label()
+    component = Label()
+    reason = Label()
+
+    def record(self) -> None:
+        data = self.validated_data
+        record.escalation(
+            escalation_type=data["escalation_type"],
+            severity=data["severity"],
+            component=data["component"],
+            reason=data["reason"],
+        )
+
+
+class IssueTransitionSerializer(EventSerializer):
+    """An issue reached a terminal status on a platform that reports over HTTP."""
+
+    provider = Label()
+    platform = Label()
+    issue_type = Label()
+    outcome = Label(help_text="success, failure or timeout")
+    complexity = Label(required=False, default="unknown")
+    duration_seconds = DurationField(required=False, help_text="Started to completed.")
+
+    def record(self) -> None:
+        data = self.validated_data
+        record.issue_processed(
+            provider=data["provider"],
+            platform=data["platform"],
+            issue_type=data["issue_type"],
+            outcome=data["outcome"],
+            complexity=data["complexity"],
+            duration_seconds=data.get("duration_seconds"),
+        )
+
+
+EVENT_TYPES: dict[str, type[EventSerializer]] = {
+    "ai_request": AiRequestSerializer,
+    "test_execution": TestExecutionSerializer,
+    "code_generation": CodeGenerationSerializer,
+    "code_change": CodeChangeSerializer,
+    "escalation": EscalationSerializer,
+    "issue_transition": IssueTransitionSerializer,
+}
+
+for _kind, _serializer in EVENT_TYPES.items():
+    # Each type's schema names its own value: the discriminator of the OpenAPI union.
+    _serializer._declared_fields["type"] = serializers.ChoiceField([_kind])
+
+
+def for_event(data: Any) -> EventSerializer | dict:
+    """The serializer for one raw event, or the errors when its type is unusable."""
+    if not isinstance(data, dict):
+        return {"non_field_errors": ["Each event must be a JSON object."]}
+    kind = data.get("type")
+    if kind is None:
+        return {"type": ["This field is required."]}
+    if not isinstance(kind, str) or kind not in EVENT_TYPES:
+        return {"type": [f"Unknown event type; one of {', '.join(EVENT_TYPES)}."]}
+    return EVENT_TYPES[kind](data=data)
+
+
+# -- responses (documented in the OpenAPI schema) -------------------------------------
+
+
+class FoldSerializer(serializers.Serializer):
+    family = serializers.CharField()
+    label = serializers.CharField()
+    recorded_as = serializers.CharField()
+
+
+class EventResultSerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    event_id = serializers.CharField(required=False)
+    status = serializers.ChoiceField(["counted", "duplicate", "rejected"])
+    errors = serializers.DictField(required=False)
+    folded = FoldSerializer(many=True, required=False)
+    overflow = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="Families whose series cap sent it to overflow.",
+    )
+
+
+class IngestResponseSerializer(serializers.Serializer):
+    counted = serializers.IntegerField()
+    duplicates = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+    results = EventResultSerializer(many=True)
+
+
+class FamilySerializer(serializers.Serializer):
+    name = serializers.CharField()
+    full_name = serializers.CharField()
+    type = serializers.CharField()
+    help = serializers.CharField()
+    labels = serializers.ListField(child=serializers.CharField())
+    buckets = serializers.ListField(child=serializers.FloatField())
+    audience = serializers.CharField()
+    source = serializers.CharField()
+    visible = serializers.BooleanField(help_text="Whether you may see it on /metrics.")

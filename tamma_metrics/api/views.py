@@ -1,0 +1,226 @@
+"""Ingest of events from Tamma's workers, and the family catalogue."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.decorators import method_decorator
+from drf_spectacular.utils import OpenApiExample, PolymorphicProxySerializer, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import JSONParser
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from .. import access, catalogue, record
+from ..conf import app_settings
+from ..models import IngestedEvent
+from . import schema as _schema  # noqa: F401  (registers the auth scheme)
+from . import serializers as wire
+
+_last_prune = 0.0
+PRUNE_EVERY_SECONDS = 60
+
+
+class LenientJSONParser(JSONParser):
+    """Accept NaN and Infinity literals so the field at fault can be named (400), instead
+    of failing the whole body."""
+
+    strict = False
+
+
+class PayloadTooLarge(Exception):
+    pass
+
+
+def _event_union(**kwargs: Any) -> PolymorphicProxySerializer:
+    """The events as a union discriminated by ``type`` (for the OpenAPI schema)."""
+    return PolymorphicProxySerializer(
+        component_name="Event",
+        serializers=dict(wire.EVENT_TYPES),
+        resource_type_field_name="type",
+        **kwargs,
+    )
+
+
+EVENT_UNION = _event_union()
+
+
+class BatchSerializer(serializers.Serializer):
+    events = _event_union(many=True)
+
+
+def _prune() -> None:
+    """Forget event ids older than the window, at most once a minute per process."""
+    global _last_prune
+    now = time.monotonic()
+    if now - _last_prune >= PRUNE_EVERY_SECONDS:
+        _last_prune = now
+        cutoff = timezone.now() - timedelta(seconds=app_settings.INGEST_DEDUP_SECONDS)
+        IngestedEvent.objects.filter(received_at__lt=cutoff).delete()
+
+
+def _events(request: Request) -> list[Any]:
+    length = request.META.get("CONTENT_LENGTH") or "0"
+    limit = app_settings.INGEST_MAX_BODY_BYTES
+    if not length.isdigit() or int(length) > limit:
+        raise PayloadTooLarge(f"The body exceeds {limit} bytes.")
+    try:
+        payload = request.data
+    except RequestDataTooBig:
+        raise PayloadTooLarge(f"The body exceeds {limit} bytes.") from None
+    if isinstance(payload, dict) and "events" in payload:
+        if set(payload) != {"events"} or not isinstance(payload["events"], list):
+            raise ParseError('A batch is {"events": [ ... ]} and nothing else.')
+        events = payload["events"]
+        if not events:
+            raise ParseError("The batch is empty.")
+    elif isinstance(payload, dict):
+        events = [payload]
+    else:
+        raise ParseError('Send one event object or {"events": [ ... ]}.')
+    if len(events) > app_settings.INGEST_MAX_BATCH:
+        raise PayloadTooLarge(f"At most {app_settings.INGEST_MAX_BATCH} events per request.")
+    return events
+
+
+def _ingest(index: int, raw: Any, user: Any) -> dict:
+    """Validate, deduplicate and record one event; each event stands or falls alone."""
+    serializer = wire.for_event(raw)
+    result: dict[str, Any] = {"index": index}
+    if isinstance(raw, dict) and isinstance(raw.get("event_id"), str):
+        result["event_id"] = raw["event_id"]
+    if isinstance(serializer, dict):
+        return {**result, "status": "rejected", "errors": serializer}
+    if not serializer.is_valid():
+        return {**result, "status": "rejected", "errors": serializer.errors}
+    event_id = serializer.validated_data.get("event_id")
+    if event_id:
+        try:
+            with transaction.atomic():
+                IngestedEvent.objects.create(
+                    user=user, event_id=event_id, event_type=serializer.validated_data["type"]
+                )
+        except IntegrityError:
+            # Seen before, by this process or another: acknowledged, not counted again.
+            return {**result, "status": "duplicate"}
+    # The id is committed before counting: a crash in between loses the event rather
+    # than counting a retry twice.
+    with record.reporting() as adjustments:
+        serializer.record()
+    result["status"] = "counted"
+    folds = [
+        {"family": a.family, "label": label, "recorded_as": value}
+        for a in adjustments
+        for label, value in a.folded.items()
+    ]
+    if folds:
+        result["folded"] = folds
+    overflow = sorted({a.family for a in adjustments if a.overflow})
+    if overflow:
+        result["overflow"] = overflow
+    return result
+
+
+@method_decorator(transaction.non_atomic_requests, name="dispatch")
+class EventsView(APIView):
+    """POST /api/v1/events: one event, or a batch ``{"events": [...]}``."""
+
+    authentication_classes = [access.TokenAuthentication]
+    permission_classes = [IsAuthenticated, access.CanIngest]
+    parser_classes = [LenientJSONParser]
+
+    @extend_schema(
+        operation_id="ingest_events",
+        summary="Report events",
+        description=(
+            "Each event is counted once: a retry carrying the same `event_id` within the "
+            "deduplication window is acknowledged as a duplicate. Events of a batch stand "
+            "or fall alone. Label values outside a vocabulary are recorded as `other` and "
+            "reported under `folded`. 200 when at least one event was counted or was a "
+            "duplicate; 400 when every event was rejected; 413 for an over-size body or "
+            "batch."
+        ),
+        request=PolymorphicProxySerializer(
+            component_name="IngestRequest",
+            serializers=[EVENT_UNION, BatchSerializer],
+            resource_type_field_name=None,
+        ),
+        responses={200: wire.IngestResponseSerializer, 400: wire.IngestResponseSerializer},
+        examples=[
+            OpenApiExample(
+                "AI request",
+                request_only=True,
+                value={
+                    "type": "ai_request",
+                    "event_id": "w1-000042",
+                    "provider": "anthropic",
+                    "model": "claude-sonnet",
+                    "request_type": "chat",
+                    "outcome": "success",
+                    "duration_seconds": 12.5,
+                    "tokens": {"input": 1200, "output": 300},
+                    "cost_usd": 0.021,
+                },
+            )
+        ],
+    )
+    def post(self, request: Request) -> Response:
+        try:
+            events = _events(request)
+        except PayloadTooLarge as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+        _prune()
+        results = [_ingest(index, raw, request.user) for index, raw in enumerate(events)]
+        counts = {
+            state: sum(r["status"] == state for r in results)
+            for state in ("counted", "duplicate", "rejected")
+        }
+        body = {
+            "counted": counts["counted"],
+            "duplicates": counts["duplicate"],
+            "rejected": counts["rejected"],
+            "results": results,
+        }
+        ok = counts["counted"] or counts["duplicate"]
+        return Response(body, status=status.HTTP_200_OK if ok else status.HTTP_400_BAD_REQUEST)
+
+
+class FamiliesView(APIView):
+    """GET /api/v1/families: the catalogue, and which families the caller may see."""
+
+    authentication_classes = [access.TokenAuthentication]
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        operation_id="list_families",
+        summary="Metric families",
+        responses={200: wire.FamilySerializer(many=True)},
+    )
+    def get(self, request: Request) -> Response:
+        try:
+            visibility = access.visibility(request.auth)
+        except access.NoFamilies:
+            visibility = access.Visibility(frozenset(), False)
+        rows = [
+            {
+                "name": f.name,
+                "full_name": f.full_name,
+                "type": f.kind.value,
+                "help": f.help,
+                "labels": list(f.labels),
+                "buckets": list(f.buckets),
+                "audience": f.audience.value,
+                "source": f.source.value,
+                "visible": visibility.allows_family(f.name),
+            }
+            for f in catalogue.families()
+        ]
+        return Response(rows)

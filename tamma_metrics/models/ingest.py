@@ -1,0 +1,31 @@
+"""Ids of events received through the ingest API, kept to count each event once."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class IngestedEvent(models.Model):
+    """An ``event_id`` a caller sent, remembered for the deduplication window.
+
+    Ids are scoped per user (a worker's account), so two systems cannot collide.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    event_id = models.CharField(max_length=128)
+    event_type = models.CharField(max_length=32)
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-received_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "event_id"], name="tamma_ingested_event_unique")
+        ]
+        indexes = [models.Index(fields=["received_at"], name="tamma_ingested_at")]
+        permissions = [("add_event", "Can report events through the ingest API")]
+        default_permissions = ("view", "delete")
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.event_id}"
