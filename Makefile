@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_ISSUES ?= 1000
 
-.PHONY: venv bootstrap run test lint format clean
+.PHONY: venv bootstrap run test bench lint format clean
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ format: venv
 
 test: venv bootstrap lint
 	$(BIN)/python -m pytest
+
+# Speed and memory targets: medians and ratios measured in one run, written with the
+# machine and the date to benchmarks/RESULTS.md.
+bench: venv bootstrap
+	benchmarks/run.sh
 
 clean:
 	rm -rf $(VENV) $(RUN) .pytest_cache .ruff_cache .hypothesis

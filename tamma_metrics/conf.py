@@ -78,15 +78,14 @@ def parse_bool(raw: str, name: str) -> bool:
 class AppSettings:
     """Lazy view of the settings; attribute access returns the effective value."""
 
-    def __init__(self) -> None:
-        self._cache: dict[str, Any] = {}
-
     def __getattr__(self, name: str) -> Any:
+        # Called only on a miss: the value is then stored on the instance, so the
+        # recording hot path reads settings as plain attributes.
         if name not in DEFAULTS:
             raise AttributeError(f"Unknown tamma_metrics setting: {name}")
-        if name not in self._cache:
-            self._cache[name] = self._resolve(name)
-        return self._cache[name]
+        value = self._resolve(name)
+        setattr(self, name, value)
+        return value
 
     def _resolve(self, name: str) -> Any:
         user = getattr(settings, "TAMMA_METRICS", {}) or {}
@@ -98,7 +97,7 @@ class AppSettings:
         return value
 
     def reload(self) -> None:
-        self._cache.clear()
+        self.__dict__.clear()
 
 
 app_settings = AppSettings()

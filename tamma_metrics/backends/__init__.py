@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
 from ..conf import app_settings
@@ -126,7 +127,7 @@ class Dispatcher:
 
 _lock = threading.Lock()
 _dispatcher: Dispatcher | None = None
-_configured: tuple[int, Any] | None = None  # (pid, settings) the dispatcher was built for
+_configured = False
 
 
 def build(config: dict[str, dict]) -> list[Backend]:
@@ -139,20 +140,28 @@ def build(config: dict[str, dict]) -> list[Backend]:
 
 
 def dispatcher() -> Dispatcher | None:
-    """This process's dispatcher, or None when no backend is configured."""
+    """This process's dispatcher, or None when no backend is configured (the hot path:
+    one global read once configured)."""
     global _dispatcher, _configured
-    config = app_settings.BACKENDS
-    current = (os.getpid(), id(config))
-    if _configured == current:
+    if _configured:
         return _dispatcher
     with _lock:
-        if _configured != current:
-            # A forked worker gets its own thread; a settings change gets new backends.
+        if not _configured:
+            config = app_settings.BACKENDS
             _dispatcher = (
                 Dispatcher(build(config), app_settings.BACKEND_QUEUE_SIZE) if config else None
             )
-            _configured = current
+            _configured = True
     return _dispatcher
+
+
+def _forget_after_fork() -> None:
+    # A forked worker has no dispatcher thread: it builds its own on first use.
+    global _dispatcher, _configured
+    _dispatcher, _configured = None, False
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def forward(sample: Sample) -> None:
@@ -168,4 +177,12 @@ def reset() -> None:
     with _lock:
         if _dispatcher is not None and _dispatcher.pid == os.getpid():
             _dispatcher.flush()
-        _dispatcher, _configured = None, None
+        _dispatcher, _configured = None, False
+
+
+def _settings_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting == "TAMMA_METRICS":
+        reset()
+
+
+setting_changed.connect(_settings_changed)
