@@ -277,3 +277,19 @@ def test_an_unresolvable_host_is_counted(use_statsd, metrics):
 def test_bad_options_are_refused(options, message):
     with pytest.raises(ValueError, match=message):
         StatsdBackend(**options)
+
+
+def test_a_dead_server_is_logged_once_a_minute_and_counted_every_time(metrics, caplog):
+    dispatcher = backends.Dispatcher([StatsdBackend(port=free_port(socket.SOCK_DGRAM))], 10)
+    before = metrics()
+    batch = [sample("tamma_c_total", "counter", "inc", 1)]
+    with caplog.at_level("WARNING", logger="tamma_metrics.backends"):
+        for _ in range(3):
+            dispatcher._send(batch)
+    dispatcher.flush()
+    assert (
+        delta(metrics(), before).value("tamma_metrics_backend_errors_total", backend="statsd") == 3
+    )
+    assert [r.getMessage() for r in caplog.records] == [
+        "tamma_metrics: backend statsd failed (logged at most every 60 s)"
+    ]

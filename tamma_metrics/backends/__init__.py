@@ -24,6 +24,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ BUILT_IN = {
 }
 BATCH = 500
 FLUSH_SECONDS = 0.5
+LOG_EVERY_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ class Dispatcher:
         self.backends = list(backends)
         self.queue: queue.Queue[Sample | None] = queue.Queue(maxsize=size)
         self.pid = os.getpid()
+        self._logged: dict[str, float] = {}  # backend name -> when its failure was last logged
         self.thread = threading.Thread(target=self._run, name="tamma-metrics-backends", daemon=True)
         self.thread.start()
 
@@ -113,8 +116,18 @@ class Dispatcher:
             try:
                 backend.send(batch)
             except Exception:
-                logger.warning("tamma_metrics: backend %s failed", backend.name, exc_info=True)
                 _count_error(backend.name)
+                # A dead server fails every batch: log at most once a minute per backend
+                # (every failure is still counted).
+                now = time.monotonic()
+                if now - self._logged.get(backend.name, -LOG_EVERY_SECONDS) >= LOG_EVERY_SECONDS:
+                    self._logged[backend.name] = now
+                    logger.warning(
+                        "tamma_metrics: backend %s failed (logged at most every %d s)",
+                        backend.name,
+                        LOG_EVERY_SECONDS,
+                        exc_info=True,
+                    )
 
     def flush(self, timeout: float = 5.0) -> None:
         """Wait until the queue is drained (tests, push before exit)."""
