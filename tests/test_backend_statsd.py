@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +19,8 @@ from tests.test_labels import CUSTOM
 from tests.utils import delta
 
 pytestmark = pytest.mark.django_db
+
+ROOT = Path(__file__).resolve().parent.parent
 
 AI = "provider:anthropic,model:claude-sonnet,request_type:chat"
 GPT = "provider:openai,model:gpt-4o,request_type:chat"
@@ -293,3 +299,37 @@ def test_a_dead_server_is_logged_once_a_minute_and_counted_every_time(metrics, c
     assert [r.getMessage() for r in caplog.records] == [
         "tamma_metrics: backend statsd failed (logged at most every 60 s)"
     ]
+
+
+EXITING_PROCESS = """
+import django
+from django.conf import settings
+from django.core.management import call_command
+
+django.setup()
+call_command("migrate", verbosity=0)  # the label guard admits values in the database
+settings.TAMMA_METRICS = {"BACKENDS": {"statsd": {"port": %d}}}
+from tamma_metrics import record
+
+record.escalation(escalation_type="budget", severity="low", component="cli", reason="quota")
+"""
+
+
+@pytest.mark.slow
+def test_a_process_that_exits_at_once_still_sends_its_events(listener, tmp_path):
+    # The dispatcher waits 0.5 s for more events before sending; the exit hook must not.
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+    }
+    code = EXITING_PROCESS % listener.getsockname()[1]
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    listener.setblocking(True)
+    listener.settimeout(10)  # the datagram is already there; this only bounds a failure
+    assert listener.recv(65535) == (
+        b"tamma_escalations:1|c|#escalation_type:budget,severity:low,component:cli,reason:quota"
+    )

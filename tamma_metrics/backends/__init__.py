@@ -20,6 +20,8 @@ A key names a built-in backend (``statsd``, ``otel``) or is a dotted path to a
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import os
 import queue
@@ -43,6 +45,7 @@ BUILT_IN = {
 BATCH = 500
 FLUSH_SECONDS = 0.5
 LOG_EVERY_SECONDS = 60
+EXIT_FLUSH_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -130,11 +133,19 @@ class Dispatcher:
                     )
 
     def flush(self, timeout: float = 5.0) -> None:
-        """Wait until the queue is drained (tests, push before exit)."""
-        self.queue.put(None)
-        self.thread.join(timeout)
+        """Wait until the queue is drained (tests, push before exit), at most ``timeout``."""
+        deadline = time.monotonic() + timeout
+        # Bounded: behind a stuck backend the queue can be full for good.
+        with contextlib.suppress(queue.Full):
+            self.queue.put(None, timeout=timeout)
+        self.thread.join(max(0.0, deadline - time.monotonic()))
         for backend in self.backends:
-            backend.close()
+            try:
+                backend.close()
+            except Exception:
+                logger.warning(
+                    "tamma_metrics: closing backend %s failed", backend.name, exc_info=True
+                )
 
 
 _lock = threading.Lock()
@@ -173,6 +184,15 @@ def forward(sample: Sample) -> None:
     target = dispatcher()
     if target is not None:
         target.put(sample)
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    # A short-lived command or shell must not lose the events still queued. A forked
+    # child inherits this hook and the parent's dispatcher object: only the owner flushes.
+    target = _dispatcher
+    if target is not None and target.pid == os.getpid():
+        target.flush(timeout=EXIT_FLUSH_SECONDS)
 
 
 def reset() -> None:
