@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
-# System packages the tests need, installed only when missing (Debian, as root).
+# System packages the tests need, installed only when missing (Debian, as root):
+# promtool (prometheus), a Pushgateway and collectd (a real StatsD server with a
+# Prometheus endpoint) for the push-backend end-to-end tests.
 set -euo pipefail
 
 need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)  # admin tests in a real browser
+command -v prometheus-pushgateway >/dev/null 2>&1 || need+=(prometheus-pushgateway)
+# collectd-core alone lacks the libraries of the statsd and write_prometheus plugins.
+if ! command -v collectd >/dev/null 2>&1; then
+  need+=(collectd-core)
+fi
+for lib in libprotobuf-c1 libmicrohttpd12; do
+  dpkg-query -W -f='${Status}' "$lib" 2>/dev/null | grep -q "install ok installed" || need+=("$lib")
+done
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

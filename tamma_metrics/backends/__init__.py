@@ -20,10 +20,13 @@ A key names a built-in backend (``statsd``, ``otel``) or is a dotted path to a
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import os
 import queue
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +45,8 @@ BUILT_IN = {
 }
 BATCH = 500
 FLUSH_SECONDS = 0.5
+LOG_EVERY_SECONDS = 60
+EXIT_FLUSH_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,7 @@ class Dispatcher:
         self.backends = list(backends)
         self.queue: queue.Queue[Sample | None] = queue.Queue(maxsize=size)
         self.pid = os.getpid()
+        self._logged: dict[str, float] = {}  # backend name -> when its failure was last logged
         self.thread = threading.Thread(target=self._run, name="tamma-metrics-backends", daemon=True)
         self.thread.start()
 
@@ -114,15 +120,33 @@ class Dispatcher:
             try:
                 backend.send(batch)
             except Exception:
-                logger.warning("tamma_metrics: backend %s failed", backend.name, exc_info=True)
                 _count_error(backend.name)
+                # A dead server fails every batch: log at most once a minute per backend
+                # (every failure is still counted).
+                now = time.monotonic()
+                if now - self._logged.get(backend.name, -LOG_EVERY_SECONDS) >= LOG_EVERY_SECONDS:
+                    self._logged[backend.name] = now
+                    logger.warning(
+                        "tamma_metrics: backend %s failed (logged at most every %d s)",
+                        backend.name,
+                        LOG_EVERY_SECONDS,
+                        exc_info=True,
+                    )
 
     def flush(self, timeout: float = 5.0) -> None:
-        """Wait until the queue is drained (tests, push before exit)."""
-        self.queue.put(None)
-        self.thread.join(timeout)
+        """Wait until the queue is drained (tests, push before exit), at most ``timeout``."""
+        deadline = time.monotonic() + timeout
+        # Bounded: behind a stuck backend the queue can be full for good.
+        with contextlib.suppress(queue.Full):
+            self.queue.put(None, timeout=timeout)
+        self.thread.join(max(0.0, deadline - time.monotonic()))
         for backend in self.backends:
-            backend.close()
+            try:
+                backend.close()
+            except Exception:
+                logger.warning(
+                    "tamma_metrics: closing backend %s failed", backend.name, exc_info=True
+                )
 
 
 _lock = threading.Lock()
@@ -169,6 +193,15 @@ def forward(sample: Sample) -> None:
     target = dispatcher()
     if target is not None:
         target.put(sample)
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    # A short-lived command or shell must not lose the events still queued. A forked
+    # child inherits this hook and the parent's dispatcher object: only the owner flushes.
+    target = _dispatcher
+    if target is not None and target.pid == os.getpid():
+        target.flush(timeout=EXIT_FLUSH_SECONDS)
 
 
 def reset() -> None:
