@@ -115,7 +115,7 @@ def test_a_failing_backend_is_counted_and_the_caller_unharmed(use_backends, metr
 def test_a_stuck_backend_never_blocks_and_drops_are_counted(use_backends, metrics):
     use_backends({"tests.test_backend_dispatch.StuckBackend": {}}, queue_size=5)
     before = metrics()
-    for _ in range(50):  # the first is taken by the stuck thread; 5 wait; the rest drop
+    for _ in range(50):  # 5 wait in the buffer; the rest are dropped for the backend
         record.code_change(change_type="create", language="go", actor="system", file_type="go")
     change = delta(metrics(), before)
     assert (
@@ -129,4 +129,6 @@ def test_a_stuck_backend_never_blocks_and_drops_are_counted(use_backends, metric
         == 50
     )
     dropped = change.value("tamma_metrics_backend_errors_total", backend="queue")
-    assert 50 - 1 - 5 <= dropped <= 50 - 5
+    # At most 5 wait, and the thread may have drained one batch into the stuck send;
+    # the scrapes' own response-time events share the buffer.
+    assert 50 - 5 - 5 - 2 <= dropped <= 50
