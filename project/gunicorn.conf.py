@@ -42,7 +42,6 @@ max_requests_jitter = _int("MAX_REQUESTS_JITTER", 0)
 # gunicorn 27 opens a control socket under ~/.gunicorn by default: servers started
 # side by side (tests, several sites on one host) would clash on it.
 control_socket_disable = True
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 
 
 def on_starting(server) -> None:
