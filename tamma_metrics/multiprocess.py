@@ -116,8 +116,8 @@ def empty_folder(path: str) -> int:
     """Delete the metric files (and leftovers of the archive step); return how many.
 
     Only ``*.db`` and the archive's working files go: a folder set by mistake to a
-    directory with other content keeps that content. The lock file stays, since a
-    process could hold it.
+    directory with other content keeps that content. The lock files stay, since a
+    process could hold them.
     """
     removed = 0
     for pattern in ("*.db", f"*.db{ASIDE_SUFFIX}", f"*.db{TMP_SUFFIX}"):
@@ -158,7 +158,12 @@ def folder_lock(path: str, *, shared: bool, timeout: float) -> Iterator[None]:
     scrapes cannot starve it. The kernel drops both locks if their holder dies.
     """
     deadline = time.monotonic() + timeout
-    gate, lock = _open(path, GATE_NAME), _open(path, LOCK_NAME)
+    gate = _open(path, GATE_NAME)
+    try:
+        lock = _open(path, LOCK_NAME)
+    except BaseException:
+        os.close(gate)
+        raise
     try:
         if shared:
             _flock(gate, fcntl.LOCK_SH, deadline, path)
