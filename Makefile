@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_ISSUES ?= 1000
 
-.PHONY: venv bootstrap run test bench lint format clean
+.PHONY: venv bootstrap run serve test bench lint format clean
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,18 @@ run: venv
 	$(BIN)/python manage.py demo_scrape_token --target $(HOST):$(PORT) && \
 	echo "Metrics: http://$(HOST):$(PORT)/metrics  Health: http://$(HOST):$(PORT)/metrics/health" && \
 	exec $(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+# Production-style serving: gunicorn with WEB_CONCURRENCY workers (3), the folder
+# checked and emptied by project/gunicorn.conf.py, dead workers' files archived.
+# METRICS_PORT=9100 adds an address that serves only /metrics and /metrics/health.
+serve: venv
+	mkdir -p $(MULTIPROC)
+	export PROMETHEUS_MULTIPROC_DIR=$(MULTIPROC) HOST=$(HOST) PORT=$(PORT) && \
+	$(BIN)/python manage.py migrate --noinput && \
+	$(BIN)/python manage.py seed_roles && \
+	$(BIN)/python manage.py demo_scrape_token --target $(HOST):$(or $(METRICS_PORT),$(PORT)) && \
+	echo "Metrics: http://$(HOST):$(or $(METRICS_PORT),$(PORT))/metrics  Site: http://$(HOST):$(PORT)/" && \
+	exec $(BIN)/gunicorn -c project/gunicorn.conf.py
 
 lint: venv
 	$(BIN)/ruff check .

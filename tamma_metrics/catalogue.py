@@ -258,6 +258,18 @@ FAMILIES: tuple[Family, ...] = (
         source=Source.SELF,
     ),
     Family(
+        "metrics_multiprocess_files",
+        Kind.GAUGE,
+        "Files of the multiprocess folder merged in this scrape (live processes and archives).",
+        source=Source.SELF,
+    ),
+    Family(
+        "metrics_multiprocess_skipped_files",
+        Kind.GAUGE,
+        "Files of the multiprocess folder left out of this scrape: empty, foreign or unreadable.",
+        source=Source.SELF,
+    ),
+    Family(
         "metrics_errors_total",
         Kind.COUNTER,
         "Failures inside the metrics code, logged and swallowed so callers never see them.",

@@ -11,7 +11,7 @@ from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
 from . import catalogue
-from .conf import DEFAULTS, app_settings
+from .conf import DEFAULTS, app_settings, parse_port
 
 METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 RATE = re.compile(r"^[1-9][0-9]*/[smhd]$")
@@ -74,6 +74,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
         value = getattr(app_settings, name)
         if not isinstance(value, int) or value < 1:
             errors.append(Error(f"{name} must be a positive integer.", id="tamma_metrics.E011"))
+    try:
+        parse_port(app_settings.METRICS_PORT)
+    except ValueError as exc:
+        errors.append(Error(str(exc), id="tamma_metrics.E012"))
     ttl = app_settings.LOOP_HEARTBEAT_TTL_SECONDS
     if not isinstance(ttl, int | float) or ttl <= 0:
         errors.append(

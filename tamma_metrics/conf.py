@@ -51,6 +51,9 @@ DEFAULTS: dict[str, Any] = {
     "BACKENDS": {},
     # Events waiting for the backends; past it they are dropped for the backends only.
     "BACKEND_QUEUE_SIZE": 10_000,
+    # A port (the server binds it too) on which only /metrics and /metrics/health answer;
+    # None: no such port. Enforced by MetricsPortMiddleware.
+    "METRICS_PORT": None,
 }
 
 # Environment variables that override a setting, and how to parse them.
@@ -59,6 +62,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "METRICS_PREFIX": "PREFIX",
     "METRICS_AUTH_ENABLED": "AUTH_ENABLED",
     "METRICS_ENVIRONMENT": "ENVIRONMENT",
+    "METRICS_PORT": "METRICS_PORT",
 }
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -73,6 +77,18 @@ def parse_bool(raw: str, name: str) -> bool:
     if value in _FALSE:
         return False
     raise ValueError(f"{name}={raw!r} is not a boolean (use true or false)")
+
+
+def parse_port(raw: Any, name: str = "METRICS_PORT") -> int | None:
+    """A TCP port from a setting or the environment; None or "" means no port."""
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int | str) or not str(raw).strip().isdigit():
+        raise ValueError(f"{name}={raw!r} is not a port number")
+    port = int(str(raw).strip())
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{name}={raw!r} is not a port number (1-65535)")
+    return port
 
 
 class AppSettings:

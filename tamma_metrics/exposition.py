@@ -9,6 +9,7 @@ this process's default registry.
 from __future__ import annotations
 
 import gzip
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -16,13 +17,14 @@ from dataclasses import dataclass
 from django.core.cache import cache
 from prometheus_client import REGISTRY, CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.exposition import choose_encoder, gzip_accepted
-from prometheus_client.metrics_core import Metric
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import catalogue, instruments, queries
+from . import catalogue, instruments, multiprocess, queries
 from .access import EVERYTHING, Visibility
 from .collectors import BuildInfoCollector, DatabaseCollector
+
+logger = logging.getLogger(__name__)
 
 LAST_SCRAPE_KEY = "tamma_metrics:last_scrape"
 
@@ -34,21 +36,53 @@ class _DefaultRegistry:
         return REGISTRY.collect()
 
 
-class _MergedFolder(MultiProcessCollector):
+class _MergedFolder:
     """The merged multiprocess folder, plus HELP and TYPE of families not yet recorded.
 
     The folder only knows families some process has written to; listing the rest keeps
-    the catalogue discoverable from the first scrape, as in single-process mode.
+    the catalogue discoverable from the first scrape, as in single-process mode. Files
+    are read under the folder's shared lock (see ``multiprocess``), broken ones skipped
+    and counted in ``metrics_multiprocess_skipped_files``.
     """
 
+    def __init__(self, path: str) -> None:
+        self.path = path
+
     def collect(self) -> Iterator[Metric]:
+        try:
+            read = multiprocess.read_folder(self.path)
+        except Exception:
+            # Without a consistent view, serve no stored sample rather than a false
+            # counter reset; the database gauges are still served.
+            logger.exception("tamma_metrics: could not read the multiprocess folder")
+            read = None
         seen = set()
-        for metric in super().collect():
+        for metric in read.metrics if read else ():
             seen.add(metric.name)
             yield metric
         for family in catalogue.families():
             if instruments.is_instrumented(family) and family.metric_name not in seen:
                 yield Metric(family.metric_name, family.help, family.kind.value)
+        yield from _folder_gauges(read)
+
+
+def _folder_gauges(read: multiprocess.FolderRead | None) -> Iterator[Metric]:
+    """The folder's self-metrics; without samples when there is no folder reading."""
+    values = {"metrics_multiprocess_files": read.files if read else 0}
+    values["metrics_multiprocess_skipped_files"] = read.skipped if read else 0
+    for name, value in values.items():
+        family = catalogue.get(name)
+        gauge = GaugeMetricFamily(family.full_name, family.help, labels=())
+        if read is not None:
+            gauge.add_metric([], value)
+        yield gauge
+
+
+class _NoFolder:
+    """Single-process mode: the folder families exist (HELP, TYPE) but have no sample."""
+
+    def collect(self) -> Iterator[Metric]:
+        return _folder_gauges(None)
 
 
 class _Visible:
@@ -72,12 +106,12 @@ def build_registry(visibility: Visibility = EVERYTHING) -> CollectorRegistry:
         # The merged folder, and the process that answers the scrape (other workers'
         # process metrics are not visible from here).
         sources = [
-            _MergedFolder(None, path=path),
+            _MergedFolder(path),
             ProcessCollector(registry=None),
             PlatformCollector(registry=None),
         ]
     else:
-        sources = [_DefaultRegistry()]
+        sources = [_DefaultRegistry(), _NoFolder()]
     # A family the caller may not see is never queried.
     gauges = [name for name in queries.GAUGES if visibility.allows_family(name)]
     sources += [DatabaseCollector(gauges), BuildInfoCollector()]

@@ -23,6 +23,8 @@ _SCRAPE_TIME = {
     "metrics_collector_up",
     "metrics_collector_duration_seconds",
     "metrics_series",
+    "metrics_multiprocess_files",
+    "metrics_multiprocess_skipped_files",
 }
 
 _lock = threading.Lock()

@@ -1,13 +1,15 @@
-"""Records ``api_response_duration_seconds`` for every view, labelled by route name."""
+"""Middleware: response times by route name, and the metrics-only port."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotFound
+from django.urls import Resolver404, resolve
 
 from . import record
+from .conf import app_settings, parse_port
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -41,3 +43,42 @@ class ResponseTimeMiddleware:
             duration_seconds=time.perf_counter() - start,
         )
         return response
+
+
+# Views a request on the metrics port may reach.
+METRICS_PORT_VIEWS = frozenset({"tamma_metrics:metrics", "tamma_metrics:health"})
+
+
+class MetricsPortMiddleware:
+    """On ``METRICS_PORT`` only /metrics and /metrics/health answer; anything else is 404.
+
+    The port is the one the request arrived on (``SERVER_PORT``, which gunicorn takes
+    from the listening socket), never the Host or X-Forwarded-Port headers a client
+    controls. The 404 is plain text so DEBUG's page listing every URL never shows
+    there. Put it first, before sessions and CSRF, so nothing else runs for such
+    requests; authentication and permissions on the allowed views are unchanged.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        port = _metrics_port()
+        if port is not None and request.META.get("SERVER_PORT") == str(port):
+            try:
+                view = resolve(request.path_info, getattr(request, "urlconf", None)).view_name
+            except Resolver404:
+                view = ""
+            if view not in METRICS_PORT_VIEWS:
+                return HttpResponseNotFound(
+                    "Not found: this port serves /metrics only.\n",
+                    content_type="text/plain; charset=utf-8",
+                )
+        return self.get_response(request)
+
+
+def _metrics_port() -> int | None:
+    try:
+        return parse_port(app_settings.METRICS_PORT)
+    except ValueError:
+        return None  # system check tamma_metrics.E012 reports it

@@ -57,22 +57,24 @@ def test_grant_a_family_to_a_role_and_create_a_token(page, live_server, client):
     page.goto(f"{live_server.url}/admin/login/?next=/admin/")
     page.fill("#id_username", "admin")
     page.fill("#id_password", "admin-pass")
-    page.click("input[type=submit]")
-    page.wait_for_selector("#site-name")
+    with page.expect_navigation():
+        page.click("input[type=submit]")
 
     # Grant one family to the role with the list action.
     page.goto(f"{live_server.url}/admin/tamma_metrics/metricfamily/?q=queue_depth")
     page.check("input.action-select")
     page.select_option("select[name=action]", "grant_to_role")
     page.select_option("select[name=role]", label="analysts")
-    page.click("button[name=index]")
+    with page.expect_navigation():
+        page.click("button[name=index]")
     assert "1 families granted to analysts." in page.inner_text("ul.messagelist")
 
     # Create a token for the analyst: the secret is shown once, in the message.
     page.goto(f"{live_server.url}/admin/tamma_metrics/apitoken/add/")
     page.fill("#id_name", "analyst-laptop")
     page.fill("#id_user", str(analyst.pk))
-    page.click("input[name=_save]")
+    with page.expect_navigation():  # the add page has no message list to confuse
+        page.click("input[name=_save]")
     message = page.inner_text("ul.messagelist")
     token = next(word for word in message.split() if word.startswith("tmm_"))
 

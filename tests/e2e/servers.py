@@ -1,0 +1,428 @@
+"""Real servers for end-to-end tests: a demo site on a SQLite file, gunicorn, Prometheus.
+
+Every server binds 127.0.0.1 on a free port, is waited for by polling (never a fixed
+sleep) and stopped by its PID. The fixtures in ``conftest.py`` wrap these; use the
+classes directly when a test needs a server configured differently.
+
+    site = Site.create(tmp_path)                  # migrated, roles seeded
+    token = site.token("prom", "prometheus")      # manage.py create_api_token
+    with Gunicorn(site, workers=3) as server:
+        with Prometheus(tmp_path / "prom", [ScrapeJob("tamma", server.address, token)]) as prom:
+            prom.wait_for('sum(up{job="tamma"})', 1)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
+PROMETHEUS = "/usr/bin/prometheus"
+PROMTOOL = "/usr/bin/promtool"
+TEXT_0_0_4 = "text/plain;version=0.0.4"
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 right now (the kernel picks it)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until(
+    probe: Callable[[], T],
+    done: Callable[[T], bool] = bool,
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> T:
+    """Call ``probe`` until ``done(result)``; return the result or fail with the last one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if done(result):
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {result!r}")
+        time.sleep(interval)
+        interval = min(interval * 1.5, 0.5)
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8")
+
+
+def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 30) -> Response:
+    """GET without raising on 4xx/5xx and without following redirects."""
+
+    class _NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    opener = urllib.request.build_opener(_NoRedirect)
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with opener.open(request, timeout=timeout) as answer:
+            return Response(answer.status, dict(answer.headers), answer.read())
+    except urllib.error.HTTPError as error:
+        return Response(error.code, dict(error.headers), error.read())
+
+
+def _stop(process: subprocess.Popen, *, grace: float = 30.0) -> None:
+    """SIGTERM by PID, wait, then SIGKILL by PID if it did not exit."""
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def children_of(pid: int) -> list[int]:
+    """PIDs whose parent is ``pid`` (gunicorn's workers are the master's children)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry))
+    return sorted(found)
+
+
+@dataclass
+class Site:
+    """The demo project on its own SQLite file and multiprocess folder.
+
+    ``env`` is what every process of this site runs with: manage.py commands and
+    gunicorn share the database and the folder, so their events meet in one scrape.
+    """
+
+    root: Path
+    database: Path
+    multiproc_dir: Path
+    env: dict[str, str]
+    command_pids: list[int] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, root: Path, *, seed_roles: bool = True, **env: str) -> Site:
+        root.mkdir(parents=True, exist_ok=True)
+        database, folder = root / "db.sqlite3", root / "prometheus-multiproc"
+        folder.mkdir(exist_ok=True)
+        environment = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("PROMETHEUS_MULTIPROC", "prometheus_multiproc", "METRICS_"))
+        }
+        environment.update(
+            DJANGO_SETTINGS_MODULE="project.settings",
+            DATABASE_URL=f"sqlite:///{database}",
+            PROMETHEUS_MULTIPROC_DIR=str(folder),
+            SECRET_KEY=secrets.token_urlsafe(40),  # random per run, never written down
+            DEBUG="false",
+            PYTHONUNBUFFERED="1",
+            **env,
+        )
+        site = cls(root, database, folder, environment)
+        site.manage("migrate", "--noinput", "-v0")
+        if seed_roles:
+            site.manage("seed_roles")
+        return site
+
+    def manage(self, *args: str, timeout: float = 180) -> str:
+        """Run ``manage.py`` with this site's environment; fail with its stderr."""
+        process = subprocess.Popen(
+            [PYTHON, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self.command_pids.append(process.pid)  # its metric files stay in the folder
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise
+        assert process.returncode == 0, f"manage.py {' '.join(args)} failed:\n{err}"
+        return out
+
+    def shell(self, code: str) -> str:
+        return self.manage("shell", "-v", "0", "-c", code)
+
+    def token(self, user: str, role: str | None = None) -> str:
+        """A new bearer token for ``user`` (created in ``role`` when missing)."""
+        args = ["create_api_token", "--user", user, "--name", f"e2e-{secrets.token_hex(3)}"]
+        if role:
+            args += ["--create-user", role]
+        return self.manage(*args).strip()
+
+    def sql(self, query: str, *params: Any) -> Any:
+        """The first column of the first row, read from the database file directly."""
+        with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=30) as db:
+            return db.execute(query, params).fetchone()[0]
+
+    def metric_files(self) -> list[str]:
+        return sorted(name for name in os.listdir(self.multiproc_dir) if name.endswith(".db"))
+
+
+class Gunicorn:
+    """``gunicorn -c project/gunicorn.conf.py`` for a Site; a context manager."""
+
+    def __init__(
+        self,
+        site: Site,
+        *,
+        workers: int = 3,
+        metrics_port: bool = False,
+        max_requests: int = 0,
+        max_requests_jitter: int = 0,
+        extra_args: Sequence[str] = (),
+        log: Path | None = None,
+    ) -> None:
+        self.site, self.workers = site, workers
+        self.port = free_port()
+        self.metrics_port = free_port() if metrics_port else None
+        self.log = log or site.root / f"gunicorn-{self.port}.log"
+        self.env = {
+            **site.env,
+            "WEB_CONCURRENCY": str(workers),
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "MAX_REQUESTS": str(max_requests),
+            "MAX_REQUESTS_JITTER": str(max_requests_jitter),
+        }
+        if self.metrics_port:
+            self.env["METRICS_PORT"] = str(self.metrics_port)
+        self.extra_args = list(extra_args)
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def metrics_address(self) -> str:
+        assert self.metrics_port, "started without metrics_port=True"
+        return f"127.0.0.1:{self.metrics_port}"
+
+    def url(self, path: str, *, metrics_port: bool = False) -> str:
+        return f"http://{self.metrics_address if metrics_port else self.address}{path}"
+
+    def get(self, path: str, token: str | None = None, **kwargs: Any) -> Response:
+        headers = dict(kwargs.pop("headers", {}))
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return http_get(self.url(path, **kwargs), headers)
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def worker_pids(self) -> list[int]:
+        return children_of(self.pid)
+
+    def start(self) -> Gunicorn:
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [GUNICORN, "-c", "project/gunicorn.conf.py", *self.extra_args],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Every worker booted and the site answering on every bound port."""
+
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"gunicorn exited {self.process.returncode}: {self.tail()}")
+            if len(self.worker_pids()) != self.workers:
+                return False
+            try:
+                # /metrics without credentials: 401, and no health request is counted.
+                ports = [False, True] if self.metrics_port else [False]
+                return all(self.get("/metrics", metrics_port=p).status == 401 for p in ports)
+            except OSError:
+                return False
+
+        wait_until(ready, timeout=timeout, what=f"gunicorn on {self.address}")
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        workers = self.worker_pids()
+        _stop(self.process)
+        for pid in workers:  # normally gone with the master; never leave one behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def __enter__(self) -> Gunicorn:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class ScrapeJob:
+    name: str
+    target: str  # host:port
+    token: str | None = None
+    metrics_path: str = "/metrics"
+
+
+class Prometheus:
+    """Prometheus (Debian's 2.42) scraping the given jobs every ``interval``."""
+
+    def __init__(self, root: Path, jobs: Iterable[ScrapeJob], *, interval: str = "1s") -> None:
+        self.root, self.jobs, self.interval = root, list(jobs), interval
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def write_config(self) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        scrape_configs = []
+        for job in self.jobs:
+            config: dict[str, Any] = {
+                "job_name": job.name,
+                "metrics_path": job.metrics_path,
+                "static_configs": [{"targets": [job.target]}],
+            }
+            if job.token:
+                token_file = self.root / f"{job.name}.token"
+                token_file.write_text(job.token + "\n")
+                token_file.chmod(0o600)
+                config["authorization"] = {"type": "Bearer", "credentials_file": str(token_file)}
+            scrape_configs.append(config)
+        config_file = self.root / "prometheus.yml"
+        # JSON is YAML: no YAML library needed.
+        config_file.write_text(
+            json.dumps(
+                {
+                    "global": {
+                        "scrape_interval": self.interval,
+                        "scrape_timeout": self.interval,
+                        "evaluation_interval": self.interval,
+                    },
+                    "scrape_configs": scrape_configs,
+                },
+                indent=2,
+            )
+        )
+        return config_file
+
+    def start(self) -> Prometheus:
+        config = self.write_config()
+        self.log = self.root / "prometheus.log"
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    PROMETHEUS,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={self.root / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--log.level=warn",
+                ],
+                cwd=self.root,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_until(self._ready, timeout=60, what="Prometheus /-/ready")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"prometheus exited: {self.log.read_text(errors='replace')}")
+        try:
+            return http_get(f"{self.url}/-/ready", timeout=5).status == 200
+        except OSError:
+            return False
+
+    def query(self, expr: str) -> list[dict]:
+        """Instant query: the API's ``result`` list (``metric`` labels and ``value``)."""
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        answer = http_get(url)
+        payload = json.loads(answer.body)
+        assert payload.get("status") == "success", payload
+        return payload["data"]["result"]
+
+    def value(self, expr: str) -> float | None:
+        """The single value of an instant query; None when it has no result."""
+        result = self.query(expr)
+        if not result:
+            return None
+        assert len(result) == 1, f"{expr} gave {len(result)} series"
+        return float(result[0]["value"][1])
+
+    def wait_for(self, expr: str, expected: float, timeout: float = 60) -> float:
+        """Poll ``expr`` until it equals ``expected`` exactly; return it."""
+        return wait_until(
+            lambda: self.value(expr),
+            lambda value: value == expected,
+            timeout=timeout,
+            what=f"{expr} == {expected}",
+        )
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop(self.process)
+
+    def __enter__(self) -> Prometheus:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
