@@ -18,18 +18,18 @@ import json
 import os
 import secrets
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from tests.servers import Response, children_of, free_port, http_get, stop, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -39,87 +39,6 @@ PROMTOOL = "/usr/bin/promtool"
 TEXT_0_0_4 = "text/plain;version=0.0.4"
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 right now (the kernel picks it)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until(
-    probe: Callable[[], T],
-    done: Callable[[T], bool] = bool,
-    *,
-    timeout: float = 30.0,
-    interval: float = 0.05,
-    what: str = "condition",
-) -> T:
-    """Call ``probe`` until ``done(result)``; return the result or fail with the last one."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if done(result):
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {result!r}")
-        time.sleep(interval)
-        interval = min(interval * 1.5, 0.5)
-
-
-@dataclass
-class Response:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def text(self) -> str:
-        return self.body.decode("utf-8")
-
-
-def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 30) -> Response:
-    """GET without raising on 4xx/5xx and without following redirects."""
-
-    class _NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-            return None
-
-    opener = urllib.request.build_opener(_NoRedirect)
-    request = urllib.request.Request(url, headers=headers or {})
-    try:
-        with opener.open(request, timeout=timeout) as answer:
-            return Response(answer.status, dict(answer.headers), answer.read())
-    except urllib.error.HTTPError as error:
-        return Response(error.code, dict(error.headers), error.read())
-
-
-def _stop(process: subprocess.Popen, *, grace: float = 30.0) -> None:
-    """SIGTERM by PID, wait, then SIGKILL by PID if it did not exit."""
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-
-
-def children_of(pid: int) -> list[int]:
-    """PIDs whose parent is ``pid`` (gunicorn's workers are the master's children)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # exited meanwhile
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(entry))
-    return sorted(found)
 
 
 @dataclass
@@ -297,7 +216,7 @@ class Gunicorn:
         if self.process is None:
             return
         workers = self.worker_pids()
-        _stop(self.process)
+        stop(self.process)
         for pid in workers:  # normally gone with the master; never leave one behind
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -419,7 +338,7 @@ class Prometheus:
 
     def stop(self) -> None:
         if self.process is not None:
-            _stop(self.process)
+            stop(self.process)
 
     def __enter__(self) -> Prometheus:
         return self.start()

@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from tamma_metrics import backends, record
-from tests.servers import Server, free_port, http_get, poll, require
+from tests.servers import Server, free_port, http_get, require, wait_until
 from tests.utils import parse
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
@@ -54,9 +54,9 @@ def collectd(tmp_path):
 
             def probed() -> str:
                 probe.sendto(b"probe:1|c", ("127.0.0.1", statsd_port))
-                return http_get(url)
+                return http_get(url).text
 
-            poll(probed, until=lambda text: 'statsd="probe"' in text)
+            wait_until(probed, lambda text: 'statsd="probe"' in text)
         yield statsd_port, url
     finally:
         server.stop()
@@ -125,6 +125,6 @@ def test_counters_and_gauges_arrive_in_collectd_exactly(settings, collectd):
     def arrived(found: dict) -> bool:
         return {k: v for k, v in found.items() if k not in timers} == expected
 
-    found = poll(lambda: statsd_series(http_get(url)), until=arrived)
+    found = wait_until(lambda: statsd_series(http_get(url).text), arrived)
     # Timers arrive too; their value is a per-interval average, so only their names.
     assert set(found) == set(expected) | timers

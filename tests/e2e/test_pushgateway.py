@@ -7,7 +7,7 @@ from django.core.management import CommandError, call_command
 
 from tamma_metrics import record
 from tests import factories
-from tests.servers import Server, free_port, http_get, poll, require
+from tests.servers import Server, free_port, http_get, require, wait_until
 from tests.utils import delta, parse
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
@@ -25,7 +25,7 @@ def gateway_server(tmp_path):
     server = Server(argv, tmp_path)
     server.url = f"http://127.0.0.1:{port}"
     try:
-        poll(lambda: http_get(f"{server.url}/-/ready"))
+        wait_until(lambda: http_get(f"{server.url}/-/ready").status == 200)
         yield server
     finally:
         server.stop()
@@ -37,7 +37,7 @@ def pushgateway(gateway_server) -> str:
 
 
 def gateway_metrics(url: str):
-    return parse(http_get(f"{url}/metrics"))
+    return parse(http_get(f"{url}/metrics").text)
 
 
 def push(url: str, **options) -> None:

@@ -27,9 +27,8 @@ from tests.e2e.servers import (
     Prometheus,
     ScrapeJob,
     Site,
-    free_port,
-    wait_until,
 )
+from tests.servers import free_port, wait_until
 from tests.utils import Samples, parse
 
 WORKERS = 3
