@@ -1,0 +1,138 @@
+"""The ingest API against real gunicorn workers and a real Prometheus.
+
+3,000 events through the API, spread over three workers, plus model transitions from a
+management command sharing the folder: Prometheus's sums equal the events sent and the
+database's truth. Retries of the same event_id that land on different workers count once.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.e2e.servers import Gunicorn, Site
+
+WORKERS = 3
+BATCH = 100
+
+
+@pytest.fixture(scope="module")
+def gunicorn_server(e2e_site: Site) -> Iterator[Gunicorn]:
+    access_log = e2e_site.root / "access.log"
+    server = Gunicorn(
+        e2e_site,
+        workers=WORKERS,
+        # %(p)s: the pid of the worker that answered.
+        extra_args=["--access-logfile", str(access_log), "--access-logformat", "%(p)s %(U)s"],
+    )
+    server.access_log = access_log
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def worker_token(e2e_site: Site) -> str:
+    return e2e_site.token("worker-1", "worker")
+
+
+def post(server: Gunicorn, token: str, events: list[dict]) -> dict:
+    request = urllib.request.Request(
+        server.url("/api/v1/events"),
+        data=json.dumps({"events": events}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert response.status == 200
+        return json.load(response)
+
+
+def post_all(server: Gunicorn, token: str, batches: list[list[dict]]) -> list[dict]:
+    """Send batches from 6 threads at once: gunicorn's workers take them as they come."""
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        return list(pool.map(lambda batch: post(server, token, batch), batches))
+
+
+def workers_that_answered(server: Gunicorn, path: str) -> collections.Counter:
+    lines = server.access_log.read_text().splitlines()
+    return collections.Counter(line.split()[0] for line in lines if line.split()[1] == path)
+
+
+def ai_request(event_id: str, provider: str = "anthropic") -> dict:
+    return {
+        "type": "ai_request",
+        "event_id": event_id,
+        "provider": provider,
+        "model": "e2e-load",
+        "request_type": "chat",
+        "outcome": "success",
+        "duration_seconds": 1.5,
+        "tokens": {"input": 800, "output": 200},
+    }
+
+
+def test_3000_events_through_the_api_equal_prometheus_and_the_database(
+    e2e_site, gunicorn_server, prometheus_server, worker_token
+):
+    events = [
+        ai_request(f"load-{n:05d}", ["anthropic", "openai", "google"][n % 3]) for n in range(3000)
+    ]
+    batches = [events[i : i + BATCH] for i in range(0, len(events), BATCH)]
+    answers = post_all(gunicorn_server, worker_token, batches)
+    assert sum(answer["counted"] for answer in answers) == 3000
+    assert workers_that_answered(gunicorn_server, "/api/v1/events").keys().__len__() >= 2
+
+    e2e_site.manage("seed_demo", "--issues", "90")  # model events from another process
+
+    stored = e2e_site.sql(
+        "SELECT COUNT(*) FROM tamma_metrics_ingestedevent WHERE event_type = 'ai_request'"
+    )
+    assert stored == 3000
+    # seed_demo records AI requests too: ours carry their own model name.
+    ours = 'job="tamma",model="e2e-load"'
+    prometheus_server.wait_for(f"sum(tamma_ai_requests_total{{{ours}}})", 3000)
+    for provider in ("anthropic", "openai", "google"):
+        query = f'sum(tamma_ai_requests_total{{{ours},provider="{provider}"}})'
+        assert prometheus_server.value(query) == 1000
+    tokens = f'sum(tamma_ai_tokens_total{{{ours},token_type="input"}})'
+    assert prometheus_server.value(tokens) == 3000 * 800
+    processed = e2e_site.sql(
+        "SELECT COUNT(*) FROM tamma_metrics_issue "
+        "WHERE status IN ('succeeded', 'failed', 'timed_out')"
+    )
+    prometheus_server.wait_for('sum(tamma_issues_processed_total{job="tamma"})', processed)
+
+
+def test_retries_on_other_workers_count_once(
+    e2e_site, gunicorn_server, prometheus_server, worker_token
+):
+    before = prometheus_server.value('sum(tamma_escalations_total{job="tamma"})') or 0
+    events = [
+        {
+            "type": "escalation",
+            "event_id": f"retry-{n:04d}",
+            "escalation_type": "blocked",
+            "severity": "high",
+            "component": "orchestrator",
+            "reason": "missing_context",
+        }
+        for n in range(300)
+    ]
+    # Every event is sent three times, in different requests, at the same moment.
+    batches = [events[i : i + 50] for i in range(0, 300, 50)] * 3
+    answers = post_all(gunicorn_server, worker_token, batches)
+    assert sum(answer["counted"] for answer in answers) == 300
+    assert sum(answer["duplicates"] for answer in answers) == 600
+    assert len(workers_that_answered(gunicorn_server, "/api/v1/events")) >= 2
+    prometheus_server.wait_for('sum(tamma_escalations_total{job="tamma"})', before + 300)
+    assert (
+        e2e_site.sql(
+            "SELECT COUNT(*) FROM tamma_metrics_ingestedevent WHERE event_id LIKE 'retry-%'"
+        )
+        == 300
+    )
