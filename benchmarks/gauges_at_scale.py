@@ -1,0 +1,60 @@
+"""Database gauges at scale: seed_demo's insert rate and each gauge query's time.
+
+    .venv/bin/python benchmarks/gauges_at_scale.py [--issues 100000]
+
+Uses a fresh SQLite file (or DATABASE_URL when set); prints Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+WORK = tempfile.mkdtemp(prefix="tamma-bench-scale-")
+os.environ.setdefault("DATABASE_URL", f"sqlite:///{WORK}/db.sqlite3")
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", WORK)
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.core.management import call_command  # noqa: E402
+
+from tamma_metrics import queries  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--issues", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    call_command("migrate", verbosity=0)
+    start = time.perf_counter()
+    call_command("seed_demo", issues=args.issues, stdout=io.StringIO())
+    seconds = time.perf_counter() - start
+    print(f"### seed_demo --issues {args.issues:,}\n")
+    print(f"{seconds:.1f} s, {args.issues / seconds:,.0f} issues/s (with their PRs, approvals,")
+    print("escalations and recorded events)\n")
+    print("### Gauge queries (one GROUP BY each)\n")
+    print("| family | median ms |")
+    print("|---|---:|")
+    for name, query in queries.GAUGES.items():
+        times = []
+        for _ in range(args.repeats):
+            begin = time.perf_counter()
+            query()
+            times.append((time.perf_counter() - begin) * 1000)
+        print(f"| {name} | {statistics.median(times):.1f} |")
+
+
+if __name__ == "__main__":
+    main()
