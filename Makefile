@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_ISSUES ?= 1000
 
-.PHONY: venv bootstrap run test lint format clean
+.PHONY: venv bootstrap run test test-sqlite test-postgres lint format clean
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,8 @@ $(BIN)/.installed: requirements.txt pyproject.toml
 
 venv: $(BIN)/.installed
 
-# System packages the tests use (promtool from Debian's prometheus), when missing.
+# System packages the tests use (promtool from Debian's prometheus, the PostgreSQL
+# server), when missing.
 bootstrap:
 	scripts/bootstrap.sh
 
@@ -44,8 +45,17 @@ format: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The whole suite twice: on SQLite (in memory), then on a private PostgreSQL cluster
+# that scripts/with-postgres.sh starts on 127.0.0.1 and removes afterwards.
 test: venv bootstrap lint
 	$(BIN)/python -m pytest
+	scripts/with-postgres.sh $(BIN)/python -m pytest
+
+test-sqlite: venv
+	$(BIN)/python -m pytest
+
+test-postgres: venv bootstrap
+	scripts/with-postgres.sh $(BIN)/python -m pytest
 
 clean:
 	rm -rf $(VENV) $(RUN) .pytest_cache .ruff_cache .hypothesis
