@@ -74,6 +74,23 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
         value = getattr(app_settings, name)
         if not isinstance(value, int) or value < 1:
             errors.append(Error(f"{name} must be a positive integer.", id="tamma_metrics.E011"))
+    budget = app_settings.DATABASE_BUDGET_SECONDS
+    cache_seconds = app_settings.DATABASE_CACHE_SECONDS
+    if (
+        isinstance(budget, bool)
+        or not isinstance(budget, int | float)
+        or budget <= 0
+        or isinstance(cache_seconds, bool)
+        or not isinstance(cache_seconds, int | float)
+        or cache_seconds < 0
+    ):
+        errors.append(
+            Error(
+                "DATABASE_BUDGET_SECONDS must be a positive number and "
+                "DATABASE_CACHE_SECONDS a number >= 0.",
+                id="tamma_metrics.E012",
+            )
+        )
     ttl = app_settings.LOOP_HEARTBEAT_TTL_SECONDS
     if not isinstance(ttl, int | float) or ttl <= 0:
         errors.append(
