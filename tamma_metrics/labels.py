@@ -245,15 +245,19 @@ def max_series(family: str) -> int:
     return _state.caps.get(family) or int(app_settings.DEFAULT_MAX_SERIES)
 
 
+def lock_key(scope: str) -> int:
+    """The PostgreSQL advisory lock key of an admission scope (a signed 64-bit hash)."""
+    return int.from_bytes(
+        hashlib.blake2b(scope.encode(), digest_size=8).digest(), "big", signed=True
+    )
+
+
 def _lock_scope(scope: str) -> None:
     # PostgreSQL: serialise admissions per scope so concurrent workers cannot both
     # take the last place. SQLite serialises writers by itself.
     if connection.vendor == "postgresql":
-        key = int.from_bytes(
-            hashlib.blake2b(scope.encode(), digest_size=8).digest(), "big", signed=True
-        )
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [lock_key(scope)])
 
 
 class _OverCap(Exception):
