@@ -5,9 +5,9 @@ past that the whole scrape is lost, in-process metrics included. The database ga
 therefore get part of that time, capped by ``DATABASE_BUDGET_SECONDS``, and each query
 is stopped by the database itself when the budget runs out:
 
-- PostgreSQL: ``statement_timeout`` set with ``set_config(..., true)`` (``SET LOCAL``), so
-  it ends with the transaction and never reaches the caller's later queries; lock waits
-  count too.
+- PostgreSQL: ``statement_timeout`` set with ``set_config(..., true)`` (``SET LOCAL``),
+  lock waits included; put back before the savepoint is released (a released savepoint
+  would keep it until the caller's transaction ends) or undone by the rollback.
 - SQLite: ``PRAGMA busy_timeout`` for waits on another connection's lock, and a progress
   handler that interrupts a query running past the deadline; both restored afterwards.
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
@@ -63,8 +63,7 @@ class _Limiter:
         self.connection = connections[using]
         self.vendor = self.connection.vendor
         self.deadline = time.monotonic() + seconds
-        self.previous: Any = None  # the setting to restore, once read
-        self.nested = self.connection.in_atomic_block
+        self.previous: Any = None  # the connection's own setting, read before the first limit
 
     def remaining_ms(self) -> int:
         remaining = self.deadline - time.monotonic()
@@ -77,8 +76,7 @@ class _Limiter:
         ms = self.remaining_ms()
         with self.connection.cursor() as cursor:
             if self.vendor == "postgresql":
-                if self.nested and self.previous is None:
-                    # Only a savepoint keeps SET LOCAL past its end: remember what to restore.
+                if self.previous is None:
                     cursor.execute("SELECT current_setting('statement_timeout')")
                     self.previous = cursor.fetchone()[0]
                 cursor.execute("SELECT set_config('statement_timeout', %s, true)", [f"{ms}ms"])
@@ -95,21 +93,24 @@ class _Limiter:
         # Non-zero interrupts the running statement (OperationalError "interrupted").
         return int(time.monotonic() > self.deadline)
 
-    def finish(self) -> None:
-        """After success: a released savepoint keeps SET LOCAL values, so put it back."""
-        if self.vendor == "postgresql" and self.previous is not None:
-            with self.connection.cursor() as cursor:
-                cursor.execute("SELECT set_config('statement_timeout', %s, true)", [self.previous])
-
-    def close(self) -> None:
-        """SQLite's settings belong to the connection, not the transaction: restore them."""
-        if self.vendor != "sqlite" or self.previous is None:
+    def restore(self, *, succeeded: bool) -> None:
+        """Put the connection's own timeout back before the savepoint or transaction ends,
+        so neither its COMMIT nor the caller's later queries run under the scrape's limit
+        (a released savepoint keeps SET LOCAL values until the outer transaction ends)."""
+        if self.previous is None:
             return
-        raw = self.connection.connection
-        if raw is None:
-            return
-        raw.set_progress_handler(None, 0)
-        raw.execute(f"PRAGMA busy_timeout = {int(self.previous)}")
+        if self.vendor == "postgresql":
+            # After a failure the rollback to the savepoint undoes set_config itself.
+            if succeeded:
+                with self.connection.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT set_config('statement_timeout', %s, true)", [self.previous]
+                    )
+        elif self.vendor == "sqlite" and self.connection.connection is not None:
+            # Connection settings, not transactional: always restore them.
+            raw = self.connection.connection
+            raw.set_progress_handler(None, 0)
+            raw.execute(f"PRAGMA busy_timeout = {int(self.previous)}")
 
 
 @contextmanager
@@ -121,9 +122,11 @@ def time_limited(seconds: float, *, using: str = DEFAULT_DB_ALIAS) -> Iterator[C
     ``OperationalError``; both leave the caller's transaction usable.
     """
     limiter = _Limiter(using, seconds)
-    try:
-        with transaction.atomic(using=using):
+    with transaction.atomic(using=using):
+        try:
             yield limiter.before_query
-            limiter.finish()
-    finally:
-        limiter.close()
+        except BaseException:
+            with suppress(Exception):  # the original error matters, not a failed clean-up
+                limiter.restore(succeeded=False)
+            raise
+        limiter.restore(succeeded=True)
