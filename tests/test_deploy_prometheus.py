@@ -3,6 +3,7 @@ every metric name it uses served by the app (default prefix ``tamma_``)."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -123,3 +124,31 @@ def test_every_recording_rule_is_tested_with_values():
             text,
         )
         assert checked, record
+
+
+def test_the_grafana_dashboard_queries_known_series(tmp_path):
+    dashboard = json.loads((DEPLOY.parent / "grafana" / "tamma-overview.json").read_text())
+    panels = dashboard["panels"]
+    assert len({panel["id"] for panel in panels}) == len(panels) == 12
+    exprs = [target["expr"] for panel in panels for target in panel["targets"]]
+    recorded = set(_records())
+    used_records = set()
+    for expr in exprs:
+        names = set(re.findall(r"[a-z_:]*tamma[a-z0-9_:]*", expr))
+        assert names, expr
+        for name in names:
+            if ":" in name:
+                assert name in recorded, name
+                used_records.add(name)
+            else:
+                assert name in _served_names(), name
+    assert used_records == recorded  # every recording rule has a panel
+    # promtool has no expression check: wrap each query in a rule, which it parses.
+    rules = ["groups:", "  - name: dashboard", "    rules:"]
+    for i, expr in enumerate(exprs):
+        rules += [f"      - record: dashboard:check:{i}", f"        expr: {json.dumps(expr)}"]
+    path = tmp_path / "dashboard-rules.yml"
+    path.write_text("\n".join(rules) + "\n")
+    done = promtool("check", "rules", str(path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"SUCCESS: {len(exprs)} rules found" in done.stdout
