@@ -158,7 +158,7 @@ def test_postgres_lock_makes_the_scrape_answer_within_the_budget(client):
         holder.execute("SET lock_timeout = '10s'")
         holder.execute("LOCK TABLE tamma_metrics_issue IN ACCESS EXCLUSIVE MODE")
         start = time.perf_counter()
-        response = client.get("/metrics", **{TIMEOUT_HEADER: "1"})
+        response = client.get("/metrics", **{TIMEOUT_HEADER: "2"})
         elapsed = time.perf_counter() - start
     finally:
         holder.rollback()
@@ -168,9 +168,10 @@ def test_postgres_lock_makes_the_scrape_answer_within_the_budget(client):
     assert _up(samples) == 0
     assert not samples.series("tamma_queue_depth")
     assert samples.series("tamma_build_info")
-    # It waited for the lock until the budget (0.8 s of the 1 s) ran out, not longer.
-    assert 0.7 <= _duration(samples) <= 1.0
-    assert elapsed < 1.0
+    # It waited for the lock until the budget (1.6 s of the 2 s) ran out, not longer,
+    # and answered within Prometheus' timeout.
+    assert 1.5 <= _duration(samples) <= 1.9
+    assert elapsed < 2.0
     factories.issue()  # the test's transaction is still usable
     assert Issue.objects.count() == 1
     samples = scrape(client)
@@ -191,7 +192,7 @@ def test_postgres_slow_query_is_cancelled_at_the_deadline(client, monkeypatch):
     samples = scrape(client, **{TIMEOUT_HEADER: "0.5"})
     assert time.perf_counter() - start < 1.0
     assert _up(samples) == 0
-    assert 0.35 <= _duration(samples) <= 0.6  # 0.8 of 0.5 s
+    assert 0.35 <= _duration(samples) <= 0.7  # 0.8 of 0.5 s
     assert _timeout_setting() == "0"
 
 
@@ -211,7 +212,7 @@ def test_sqlite_slow_query_is_interrupted_at_the_deadline(client, monkeypatch):
     samples = scrape(client, **{TIMEOUT_HEADER: "0.5"})
     assert time.perf_counter() - start < 1.0
     assert _up(samples) == 0
-    assert 0.35 <= _duration(samples) <= 0.6
+    assert 0.35 <= _duration(samples) <= 0.7
     # The progress handler is gone: a long query after the scrape runs to its end.
     with connection.cursor() as cursor:
         cursor.execute(
@@ -236,7 +237,7 @@ client.get("/metrics")  # the labels of a /metrics request are admitted while un
 holder = sqlite3.connect(sys.argv[1], isolation_level=None)
 holder.execute("BEGIN EXCLUSIVE")  # what a writer holds while it commits
 start = time.perf_counter()
-locked = client.get("/metrics", HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS="1")
+locked = client.get("/metrics", HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS="2")
 elapsed = time.perf_counter() - start
 holder.execute("ROLLBACK")
 after = client.get("/metrics")
@@ -273,8 +274,8 @@ def test_sqlite_lock_makes_the_scrape_answer_within_the_budget(tmp_path):
     assert _up(locked) == 0
     assert not locked.series("tamma_queue_depth")
     assert locked.series("tamma_build_info")
-    assert 0.7 <= _duration(locked) <= 1.0  # busy-waited up to 0.8 of the 1 s
-    assert result["elapsed"] < 1.0
+    assert 1.5 <= _duration(locked) <= 1.9  # busy-waited up to 0.8 of the 2 s
+    assert result["elapsed"] < 2.0
     after = parse(result["after"])
     assert _up(after) == 1
     assert after.value("tamma_queue_depth", queue_type="issues", priority="high") == 1
