@@ -32,7 +32,7 @@ from typing import Any
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Count, Max
 
-from . import catalogue
+from . import budget, catalogue
 from .conf import app_settings
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,8 @@ FOLD_VALUE = "other"
 OVERFLOW_VALUE = "overflow"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.:/+\-]+")
 _LOCAL_LIMIT = 10_000  # refused keys remembered per scope
+# Seconds the policy check may wait for the database before using the last snapshot.
+POLICY_QUERY_SECONDS = 0.25
 
 
 def normalise(value: Any, *, lowercase: bool = True) -> str:
@@ -202,11 +204,16 @@ def generation() -> int:
         if not _database_usable():
             return state.generation
         try:
-            with transaction.atomic():  # a savepoint: a failure leaves the caller's work intact
+            # Every recording call may land here (the middleware's on each request, a
+            # scrape's too): a locked or slow database must cost it little, so the check
+            # has a short time limit (in a savepoint: the caller's work stays intact).
+            with budget.time_limited(POLICY_QUERY_SECONDS) as before_query:
+                before_query()
                 stamp = _version()
                 if stamp != state.stamp:
+                    before_query()
                     state.rules, state.caps = _load()
-        except DatabaseError:
+        except (DatabaseError, budget.BudgetExhausted):
             logger.warning("tamma_metrics: label policy unavailable; using the last one")
             return state.generation
         if stamp != state.stamp:
