@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_ISSUES ?= 1000
 
-.PHONY: venv bootstrap run serve test bench lint format clean
+.PHONY: venv bootstrap run serve test test-sqlite test-postgres bench lint format clean
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,8 @@ $(BIN)/.installed: requirements.txt pyproject.toml
 
 venv: $(BIN)/.installed
 
-# System packages the tests use (promtool from Debian's prometheus), when missing.
+# System packages the tests use (promtool from Debian's prometheus, the PostgreSQL
+# server), when missing.
 bootstrap:
 	scripts/bootstrap.sh
 
@@ -56,8 +57,19 @@ format: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The whole suite twice: on SQLite (in memory), then on a private PostgreSQL cluster
+# that scripts/with-postgres.sh starts on 127.0.0.1 and removes afterwards.
+# SQLite with everything, then PostgreSQL without the end-to-end tests (their sites run
+# on SQLite files of their own, so a second run would test nothing new).
 test: venv bootstrap lint
 	$(BIN)/python -m pytest
+	scripts/with-postgres.sh $(BIN)/python -m pytest -m "not e2e"
+
+test-sqlite: venv
+	$(BIN)/python -m pytest
+
+test-postgres: venv bootstrap
+	scripts/with-postgres.sh $(BIN)/python -m pytest -m "not e2e"
 
 # Speed and memory targets: medians and ratios measured in one run, written with the
 # machine and the date to benchmarks/RESULTS.md.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System packages the tests need, installed only when missing (Debian, as root):
-# promtool (prometheus), a Pushgateway and collectd (a real StatsD server with a
-# Prometheus endpoint) for the push-backend end-to-end tests.
+# promtool and prometheus, a PostgreSQL server for the second run of the suite,
+# chromium for the admin tests, a Pushgateway and collectd (a real StatsD server with
+# a Prometheus endpoint) for the push-backend end-to-end tests.
 set -euo pipefail
 
 need=()
@@ -15,6 +16,7 @@ fi
 for lib in libprotobuf-c1 libmicrohttpd12; do
   dpkg-query -W -f='${Status}' "$lib" 2>/dev/null | grep -q "install ok installed" || need+=("$lib")
 done
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
@@ -22,6 +24,14 @@ if [ ${#need[@]} -gt 0 ]; then
     exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
+  # The tests run their own servers on free ports: keep the packages from starting
+  # services (Debian's policy-rc.d convention), unless the machine already has a policy.
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod +x "$policy"
+    trap 'rm -f "$policy"' EXIT
+  fi
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   echo "bootstrap: installed ${need[*]}"

@@ -78,6 +78,23 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
         parse_port(app_settings.METRICS_PORT)
     except ValueError as exc:
         errors.append(Error(str(exc), id="tamma_metrics.E012"))
+    budget = app_settings.DATABASE_BUDGET_SECONDS
+    cache_seconds = app_settings.DATABASE_CACHE_SECONDS
+    if (
+        isinstance(budget, bool)
+        or not isinstance(budget, int | float)
+        or budget <= 0
+        or isinstance(cache_seconds, bool)
+        or not isinstance(cache_seconds, int | float)
+        or cache_seconds < 0
+    ):
+        errors.append(
+            Error(
+                "DATABASE_BUDGET_SECONDS must be a positive number and "
+                "DATABASE_CACHE_SECONDS a number >= 0.",
+                id="tamma_metrics.E013",
+            )
+        )
     ttl = app_settings.LOOP_HEARTBEAT_TTL_SECONDS
     if not isinstance(ttl, int | float) or ttl <= 0:
         errors.append(

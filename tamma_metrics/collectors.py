@@ -11,9 +11,11 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 
+from django.core.cache import cache
+from django.db import DatabaseError
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from . import __version__, catalogue, queries
+from . import __version__, budget, catalogue, queries
 from .conf import app_settings
 
 logger = logging.getLogger(__name__)
@@ -24,18 +26,64 @@ def _gauge(name: str) -> GaugeMetricFamily:
     return GaugeMetricFamily(family.full_name, family.help, labels=family.labels)
 
 
+CACHE_KEY = "tamma_metrics:db_gauge:v2:{}"
+
+
+def _cached(names: list[str], max_age: float) -> dict[str, dict]:
+    """The families' values still in the shared cache and younger than ``max_age``
+    seconds; a cache failure is a miss."""
+    if not names or max_age <= 0:
+        return {}
+    keys = {CACHE_KEY.format(name): name for name in names}
+    try:
+        found = cache.get_many(list(keys))
+    except Exception:
+        logger.warning("tamma_metrics: cache unavailable; querying the database", exc_info=True)
+        return {}
+    oldest = time.time() - max_age
+    return {keys[key]: entry["values"] for key, entry in found.items() if entry["at"] >= oldest}
+
+
+def _remember(values: dict[str, dict]) -> None:
+    seconds = app_settings.DATABASE_CACHE_SECONDS
+    if not values or not seconds:
+        return
+    now = time.time()
+    entries = {CACHE_KEY.format(name): {"at": now, "values": v} for name, v in values.items()}
+    try:
+        cache.set_many(entries, seconds)
+    except Exception:
+        logger.warning("tamma_metrics: cache unavailable; gauges not shared", exc_info=True)
+
+
 class DatabaseCollector:
     """The database gauges, one GROUP BY query each, plus the collector's own health.
 
     ``families`` narrows what is collected (None: all), so a caller who may not see a
-    family never makes its query run.
+    family never makes its query run, nor reads it from the cache. Values are shared
+    through Django's default cache for ``DATABASE_CACHE_SECONDS``, so several workers,
+    hosts and an HA pair of Prometheus servers cost one query per family and period.
+    The queries that do run share ``budget_seconds`` (default ``DATABASE_BUDGET_SECONDS``).
     """
 
     name = "database"
 
-    def __init__(self, families: Iterable[str] | None = None) -> None:
+    def __init__(
+        self,
+        families: Iterable[str] | None = None,
+        *,
+        budget_seconds: float | None = None,
+        scrape_timeout: float | None = None,
+    ) -> None:
         wanted = set(queries.GAUGES) if families is None else set(families)
         self.families = [name for name in queries.GAUGES if name in wanted]
+        self.budget_seconds = budget_seconds
+        # A shared value is used only while younger than the scraper's timeout (which
+        # Prometheus keeps below its interval): a change shows within two scrapes at
+        # any interval, while an HA pair and several workers still share one query.
+        self.max_age = float(app_settings.DATABASE_CACHE_SECONDS)
+        if scrape_timeout is not None:
+            self.max_age = min(self.max_age, scrape_timeout)
 
     def describe(self) -> Iterator[Metric]:
         for name in self.families:
@@ -43,19 +91,43 @@ class DatabaseCollector:
         yield _gauge("metrics_collector_up")
         yield _gauge("metrics_collector_duration_seconds")
 
+    def _values(self) -> dict[str, dict]:
+        values = _cached(self.families, self.max_age)
+        missing = [name for name in self.families if name not in values]
+        if not missing:
+            return values
+        seconds = self.budget_seconds
+        if seconds is None:
+            seconds = budget.database_budget()
+        computed: dict[str, dict] = {}
+        try:
+            with budget.time_limited(seconds) as before_query:
+                for name in missing:
+                    before_query()
+                    computed[name] = queries.GAUGES[name]()
+        finally:
+            # Families computed before a failure are right: share them anyway.
+            _remember(computed)
+        return {**values, **computed}
+
     def collect(self) -> Iterator[Metric]:
         start = time.perf_counter()
         gauges = []
         up = 1.0
         try:
+            values = self._values()
             for name in self.families:
                 gauge = _gauge(name)
-                for label_values, value in queries.GAUGES[name]().items():
+                for label_values, value in values[name].items():
                     gauge.add_metric(label_values, value)
                 gauges.append(gauge)
+        except (DatabaseError, budget.BudgetExhausted) as exc:
+            # Down, slow or locked: the in-process families are still served and
+            # collector_up says what broke. No traceback: this repeats every scrape.
+            logger.warning("tamma_metrics: database gauges left out: %s", exc)
+            gauges, up = [], 0.0
         except Exception:
-            # An unreachable or failing database must not fail the scrape: the
-            # in-process families are still served and collector_up says what broke.
+            # A bug must not fail the scrape either, but deserves its traceback.
             logger.exception("tamma_metrics: database collector failed")
             gauges, up = [], 0.0
         yield from gauges

@@ -36,6 +36,12 @@ DEFAULTS: dict[str, Any] = {
     "DEFAULT_MAX_VALUES": 100,
     # How often each process looks for label policy and cap edits made in the admin.
     "POLICY_REFRESH_SECONDS": 5,
+    # Most seconds the database gauges may take in one scrape (less when Prometheus'
+    # X-Prometheus-Scrape-Timeout-Seconds leaves less); past it they are left out.
+    "DATABASE_BUDGET_SECONDS": 5,
+    # Database gauges are cached this long in the default cache, shared by workers, hosts
+    # and Prometheus servers; 0 queries the database on every scrape.
+    "DATABASE_CACHE_SECONDS": 5,
     # The host project's own families: [{"name", "type", "help", "labels", "buckets"}].
     "CUSTOM_FAMILIES": [],
     # API: requests per token or user. Ingest: events per request, body size, how long an

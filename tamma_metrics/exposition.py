@@ -20,7 +20,7 @@ from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import catalogue, instruments, multiprocess, queries
+from . import budget, catalogue, instruments, multiprocess, queries
 from .access import EVERYTHING, Visibility
 from .collectors import BuildInfoCollector, DatabaseCollector
 
@@ -98,8 +98,14 @@ class _Visible:
         return (metric for metric in self.source.collect() if self.allows(metric.name))
 
 
-def build_registry(visibility: Visibility = EVERYTHING) -> CollectorRegistry:
-    """A registry for one scrape: stored families + database gauges + build info."""
+def build_registry(
+    visibility: Visibility = EVERYTHING, *, scrape_timeout: float | None = None
+) -> CollectorRegistry:
+    """A registry for one scrape: stored families + database gauges + build info.
+
+    ``scrape_timeout`` is how long the scraper waits (seconds); the database gauges
+    get a share of it, capped by ``DATABASE_BUDGET_SECONDS``.
+    """
     instruments.get_all()  # families with no sample yet still get HELP and TYPE lines
     path = instruments.multiprocess_dir()
     if path:
@@ -114,7 +120,12 @@ def build_registry(visibility: Visibility = EVERYTHING) -> CollectorRegistry:
         sources = [_DefaultRegistry(), _NoFolder()]
     # A family the caller may not see is never queried.
     gauges = [name for name in queries.GAUGES if visibility.allows_family(name)]
-    sources += [DatabaseCollector(gauges), BuildInfoCollector()]
+    database = DatabaseCollector(
+        gauges,
+        budget_seconds=budget.database_budget(scrape_timeout),
+        scrape_timeout=scrape_timeout,
+    )
+    sources += [database, BuildInfoCollector()]
     # Collectors without describe() are always collected and filtered by name;
     # those with describe() are skipped when none of their names is wanted.
     registry = CollectorRegistry(support_collectors_without_names=True)
@@ -138,10 +149,11 @@ def render(
     accept_encoding: str = "",
     names: Iterable[str] = (),
     visibility: Visibility = EVERYTHING,
+    scrape_timeout: float | None = None,
 ) -> Exposition:
     """Encode one scrape in the format ``accept`` asks for, gzipped when accepted."""
     start = time.perf_counter()
-    registry = build_registry(visibility)
+    registry = build_registry(visibility, scrape_timeout=scrape_timeout)
     names = [name for name in names if name]
     if names:
         registry = registry.restricted_registry(names)

@@ -32,7 +32,7 @@ from typing import Any
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Count, Max
 
-from . import catalogue
+from . import budget, catalogue
 from .conf import app_settings
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,8 @@ FOLD_VALUE = "other"
 OVERFLOW_VALUE = "overflow"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.:/+\-]+")
 _LOCAL_LIMIT = 10_000  # refused keys remembered per scope
+# Seconds the policy check may wait for the database before using the last snapshot.
+POLICY_QUERY_SECONDS = 0.25
 
 
 def normalise(value: Any, *, lowercase: bool = True) -> str:
@@ -202,11 +204,16 @@ def generation() -> int:
         if not _database_usable():
             return state.generation
         try:
-            with transaction.atomic():  # a savepoint: a failure leaves the caller's work intact
+            # Every recording call may land here (the middleware's on each request, a
+            # scrape's too): a locked or slow database must cost it little, so the check
+            # has a short time limit (in a savepoint: the caller's work stays intact).
+            with budget.time_limited(POLICY_QUERY_SECONDS) as before_query:
+                before_query()
                 stamp = _version()
                 if stamp != state.stamp:
+                    before_query()
                     state.rules, state.caps = _load()
-        except DatabaseError:
+        except (DatabaseError, budget.BudgetExhausted):
             logger.warning("tamma_metrics: label policy unavailable; using the last one")
             return state.generation
         if stamp != state.stamp:
@@ -245,15 +252,19 @@ def max_series(family: str) -> int:
     return _state.caps.get(family) or int(app_settings.DEFAULT_MAX_SERIES)
 
 
+def lock_key(scope: str) -> int:
+    """The PostgreSQL advisory lock key of an admission scope (a signed 64-bit hash)."""
+    return int.from_bytes(
+        hashlib.blake2b(scope.encode(), digest_size=8).digest(), "big", signed=True
+    )
+
+
 def _lock_scope(scope: str) -> None:
     # PostgreSQL: serialise admissions per scope so concurrent workers cannot both
     # take the last place. SQLite serialises writers by itself.
     if connection.vendor == "postgresql":
-        key = int.from_bytes(
-            hashlib.blake2b(scope.encode(), digest_size=8).digest(), "big", signed=True
-        )
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [lock_key(scope)])
 
 
 class _OverCap(Exception):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Min
+from django.db.models import Count, Min, QuerySet
 from django.utils import timezone
 
 from .conf import app_settings
@@ -42,44 +42,57 @@ def active_loops(now: datetime | None = None) -> dict[Labels, float]:
     return result
 
 
-def pending_approvals() -> dict[Labels, float]:
-    """Pending approval requests by (approval_type, priority)."""
-    result = _known(Approval.ApprovalType.values, Priority.values)
-    rows = (
+def pending_approvals_rows() -> QuerySet:
+    """(approval_type, priority, n) of pending approvals; reads the partial index
+    tamma_approval_pending only (tests check the plan on each database)."""
+    return (
         Approval.objects.filter(status=Approval.Status.PENDING)
         .order_by()
         .values_list("approval_type", "priority")
         .annotate(n=Count("id"))
     )
-    for approval_type, priority, n in rows:
+
+
+def pending_approvals() -> dict[Labels, float]:
+    """Pending approval requests by (approval_type, priority)."""
+    result = _known(Approval.ApprovalType.values, Priority.values)
+    for approval_type, priority, n in pending_approvals_rows():
         result[(approval_type, priority)] = float(n)
     return result
 
 
-def queue_depth() -> dict[Labels, float]:
-    """Queued issues by (queue_type, priority)."""
-    result = _known([ISSUE_QUEUE], Priority.values)
-    rows = (
+def queue_depth_rows() -> QuerySet:
+    """(priority, n) of queued issues; reads the partial index tamma_issue_queued_prio."""
+    return (
         Issue.objects.filter(status=Issue.Status.QUEUED)
         .order_by()
         .values_list("priority")
         .annotate(n=Count("id"))
     )
-    for priority, n in rows:
+
+
+def queue_depth() -> dict[Labels, float]:
+    """Queued issues by (queue_type, priority)."""
+    result = _known([ISSUE_QUEUE], Priority.values)
+    for priority, n in queue_depth_rows():
         result[(ISSUE_QUEUE, priority)] = float(n)
     return result
 
 
-def oldest_pending_approval() -> dict[Labels, float]:
-    """Unix time of the oldest pending request by approval_type; 0 when none is pending."""
-    result = _known(Approval.ApprovalType.values)
-    rows = (
+def oldest_pending_approval_rows() -> QuerySet:
+    """(approval_type, oldest requested_at) of pending approvals; same partial index."""
+    return (
         Approval.objects.filter(status=Approval.Status.PENDING)
         .order_by()
         .values_list("approval_type")
         .annotate(oldest=Min("requested_at"))
     )
-    for approval_type, oldest in rows:
+
+
+def oldest_pending_approval() -> dict[Labels, float]:
+    """Unix time of the oldest pending request by approval_type; 0 when none is pending."""
+    result = _known(Approval.ApprovalType.values)
+    for approval_type, oldest in oldest_pending_approval_rows():
         result[(approval_type,)] = oldest.timestamp()
     return result
 

@@ -10,7 +10,7 @@ from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_safe
 
-from . import __version__, access, catalogue, exposition, instruments
+from . import __version__, access, budget, catalogue, exposition, instruments
 from .conf import app_settings
 
 
@@ -53,6 +53,9 @@ def metrics(request: HttpRequest) -> HttpResponse:
         accept_encoding=request.headers.get("Accept-Encoding", ""),
         names=request.GET.getlist("name[]"),
         visibility=visibility,
+        scrape_timeout=budget.parse_scrape_timeout(
+            request.headers.get("X-Prometheus-Scrape-Timeout-Seconds")
+        ),
     )
     response = HttpResponse(result.body, content_type=result.content_type)
     if result.content_encoding:

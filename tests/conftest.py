@@ -34,3 +34,37 @@ def _fresh_caches():
     cache.clear()
     labels.reset()
     record.clear_cache()
+
+
+@pytest.fixture
+def process_database_url(tmp_path):
+    """A DATABASE_URL for other processes, on the database this run tests: a SQLite file,
+    or a fresh database on the run's PostgreSQL server, dropped afterwards."""
+    import os
+    import uuid
+
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        yield f"sqlite:///{tmp_path}/db.sqlite3"
+        return
+    import dj_database_url
+    import psycopg
+
+    server = dj_database_url.parse(os.environ["DATABASE_URL"])
+    name = f"tamma_proc_{uuid.uuid4().hex[:12]}"
+    admin = psycopg.connect(
+        host=server["HOST"],
+        port=server["PORT"],
+        user=server["USER"],
+        password=server["PASSWORD"] or None,
+        dbname="postgres",
+        autocommit=True,
+    )
+    try:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        user = f"{server['USER']}:{server['PASSWORD']}" if server["PASSWORD"] else server["USER"]
+        yield f"postgres://{user}@{server['HOST']}:{server['PORT']}/{name}"
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.close()

@@ -96,6 +96,26 @@ def test_a_shared_cache_silences_w002(settings):
     assert _ids(checks.check_shared_cache()) == {"tamma_metrics.W002"}
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"DATABASE_BUDGET_SECONDS": 0},
+        {"DATABASE_BUDGET_SECONDS": "5"},
+        {"DATABASE_BUDGET_SECONDS": True},
+        {"DATABASE_CACHE_SECONDS": -1},
+        {"DATABASE_CACHE_SECONDS": None},
+    ],
+)
+def test_bad_database_budget_or_cache_seconds_are_errors(settings, bad):
+    settings.TAMMA_METRICS = bad
+    assert _ids(checks.check_settings()) == {"tamma_metrics.E013"}
+
+
+def test_database_budget_and_cache_accept_numbers(settings):
+    settings.TAMMA_METRICS = {"DATABASE_BUDGET_SECONDS": 0.5, "DATABASE_CACHE_SECONDS": 0}
+    assert checks.check_settings() == []
+
+
 def test_bad_rates_are_errors(settings):
     settings.TAMMA_METRICS = {"THROTTLE_RATE": "120/minute", "FAILED_AUTH_RATE": "0/m"}
     assert _ids(checks.check_settings()) == {"tamma_metrics.E009"}
