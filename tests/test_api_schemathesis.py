@@ -9,7 +9,9 @@ from __future__ import annotations
 import pytest
 import schemathesis
 from django.contrib.auth.models import Group, User
+from django.core import signals
 from django.core.wsgi import get_wsgi_application
+from django.db import close_old_connections
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from schemathesis import GenerationMode
@@ -22,6 +24,17 @@ pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
 
 @pytest.fixture
+def wsgi_app():
+    """Django's WSGI app inside the test's transaction: like the test client, keep the
+    request signals from closing the test's database connection."""
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    yield get_wsgi_application()
+    signals.request_started.connect(close_old_connections)
+    signals.request_finished.connect(close_old_connections)
+
+
+@pytest.fixture
 def worker_headers() -> dict[str, str]:
     seed_roles()
     user = User.objects.create_user("fuzz-worker")
@@ -30,9 +43,9 @@ def worker_headers() -> dict[str, str]:
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
-def test_no_input_makes_a_server_error(worker_headers, settings, mode):
+def test_no_input_makes_a_server_error(wsgi_app, worker_headers, settings, mode):
     settings.TAMMA_METRICS = {"API_THROTTLE_RATE": "100000/m"}  # hundreds of requests
-    schema = schemathesis.openapi.from_wsgi("/api/schema", get_wsgi_application())
+    schema = schemathesis.openapi.from_wsgi("/api/schema", wsgi_app)
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {op.label for op in operations} == {"POST /api/v1/events", "GET /api/v1/families"}
     statuses: set[int] = set()
