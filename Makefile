@@ -34,7 +34,7 @@ run: venv
 	$(BIN)/python manage.py seed_roles && \
 	$(BIN)/python manage.py demo_admin && \
 	$(BIN)/python manage.py demo_scrape_token --target $(HOST):$(PORT) && \
-	echo "Metrics: http://$(HOST):$(PORT)/metrics  Health: http://$(HOST):$(PORT)/metrics/health" && \
+	echo "Admin: http://$(HOST):$(PORT)/admin/  Metrics: http://$(HOST):$(PORT)/metrics  API docs: http://$(HOST):$(PORT)/api/docs" && \
 	exec $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 # Production-style serving: gunicorn with WEB_CONCURRENCY workers (3), the folder

@@ -33,7 +33,7 @@ def test_demo_scrape_token_prints_a_working_token_and_config(tmp_path):
 def test_demo_admin_prints_a_working_login():
     out = io.StringIO()
     call_command("demo_admin", stdout=out)
-    username, password = out.getvalue().split("Admin login: ")[1].split("  (")[0].split(" / ")
+    username, password = out.getvalue().split("Admin login: ")[1].strip().split(" / ")
     client = Client()
     assert client.login(username=username, password=password)
     assert client.get("/admin/").status_code == 200

@@ -18,4 +18,4 @@ class Command(BaseCommand):
         user.is_staff = user.is_superuser = user.is_active = True
         user.set_password(password)
         user.save()
-        self.stdout.write(f"Admin login: {username} / {password}  (http://127.0.0.1:8000/admin/)")
+        self.stdout.write(f"Admin login: {username} / {password}")
