@@ -8,7 +8,7 @@ vocabulary is folded by the label policy and reported back, never rejected.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -91,6 +91,9 @@ class TokensSerializer(StrictSerializer):
     cache_write = StrictIntegerField(min_value=0, required=False)
 
 
+ENVELOPE = frozenset({"type", "event_id", "timestamp"})
+
+
 class EventSerializer(StrictSerializer):
     """Fields every event has; subclasses add their family's labels and values."""
 
@@ -111,11 +114,17 @@ class EventSerializer(StrictSerializer):
             raise serializers.ValidationError("Must not be in the future.")
         return value
 
+    # The recording function of the event's family; its keyword arguments are the
+    # event's fields (less the envelope: type, event_id, timestamp).
+    recorder: Callable[..., None]
+
     def record(self) -> None:
-        raise NotImplementedError
+        fields = {key: value for key, value in self.validated_data.items() if key not in ENVELOPE}
+        type(self).recorder(**fields)
 
 
 class AiRequestSerializer(EventSerializer):
+    recorder = record.ai_request
     provider = Label()
     model = Label()
     request_type = Label()
@@ -124,109 +133,52 @@ class AiRequestSerializer(EventSerializer):
     tokens = TokensSerializer(required=False)
     cost_usd = FiniteFloatField(min_value=0, required=False)
 
-    def record(self) -> None:
-        data = self.validated_data
-        record.ai_request(
-            provider=data["provider"],
-            model=data["model"],
-            request_type=data["request_type"],
-            outcome=data["outcome"],
-            duration_seconds=data["duration_seconds"],
-            tokens=data.get("tokens"),
-            cost_usd=data.get("cost_usd"),
-        )
-
 
 class TestExecutionSerializer(EventSerializer):
+    recorder = record.test_execution
     test_type = Label()
     framework = Label()
     language = Label()
     result = Label()
     duration_seconds = DurationField()
 
-    def record(self) -> None:
-        data = self.validated_data
-        record.test_execution(
-            test_type=data["test_type"],
-            framework=data["framework"],
-            language=data["language"],
-            result=data["result"],
-            duration_seconds=data["duration_seconds"],
-        )
-
 
 class CodeGenerationSerializer(EventSerializer):
+    recorder = record.code_generation
     provider = Label()
     language = Label()
     complexity = Label()
     file_count = StrictIntegerField(min_value=0, max_value=100_000)
     duration_seconds = DurationField()
 
-    def record(self) -> None:
-        data = self.validated_data
-        record.code_generation(
-            provider=data["provider"],
-            language=data["language"],
-            complexity=data["complexity"],
-            file_count=data["file_count"],
-            duration_seconds=data["duration_seconds"],
-        )
-
 
 class CodeChangeSerializer(EventSerializer):
+    recorder = record.code_change
     change_type = Label()
     language = Label()
     actor = Label()
     file_type = Label()
     count = StrictIntegerField(min_value=0, max_value=1_000_000, default=1)
 
-    def record(self) -> None:
-        data = self.validated_data
-        record.code_change(
-            change_type=data["change_type"],
-            language=data["language"],
-            actor=data["actor"],
-            file_type=data["file_type"],
-            count=data["count"],
-        )
-
 
 class EscalationSerializer(EventSerializer):
+    recorder = record.escalation
     escalation_type = Label()
     severity = Label()
     component = Label()
     reason = Label()
 
-    def record(self) -> None:
-        data = self.validated_data
-        record.escalation(
-            escalation_type=data["escalation_type"],
-            severity=data["severity"],
-            component=data["component"],
-            reason=data["reason"],
-        )
-
 
 class IssueTransitionSerializer(EventSerializer):
     """An issue reached a terminal status on a platform that reports over HTTP."""
 
+    recorder = record.issue_processed
     provider = Label()
     platform = Label()
     issue_type = Label()
     outcome = Label(help_text="success, failure or timeout")
     complexity = Label(required=False, default="unknown")
     duration_seconds = DurationField(required=False, help_text="Started to completed.")
-
-    def record(self) -> None:
-        data = self.validated_data
-        record.issue_processed(
-            provider=data["provider"],
-            platform=data["platform"],
-            issue_type=data["issue_type"],
-            outcome=data["outcome"],
-            complexity=data["complexity"],
-            duration_seconds=data.get("duration_seconds"),
-        )
 
 
 EVENT_TYPES: dict[str, type[EventSerializer]] = {
