@@ -13,6 +13,7 @@ classes directly when a test needs a server configured differently.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -132,6 +133,7 @@ class Gunicorn:
         max_requests_jitter: int = 0,
         extra_args: Sequence[str] = (),
         log: Path | None = None,
+        access_log: bool = False,
     ) -> None:
         self.site, self.workers = site, workers
         self.port = free_port()
@@ -148,7 +150,23 @@ class Gunicorn:
         if self.metrics_port:
             self.env["METRICS_PORT"] = str(self.metrics_port)
         self.extra_args = list(extra_args)
+        self.access_log: Path | None = None
+        if access_log:
+            # %(p)s: the pid of the worker that answered (see answered_by()).
+            self.access_log = site.root / f"access-{self.port}.log"
+            self.extra_args += [
+                "--access-logfile",
+                str(self.access_log),
+                "--access-logformat",
+                "%(p)s %(U)s",
+            ]
         self.process: subprocess.Popen | None = None
+
+    def answered_by(self, path: str) -> collections.Counter:
+        """Requests for ``path`` per worker pid, from the access log."""
+        assert self.access_log, "started without access_log=True"
+        lines = self.access_log.read_text().splitlines()
+        return collections.Counter(line.split()[0] for line in lines if line.split()[1] == path)
 
     @property
     def address(self) -> str:

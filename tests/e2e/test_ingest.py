@@ -7,7 +7,6 @@ database's truth. Retries of the same event_id that land on different workers co
 
 from __future__ import annotations
 
-import collections
 import json
 import urllib.request
 from collections.abc import Iterator
@@ -23,15 +22,7 @@ BATCH = 100
 
 @pytest.fixture(scope="module")
 def gunicorn_server(e2e_site: Site) -> Iterator[Gunicorn]:
-    access_log = e2e_site.root / "access.log"
-    server = Gunicorn(
-        e2e_site,
-        workers=WORKERS,
-        # %(p)s: the pid of the worker that answered.
-        extra_args=["--access-logfile", str(access_log), "--access-logformat", "%(p)s %(U)s"],
-    )
-    server.access_log = access_log
-    with server:
+    with Gunicorn(e2e_site, workers=WORKERS, access_log=True) as server:
         yield server
 
 
@@ -58,11 +49,6 @@ def post_all(server: Gunicorn, token: str, batches: list[list[dict]]) -> list[di
         return list(pool.map(lambda batch: post(server, token, batch), batches))
 
 
-def workers_that_answered(server: Gunicorn, path: str) -> collections.Counter:
-    lines = server.access_log.read_text().splitlines()
-    return collections.Counter(line.split()[0] for line in lines if line.split()[1] == path)
-
-
 def ai_request(event_id: str, provider: str = "anthropic") -> dict:
     return {
         "type": "ai_request",
@@ -85,7 +71,7 @@ def test_3000_events_through_the_api_equal_prometheus_and_the_database(
     batches = [events[i : i + BATCH] for i in range(0, len(events), BATCH)]
     answers = post_all(gunicorn_server, worker_token, batches)
     assert sum(answer["counted"] for answer in answers) == 3000
-    assert workers_that_answered(gunicorn_server, "/api/v1/events").keys().__len__() >= 2
+    assert len(gunicorn_server.answered_by("/api/v1/events")) >= 2
 
     e2e_site.manage("seed_demo", "--issues", "90")  # model events from another process
 
@@ -128,7 +114,7 @@ def test_retries_on_other_workers_count_once(
     answers = post_all(gunicorn_server, worker_token, batches)
     assert sum(answer["counted"] for answer in answers) == 300
     assert sum(answer["duplicates"] for answer in answers) == 600
-    assert len(workers_that_answered(gunicorn_server, "/api/v1/events")) >= 2
+    assert len(gunicorn_server.answered_by("/api/v1/events")) >= 2
     prometheus_server.wait_for('sum(tamma_escalations_total{job="tamma"})', before + 300)
     assert (
         e2e_site.sql(

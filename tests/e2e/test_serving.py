@@ -82,17 +82,14 @@ def gunicorn_server(e2e_site: Site) -> Iterator[Gunicorn]:
         0.0,
     )
     stale.close()
-    access_log = e2e_site.root / "access.log"
     server = Gunicorn(
         e2e_site,
         workers=WORKERS,
         metrics_port=True,
         max_requests=MAX_REQUESTS,
         max_requests_jitter=JITTER,
-        # %(p)s: the pid of the worker that answered.
-        extra_args=["--access-logfile", str(access_log), "--access-logformat", "%(p)s %(U)s"],
+        access_log=True,
     )
-    server.access_log = access_log
     with server:
         yield server
 
@@ -146,12 +143,6 @@ def scrape(server: Gunicorn, token: str, *names: str) -> Samples:
     return parse(response.text)
 
 
-def answered_by(server: Gunicorn, path: str) -> collections.Counter:
-    """Requests for ``path`` per worker pid, from gunicorn's access log."""
-    lines = server.access_log.read_text().splitlines()
-    return collections.Counter(line.split()[0] for line in lines if line.split()[1] == path)
-
-
 def sample_families() -> dict[str, catalogue.Family]:
     """Exposed sample name -> catalogue family (histograms have three sample names)."""
     names = {}
@@ -191,11 +182,11 @@ def test_events_of_commands_and_workers_reach_prometheus_exactly(
 
     # Requests are events too: each worker records its own; the scrape adds them up.
     before = scrape(gunicorn_server, reader_token, HEALTH_COUNT).total(HEALTH_COUNT, **HEALTH)
-    served_before = sum(answered_by(gunicorn_server, "/metrics/health").values())
+    served_before = sum(gunicorn_server.answered_by("/metrics/health").values())
     for _ in range(60):
         assert gunicorn_server.get("/metrics/health").status == 200
     per_worker = wait_until(
-        lambda: answered_by(gunicorn_server, "/metrics/health"),
+        lambda: gunicorn_server.answered_by("/metrics/health"),
         lambda counts: sum(counts.values()) == served_before + 60,
         what="60 access log lines",
     )
