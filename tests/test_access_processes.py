@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+from tests.utils import ROOT, run_python
 
-ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
 
 SCRAPER = """
 import sys
@@ -58,11 +57,7 @@ def test_a_grant_in_one_process_shows_in_another_on_the_next_scrape(tmp_path):
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
 
     def run(*args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, *args], cwd=ROOT, env=env, text=True, capture_output=True, timeout=120
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout.strip()
+        return run_python(*args, env=env).stdout.strip()
 
     run("manage.py", "migrate", "-v0")
     token = run("-c", SETUP)

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -16,11 +13,9 @@ from tamma_metrics.backends import Sample
 from tamma_metrics.backends.statsd import StatsdBackend
 from tests.servers import free_port
 from tests.test_labels import CUSTOM
-from tests.utils import delta
+from tests.utils import delta, run_python
 
 pytestmark = pytest.mark.django_db
-
-ROOT = Path(__file__).resolve().parent.parent
 
 AI = "provider:anthropic,model:claude-sonnet,request_type:chat"
 GPT = "provider:openai,model:gpt-4o,request_type:chat"
@@ -324,10 +319,7 @@ def test_a_process_that_exits_at_once_still_sends_its_events(listener, tmp_path)
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
     }
     code = EXITING_PROCESS % listener.getsockname()[1]
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
+    run_python("-c", code, env=env)
     listener.setblocking(True)
     listener.settimeout(10)  # the datagram is already there; this only bounds a failure
     assert listener.recv(65535) == (

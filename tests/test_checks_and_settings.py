@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from django.core.checks import run_checks
 
 from tamma_metrics import catalogue, checks
 from tamma_metrics.conf import app_settings
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.utils import run_python
 
 
 def _ids(errors) -> set[str]:
@@ -130,13 +126,5 @@ def test_production_settings_pass_check_deploy_except_https(tmp_path):
         "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3",
         "CACHE_URL": "redis://127.0.0.1:6379/0",
     }
-    done = subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "ERROR"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_python("manage.py", "check", "--deploy", "--fail-level", "ERROR", env=env)
     assert "tamma_metrics" not in done.stderr + done.stdout

@@ -11,10 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from django.core.cache import cache
@@ -26,9 +23,8 @@ from guardian.shortcuts import assign_perm
 from tamma_metrics import budget, collectors, labels, queries
 from tamma_metrics.models import ApiToken, Issue, MetricFamily
 from tests import factories
-from tests.utils import parse, scrape
+from tests.utils import parse, run_python, scrape
 
-ROOT = Path(__file__).resolve().parent.parent
 POSTGRES = connection.vendor == "postgresql"
 only_postgres = pytest.mark.skipif(not POSTGRES, reason="PostgreSQL run only")
 only_sqlite = pytest.mark.skipif(POSTGRES, reason="SQLite run only")
@@ -267,15 +263,7 @@ def test_sqlite_lock_makes_the_scrape_answer_within_the_budget(tmp_path):
         "PROMETHEUS_MULTIPROC_DIR": str(folder),
         "METRICS_AUTH_ENABLED": "false",
     }
-    done = subprocess.run(
-        [sys.executable, "-c", LOCKED_SCRAPE, str(database)],
-        cwd=ROOT,
-        env=env,
-        text=True,
-        capture_output=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_python("-c", LOCKED_SCRAPE, str(database), env=env)
     result = json.loads(done.stdout)
     assert result["status"] == 200
     locked = parse(result["locked"])
@@ -321,15 +309,7 @@ def test_a_database_that_is_down_still_gets_the_in_process_metrics_served(tmp_pa
         "PROMETHEUS_MULTIPROC_DIR": str(folder),
         "METRICS_AUTH_ENABLED": "false",
     }
-    done = subprocess.run(
-        [sys.executable, "-c", DOWN_SCRAPE],
-        cwd=ROOT,
-        env=env,
-        text=True,
-        capture_output=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_python("-c", DOWN_SCRAPE, env=env)
     status, _, text = done.stdout.partition("\n")
     assert status == "200"
     samples = parse(text)

@@ -5,15 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.utils import parse
+from tests.utils import ROOT, parse, run_python
 
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parent.parent
 
 SETUP = """
 import django
@@ -59,11 +56,7 @@ def test_two_processes_share_one_series_cap(tmp_path, process_database_url):
     }
 
     def run(*args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, *args], cwd=ROOT, env=env, text=True, capture_output=True, timeout=120
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout
+        return run_python(*args, env=env).stdout
 
     run("manage.py", "migrate", "-v0")
     run("-c", SETUP)

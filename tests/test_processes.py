@@ -4,31 +4,17 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.utils import delta, parse
+from tests.utils import delta, parse, run_python
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _run(args: list[str], **env: str) -> str:
     environment = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", **env}
-    done = subprocess.run(
-        [sys.executable, *args],
-        cwd=ROOT,
-        env=environment,
-        text=True,
-        capture_output=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    return run_python(*args, env=environment).stdout
 
 
 def test_a_management_command_in_another_process_appears_in_the_scrape(metrics, tmp_path):
@@ -102,16 +88,7 @@ def test_single_process_mode_serves_the_default_registry():
         TAMMA_TEST_SINGLE_PROCESS="1",
         METRICS_AUTH_ENABLED="false",
     )
-    done = subprocess.run(
-        [sys.executable, "-c", SINGLE_PROCESS_SCRAPE],
-        cwd=ROOT,
-        env=env,
-        text=True,
-        capture_output=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    samples = parse(done.stdout)
+    samples = parse(run_python("-c", SINGLE_PROCESS_SCRAPE, env=env).stdout)
     assert (
         samples.value(
             "tamma_escalations_total",

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -13,11 +10,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from tests.servers import free_port
-from tests.utils import delta
+from tests.utils import delta, run_python
 
 pytestmark = pytest.mark.django_db
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize(
@@ -63,15 +58,9 @@ def test_from_the_command_line_it_exits_non_zero(tmp_path):
         "PROMETHEUS_MULTIPROC_DIR": str(folder),
     }
     gateway = f"http://127.0.0.1:{free_port()}"
-    done = subprocess.run(
-        [sys.executable, "manage.py", "push_metrics", "--gateway", gateway, "--job", "batch"],
-        cwd=ROOT,
-        env=env,
-        text=True,
-        capture_output=True,
-        timeout=120,
+    done = run_python(
+        "manage.py", "push_metrics", "--gateway", gateway, "--job", "batch", env=env, returncode=1
     )
-    assert done.returncode == 1
     assert f"CommandError: could not push to the Pushgateway at {gateway}: " in done.stderr
     # The failure is in the folder a later scrape merges.
     registry = CollectorRegistry()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import base64
 import gzip
-from collections.abc import Iterable
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
@@ -65,3 +68,23 @@ def basic(username: str, password: str) -> str:
     """An HTTP basic Authorization header value."""
     raw = f"{username}:{password}".encode()
     return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_python(
+    *args: str, env: Mapping[str, str], returncode: int = 0
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python ARGS`` in another process from the repository root with ``env`` (the
+    whole environment); fail with its stderr unless it exits with ``returncode``."""
+    done = subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=dict(env),
+        text=True,
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == returncode, done.stderr
+    return done
