@@ -1,9 +1,12 @@
-"""One scrape: a fresh registry over the stored and computed families, then encoding.
+"""One scrape: the stored and computed families, encoded for the caller.
 
 Nothing here knows HTTP: the view hands in the Accept headers and the wanted names
 and gets bytes and headers back. In multiprocess mode the stored families come from
-the merged folder (every web worker, command and shell that recorded); otherwise from
-this process's default registry.
+the merged folder (every web worker, command and shell that recorded), read by this
+process's incremental reader (``folder``) and encoded from its cached lines; otherwise
+from this process's default registry. The few families computed per scrape (database
+gauges, process, build info) go through the same encoder (``encoder``), so the bytes
+are what prometheus_client's ``generate_latest`` would write for the same families.
 """
 
 from __future__ import annotations
@@ -16,11 +19,11 @@ from dataclasses import dataclass
 
 from django.core.cache import cache
 from prometheus_client import REGISTRY, CollectorRegistry, PlatformCollector, ProcessCollector
-from prometheus_client.exposition import choose_encoder, gzip_accepted
+from prometheus_client.exposition import gzip_accepted
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import budget, catalogue, instruments, multiprocess, queries
+from . import budget, catalogue, encoder, folder, instruments, queries
 from .access import EVERYTHING, Visibility
 from .collectors import BuildInfoCollector, DatabaseCollector
 
@@ -39,10 +42,8 @@ class _DefaultRegistry:
 class _MergedFolder:
     """The merged multiprocess folder, plus HELP and TYPE of families not yet recorded.
 
-    The folder only knows families some process has written to; listing the rest keeps
-    the catalogue discoverable from the first scrape, as in single-process mode. Files
-    are read under the folder's shared lock (see ``multiprocess``), broken ones skipped
-    and counted in ``metrics_multiprocess_skipped_files``.
+    A library-style collector over the same reader, for ``push_metrics`` and anything
+    else that wants a ``CollectorRegistry``; scrapes use ``_folder_chunks`` instead.
     """
 
     def __init__(self, path: str) -> None:
@@ -50,23 +51,30 @@ class _MergedFolder:
 
     def collect(self) -> Iterator[Metric]:
         try:
-            read = multiprocess.read_folder(self.path)
+            read = folder.read_folder(self.path)
         except Exception:
-            # Without a consistent view, serve no stored sample rather than a false
-            # counter reset; the database gauges are still served.
             logger.exception("tamma_metrics: could not read the multiprocess folder")
             read = None
         seen = set()
         for metric in read.metrics if read else ():
             seen.add(metric.name)
             yield metric
-        for family in catalogue.families():
-            if instruments.is_instrumented(family) and family.metric_name not in seen:
-                yield Metric(family.metric_name, family.help, family.kind.value)
+        yield from _unrecorded(seen)
         yield from _folder_gauges(read)
 
 
-def _folder_gauges(read: multiprocess.FolderRead | None) -> Iterator[Metric]:
+def _unrecorded(seen: set[str]) -> Iterator[Metric]:
+    """HELP and TYPE of the catalogue's stored families no process has written yet.
+
+    The folder only knows families some process has written to; listing the rest keeps
+    the catalogue discoverable from the first scrape, as in single-process mode.
+    """
+    for family in catalogue.families():
+        if instruments.is_instrumented(family) and family.metric_name not in seen:
+            yield Metric(family.metric_name, family.help, family.kind.value)
+
+
+def _folder_gauges(read: folder.FolderRead | folder.Snapshot | None) -> Iterator[Metric]:
     """The folder's self-metrics; without samples when there is no folder reading."""
     values = {"metrics_multiprocess_files": read.files if read else 0}
     values["metrics_multiprocess_skipped_files"] = read.skipped if read else 0
@@ -98,24 +106,12 @@ class _Visible:
         return (metric for metric in self.source.collect() if self.allows(metric.name))
 
 
-def build_registry(
-    visibility: Visibility = EVERYTHING, *, scrape_timeout: float | None = None
-) -> CollectorRegistry:
-    """A registry for one scrape: stored families + database gauges + build info.
-
-    ``scrape_timeout`` is how long the scraper waits (seconds); the database gauges
-    get a share of it, capped by ``DATABASE_BUDGET_SECONDS``.
-    """
-    instruments.get_all()  # families with no sample yet still get HELP and TYPE lines
-    path = instruments.multiprocess_dir()
-    if path:
-        # The merged folder, and the process that answers the scrape (other workers'
-        # process metrics are not visible from here).
-        sources = [
-            _MergedFolder(path),
-            ProcessCollector(registry=None),
-            PlatformCollector(registry=None),
-        ]
+def _computed(visibility: Visibility, scrape_timeout: float | None) -> list[Collector]:
+    """The collectors besides the folder: this process's, the database's, build info."""
+    if instruments.multiprocess_dir():
+        # The process that answers the scrape (other workers' process metrics are not
+        # visible from here).
+        sources = [ProcessCollector(registry=None), PlatformCollector(registry=None)]
     else:
         sources = [_DefaultRegistry(), _NoFolder()]
     # A family the caller may not see is never queried.
@@ -125,7 +121,22 @@ def build_registry(
         budget_seconds=budget.database_budget(scrape_timeout),
         scrape_timeout=scrape_timeout,
     )
-    sources += [database, BuildInfoCollector()]
+    return [*sources, database, BuildInfoCollector()]
+
+
+def build_registry(
+    visibility: Visibility = EVERYTHING, *, scrape_timeout: float | None = None
+) -> CollectorRegistry:
+    """A registry of what a scrape serves, for code that wants a ``CollectorRegistry``
+    (``push_metrics``). Scrapes themselves use ``render``, which keeps encoded lines.
+
+    ``scrape_timeout`` is how long the scraper waits (seconds); the database gauges
+    get a share of it, capped by ``DATABASE_BUDGET_SECONDS``.
+    """
+    instruments.get_all()  # families with no sample yet still get HELP and TYPE lines
+    path = instruments.multiprocess_dir()
+    sources = [_MergedFolder(path)] if path else []
+    sources += _computed(visibility, scrape_timeout)
     # Collectors without describe() are always collected and filtered by name;
     # those with describe() are skipped when none of their names is wanted.
     registry = CollectorRegistry(support_collectors_without_names=True)
@@ -143,6 +154,12 @@ class Exposition:
     content_encoding: str | None
 
 
+# gzip level for scrapes: measured on the demo's 1.4 MB exposition (benchmarks/
+# scrape.py): level 1 compresses in about a sixth of the default level 9's time, to a
+# body about 15% larger, and Prometheus accepts any level.
+GZIP_LEVEL = 1
+
+
 def render(
     *,
     accept: str = "",
@@ -153,17 +170,89 @@ def render(
 ) -> Exposition:
     """Encode one scrape in the format ``accept`` asks for, gzipped when accepted."""
     start = time.perf_counter()
-    registry = build_registry(visibility, scrape_timeout=scrape_timeout)
-    names = [name for name in names if name]
-    if names:
-        registry = registry.restricted_registry(names)
-    encoder, content_type = choose_encoder(accept)
-    body = encoder(registry)
+    fmt, content_type = encoder.negotiate(accept)
+    wanted = frozenset(name for name in names if name)
+    allows = None if visibility.families is None else visibility.allows
+    parts: list[bytes] = []
+    instruments.get_all()  # families with no sample yet still get HELP and TYPE lines
+    path = instruments.multiprocess_dir()
+    if path:
+        parts += _folder_chunks(path, fmt, allows, wanted)
+    for source in _computed(visibility, scrape_timeout):
+        parts.append(encoder.encode_metrics(fmt, _collect(source, allows, wanted)))
+    if fmt.openmetrics:
+        parts.append(encoder.EOF)
+    body = b"".join(parts)
     encoding = None
     if gzip_accepted(accept_encoding):
-        body, encoding = gzip.compress(body), "gzip"
+        body, encoding = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0), "gzip"
     _remember_scrape(time.perf_counter() - start)
     return Exposition(body, content_type, encoding)
+
+
+def _folder_chunks(
+    path: str, fmt: encoder.Format, allows: Callable[[str], bool] | None, wanted: frozenset
+) -> list[bytes]:
+    """The folder's families, from the cached chunks of this process's reader."""
+    try:
+        parts, seen, snapshot = folder.reader(path).chunks(fmt, allows, wanted)
+    except Exception:
+        # Without a consistent view, serve no stored sample rather than a false
+        # counter reset; the database gauges are still served.
+        logger.exception("tamma_metrics: could not read the multiprocess folder")
+        parts, seen, snapshot = [], set(), None
+    extra = [*_unrecorded(seen), *_folder_gauges(snapshot)]
+    parts.append(encoder.encode_metrics(fmt, _restrict(extra, allows, wanted)))
+    return parts
+
+
+def _restrict(
+    metrics: Iterable[Metric], allows: Callable[[str], bool] | None, wanted: frozenset
+) -> Iterator[Metric]:
+    """The metrics the caller may see, narrowed to ``name[]`` as the library narrows."""
+    for metric in metrics:
+        if allows is not None and not allows(metric.name):
+            continue
+        if wanted:
+            metric = metric._restricted_metric(wanted)
+            if metric is None:
+                continue
+        yield metric
+
+
+def _described(source: Collector, allows: Callable[[str], bool] | None) -> set[str] | None:
+    describe = getattr(source, "describe", None)
+    if describe is None:
+        return None
+    names = set()
+    for metric in describe():
+        if allows is None or allows(metric.name):
+            names.add(metric.name)
+            names.update(metric.name + suffix for suffix in _TYPE_SUFFIXES.get(metric.type, ()))
+    return names
+
+
+# The sample names a family of each type may have, as CollectorRegistry derives them.
+_TYPE_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "summary": ("_sum", "_count", "_created"),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "gaugehistogram": ("_bucket", "_gsum", "_gcount"),
+    "info": ("_info",),
+}
+
+
+def _collect(
+    source: Collector, allows: Callable[[str], bool] | None, wanted: frozenset
+) -> Iterator[Metric]:
+    """Collect ``source`` unless ``name[]`` asks for none of its families: a collector
+    with ``describe()`` (the database) is then not run at all, as in a restricted
+    registry."""
+    if wanted:
+        described = _described(source, allows)
+        if described is not None and not described & wanted:
+            return iter(())
+    return _restrict(source.collect(), allows, wanted)
 
 
 def _remember_scrape(duration: float) -> None:

@@ -11,8 +11,8 @@ each scrape, grow without end. Here:
   histogram, summary and ``sum``/``min``/``max``/``mostrecent`` gauge files into one
   ``<type>_archive.db`` per type and deletes them; ``all`` gauges (a series per pid) of
   the dead worker are deleted, ``live*`` ones removed as prometheus_client does.
-- ``read_folder()`` is what a scrape reads: it holds a shared ``flock`` while it reads
-  the files and skips files that are empty, foreign or unreadable instead of failing.
+- a scrape (``tamma_metrics.folder``) holds a shared ``flock`` while it reads the
+  files and skips files that are empty, foreign or unreadable instead of failing.
   The archive step holds the same lock exclusively, so a scrape sees a dead worker's
   values exactly once: in its own file or in the archive, never both, never neither.
 
@@ -33,9 +33,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client.metrics_core import Metric
 from prometheus_client.mmap_dict import MmapedDict
-from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.multiprocess import mark_process_dead
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +48,7 @@ READ_LOCK_TIMEOUT = 10.0  # a scrape waits this long for an archive step
 
 # What prometheus_client itself names its files: <type>_<id>.db, gauges with their mode.
 _GAUGE_MODES = ("all", "min", "max", "sum", "mostrecent")
-_FILE_NAME = re.compile(
+FILE_NAME = re.compile(
     r"^(?P<prefix>counter|histogram|summary|gauge_(?:live)?(?:"
     + "|".join(_GAUGE_MODES)
     + r"))_(?P<id>[A-Za-z0-9-]+)\.db$"
@@ -236,7 +235,7 @@ def _files_of(folder: str, pid: int) -> list[tuple[str, str]]:
     """(file name, prefix) of the process ``pid``'s files."""
     found = []
     for name in os.listdir(folder):
-        match = _FILE_NAME.match(name)
+        match = FILE_NAME.match(name)
         if match and match["id"] == str(pid):
             found.append((name, match["prefix"]))
     return found
@@ -297,79 +296,9 @@ def process_exited(pid: int, path: str | None = None, *, live: Iterable[int] = (
             _pending.discard(dead)
 
 
-# -- the read side (every scrape) ------------------------------------------------------
+# -- the read side --------------------------------------------------------------------
 
 
-@dataclass
-class FolderRead:
-    metrics: list[Metric]
-    files: int  # files merged
-    skipped: int  # files left out: empty, foreign, unreadable or corrupt
-
-
-# Files found broken, by (path, inode, size, mtime): not read again until they change.
-_known_bad: dict[str, tuple[int, int, int]] = {}
-
-
-def _signature(stat: os.stat_result) -> tuple[int, int, int]:
+def signature(stat: os.stat_result) -> tuple[int, int, int]:
+    """What says a file changed: (inode, size, modification time)."""
     return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
-
-
-def _mergeable(path: str) -> bool:
-    try:
-        MultiProcessCollector.merge([path], accumulate=True)
-        return True
-    except FileNotFoundError:
-        return False  # deleted since the listing (a live gauge of a dead process)
-    except Exception:
-        logger.warning("tamma_metrics: skipping unreadable multiprocess file %s", path)
-        return False
-
-
-def read_folder(path: str, *, timeout: float | None = None) -> FolderRead:
-    """Merge the folder as MultiProcessCollector does, skipping files it would choke on.
-
-    The fast path is one ``MultiProcessCollector.merge`` over the well-named, non-empty
-    files; only when that fails is each file tried on its own, and the broken ones are
-    remembered so later scrapes skip them without reading.
-    """
-    if timeout is None:
-        timeout = READ_LOCK_TIMEOUT
-    with folder_lock(path, shared=True, timeout=timeout):
-        candidates: list[str] = []
-        skipped = 0
-        seen = set()
-        for entry in os.scandir(path):
-            if not entry.name.endswith(".db"):
-                continue  # the lock file, the archive step's working files
-            if not _FILE_NAME.match(entry.name):
-                skipped += 1  # foreign: prometheus_client would fail on its name
-                continue
-            try:
-                stat = entry.stat()
-            except FileNotFoundError:
-                continue
-            if stat.st_size < 8:  # no header: empty or truncated
-                skipped += 1
-                continue
-            seen.add(entry.path)
-            if _known_bad.get(entry.path) == _signature(stat):
-                skipped += 1
-                continue
-            candidates.append(entry.path)
-        for gone in _known_bad.keys() - seen:
-            del _known_bad[gone]
-        try:
-            metrics = list(MultiProcessCollector.merge(candidates, accumulate=True))
-        except Exception:
-            good = []
-            for candidate in candidates:
-                if _mergeable(candidate):
-                    good.append(candidate)
-                    continue
-                with contextlib.suppress(FileNotFoundError):
-                    _known_bad[candidate] = _signature(os.stat(candidate))
-                    skipped += 1
-            candidates = good
-            metrics = list(MultiProcessCollector.merge(candidates, accumulate=True))
-    return FolderRead(metrics, len(candidates), skipped)

@@ -11,6 +11,7 @@ import pytest
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
 from tamma_metrics import multiprocess
+from tamma_metrics.folder import read_folder
 from tamma_metrics.multiprocess import FolderError, LockTimeout
 
 BUCKETS = ("1.0", "5.0", "+Inf")
@@ -52,7 +53,7 @@ def worker_files(folder: Path, pid: int, scale: float = 1.0) -> None:
 
 
 def samples(folder: Path) -> dict[tuple[str, frozenset], float]:
-    read = multiprocess.read_folder(str(folder))
+    read = read_folder(str(folder))
     return {(s.name, frozenset(s.labels.items())): s.value for m in read.metrics for s in m.samples}
 
 
@@ -115,7 +116,7 @@ def test_gauges_of_a_dead_worker_keep_the_meaning_of_their_mode(tmp_path):
         "gauge_max_archive.db",
         "gauge_mostrecent_archive.db",
     }
-    read = {m.name: m for m in multiprocess.read_folder(str(tmp_path)).metrics}
+    read = {m.name: m for m in read_folder(str(tmp_path)).metrics}
     # One gauge name, several modes: check each archive on its own.
     values = {
         name: MmapedDict.read_all_values_from_file(str(tmp_path / name)) for name in names(tmp_path)
@@ -149,13 +150,13 @@ def test_foreign_empty_and_corrupt_files_are_skipped_and_counted(tmp_path):
     (tmp_path / "notes.txt").write_text("ignored: not *.db")
 
     for _ in range(2):  # the second time the broken files are known and not read
-        read = multiprocess.read_folder(str(tmp_path))
+        read = read_folder(str(tmp_path))
         assert (read.files, read.skipped) == (2, 4)
         assert samples(tmp_path) == good
 
     for name in ("junk.db", "counter_123.db", "counter_456.db", "histogram_789.db"):
         (tmp_path / name).unlink()
-    assert multiprocess.read_folder(str(tmp_path)).skipped == 0
+    assert read_folder(str(tmp_path)).skipped == 0
 
 
 def test_archive_waits_for_a_scrape_holding_the_lock(tmp_path):
@@ -175,8 +176,8 @@ def test_a_scrape_waits_for_the_archive_step(tmp_path):
         multiprocess.folder_lock(str(tmp_path), shared=False, timeout=1),
         pytest.raises(LockTimeout),
     ):
-        multiprocess.read_folder(str(tmp_path), timeout=0.2)
-    assert multiprocess.read_folder(str(tmp_path)).files == 2
+        read_folder(str(tmp_path), timeout=0.2)
+    assert read_folder(str(tmp_path)).files == 2
 
 
 def test_a_failure_half_way_leaves_the_files_counting(tmp_path, monkeypatch):

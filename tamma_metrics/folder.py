@@ -1,0 +1,886 @@
+"""An incremental reader of the multiprocess folder: a scrape costs what changed.
+
+prometheus_client's ``MultiProcessCollector`` parses every key of every file (a JSON
+document each) and re-renders every line on every scrape. But a file only ever grows:
+a key, once written, keeps its place, and only the 8-byte values behind it change. So
+each serving process keeps an index per file (inode, how far it was parsed, each entry's
+parsed key and value offset) and a layout of the merged output (which entries feed
+which output series, in the library's order). A scrape then:
+
+1. lists the folder (a new inode under a known name is a new file: pid reuse, or the
+   archive step's rename), parses only entries appended since the last scrape (the
+   file's ``used`` header says how far it is written) and forgets files that are gone;
+2. rebuilds the layout only when the files or their keys changed;
+3. reads the values at their known offsets in one C call per file, compares them with
+   the last scrape's bit for bit, and recomputes and re-renders only the output series
+   fed by values that changed.
+
+The merge rules (sums in file order from 0.0, gauge modes, cumulative histogram
+buckets, the two-level ordering of samples) are ``MultiProcessCollector.merge``'s,
+mirrored step for step; tests/test_fast_scrape.py compares the bytes with the library
+on random folders. Files are read through a read-only ``mmap``; a file that shrinks in
+place (nothing in prometheus_client does that) is noticed by ``fstat`` before any read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import math
+import mmap
+import os
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from operator import add, attrgetter, itemgetter
+
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics.exposition import ALLOWUTF8, UNDERSCORES
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
+
+from . import encoder, multiprocess
+from .encoder import Format
+
+_INT = struct.Struct("i")
+_BLOCK = 64  # values compared per slice when looking for what changed
+_PID_LESS_MODES = frozenset(
+    ("min", "livemin", "max", "livemax", "sum", "livesum", "mostrecent", "livemostrecent")
+)
+
+
+class _Broken(Exception):
+    """A file prometheus_client could not merge: it is skipped and counted."""
+
+
+class _Key:
+    """One distinct key of the folder (``[metric, sample, labels, help]``), parsed once.
+
+    ``labels`` are sorted by name, as the library keys its samples; histogram buckets
+    also keep their bound as a float and their labels without ``le``.
+    """
+
+    __slots__ = ("raw", "metric_name", "name", "labels", "help", "le", "without_le", "series_key")
+
+    def __init__(self, raw: bytes, metric_name: str, name: str, labels: dict, help_text: str):
+        self.raw = raw
+        self.metric_name = metric_name
+        self.name = name
+        self.help = help_text
+        self.labels = tuple(sorted(labels.items()))
+        self.series_key = (name, self.labels)
+        self.le: float | None = None
+        self.without_le: tuple | None = None
+        if "le" in labels:
+            self.without_le = tuple([label for label in self.labels if label[0] != "le"])
+            try:  # noqa: SIM105 (contextlib.suppress costs a microsecond per key)
+                self.le = float(labels["le"])
+            except ValueError:
+                pass  # a broken file, if it belongs to a histogram
+
+
+_valid_names: set[str] = set()  # metric names the library's validation accepted
+
+
+def _parse_keys(raws: list[bytes]) -> list[_Key]:
+    """Parse keys, refusing what would make the library fail the whole scrape.
+
+    One ``json.loads`` of all of them as an array costs less than half as much as one
+    call per key; if that fails, they are parsed one by one to say which is at fault.
+    """
+    try:
+        parsed = json.loads(b"[" + b",".join(raws) + b"]")
+        if len(parsed) != len(raws):
+            raise ValueError("a key holds more than one JSON value")
+    except ValueError:
+        parsed = []
+        for raw in raws:
+            try:
+                parsed.append(json.loads(raw))
+            except ValueError as exc:
+                raise _Broken(f"unreadable key {raw[:80]!r}") from exc
+    return [_key(raw, one) for raw, one in zip(raws, parsed, strict=True)]
+
+
+def _key(raw: bytes, parsed: object) -> _Key:
+    try:
+        metric_name, name, labels, help_text = parsed
+        for text in (metric_name, name, help_text, *labels, *labels.values()):
+            if text.__class__ is not str:
+                raise _Broken("a key holds a non-string")
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise _Broken(f"unreadable key {raw[:80]!r}") from exc
+    if b"\\ud" in raw or b"\\uD" in raw:  # JSON escapes can spell lone surrogates
+        for text in (metric_name, name, help_text, *labels, *labels.values()):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise _Broken("a key holds a lone surrogate") from exc
+    if metric_name not in _valid_names:
+        try:
+            Metric(metric_name, help_text, "gauge")  # the library's name validation
+        except ValueError as exc:
+            raise _Broken(str(exc)) from exc
+        _valid_names.add(metric_name)
+    return _Key(raw, metric_name, name, labels, help_text)
+
+
+@dataclass(frozen=True)
+class _FileName:
+    typ: str  # counter, gauge, histogram, summary
+    mode: str  # the gauge's multiprocess mode, "" for other types
+    pid: str  # what the library takes as the pid label of gauges
+
+
+def _file_name(name: str) -> _FileName | None:
+    if not multiprocess.FILE_NAME.match(name):
+        return None
+    parts = name.split("_")
+    if parts[0] == "gauge":
+        return _FileName("gauge", parts[1], parts[2][:-3])
+    return _FileName(parts[0], "", "")
+
+
+class _File:
+    """One indexed file: its keys, where their values are, and the values last read."""
+
+    __slots__ = (
+        "name", "path", "kind", "inode", "fd", "mm", "doubles", "words", "used",
+        "keys", "positions", "stride", "getter", "raw", "values", "units",
+    )  # fmt: skip
+
+    def __init__(self, path: str, name: str, kind: _FileName, inode: int) -> None:
+        self.name, self.path, self.kind, self.inode = name, path, kind, inode
+        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self.mm: mmap.mmap | None = None
+        self.doubles: memoryview | None = None
+        self.words: memoryview | None = None
+        self.used = 8
+        self.keys: list[_Key] = []
+        self.positions: list[int] = []  # index of each entry's value in ``doubles``
+        # Gauges need each entry's timestamp as well (mostrecent modes).
+        self.stride = 2 if kind.typ == "gauge" else 1
+        self.getter: Callable | None = None
+        self.raw: tuple = ()  # the value words last read, compared bit for bit
+        self.values: list[float] = []
+        self.units: list = []  # the layout unit each value feeds
+
+    def close(self) -> None:
+        self._unmap()
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+    def _unmap(self) -> None:
+        for view in (self.doubles, self.words):
+            if view is not None:
+                view.release()
+        if self.mm is not None:
+            self.mm.close()
+        self.mm = self.doubles = self.words = None
+
+    def _map(self, size: int) -> None:
+        self._unmap()
+        length = size - size % 8
+        self.mm = mmap.mmap(self.fd, length, access=mmap.ACCESS_READ)
+        view = memoryview(self.mm)
+        self.doubles = view.cast("d")
+        self.words = view.cast("q")
+        view.release()
+
+    def signature(self) -> tuple[int, int, int]:
+        return multiprocess.signature(os.fstat(self.fd))
+
+    def refresh(self, keys: dict[bytes, _Key]) -> bool:
+        """Parse what was appended since the last call; True when keys were added.
+
+        Raises _Broken when the file is corrupt, ``_Shrunk`` when it must be read anew.
+        """
+        size = os.fstat(self.fd).st_size
+        mapped = len(self.mm) if self.mm is not None else 0
+        if size < mapped or size < 8:
+            raise _Shrunk
+        if self.mm is None:
+            self._map(size)
+        used = _INT.unpack_from(self.mm, 0)[0]
+        if used < 8:
+            used = 8  # no entry yet (a file being created); the library reads none either
+        if used > size:
+            raise _Broken("used is past the end of the file")
+        if used < self.used:
+            raise _Shrunk
+        if used == self.used:
+            return False
+        if used > len(self.mm):
+            self._map(size)  # the writer grew the file past what we mapped
+        self._parse(used, keys)
+        return True
+
+    def _parse(self, used: int, keys: dict[bytes, _Key]) -> None:
+        data, pos = self.mm, self.used
+        unpack = _INT.unpack_from
+        new_keys: list[_Key | bytes] = []
+        new_positions = []
+        unknown = []
+        while pos < used:
+            length = unpack(data, pos)[0]
+            if length < 0 or length + pos > used:
+                raise _Broken("an entry runs past the used size")
+            pos += 4
+            raw = data[pos : pos + length]
+            pos += length + (8 - (length + 4) % 8)
+            if pos + 16 > used:
+                raise _Broken("an entry's value runs past the used size")
+            key = keys.get(raw)
+            if key is None:
+                unknown.append(raw)
+                new_keys.append(raw)
+            else:
+                new_keys.append(key)
+            new_positions.append(pos >> 3)
+            pos += 16
+        if unknown:
+            for raw, key in zip(unknown, _parse_keys(unknown), strict=True):
+                keys[raw] = key
+            new_keys = [keys[k] if k.__class__ is bytes else k for k in new_keys]
+        self.keys += new_keys
+        self.positions += new_positions
+        self.used = used
+        indices = []
+        for position in self.positions:
+            indices.append(position)
+            if self.stride == 2:
+                indices.append(position + 1)
+        if not indices:
+            self.getter = None
+        elif len(indices) == 1:
+            only = indices[0]
+            self.getter = lambda view: (view[only],)
+        else:
+            self.getter = itemgetter(*indices)
+        self.raw = ()  # everything counts as changed after new keys
+
+    def read(self) -> list[int] | None:
+        """Read the values; return the indices that changed (None: all of them)."""
+        if self.getter is None:
+            self.raw, self.values = (), []
+            return []
+        raw = self.getter(self.words)
+        old = self.raw
+        if len(old) != len(raw):
+            self.raw = raw
+            self.values = list(self.getter(self.doubles))
+            return None
+        if raw == old:
+            return []
+        changed = []
+        doubles, values, getter_positions = self.doubles, self.values, self._index_of
+        for start in range(0, len(raw), _BLOCK):
+            end = start + _BLOCK
+            if raw[start:end] != old[start:end]:
+                for i in range(start, min(end, len(raw))):
+                    if raw[i] != old[i]:
+                        values[i] = doubles[getter_positions(i)]
+                        changed.append(i)
+        self.raw = raw
+        return changed
+
+    def _index_of(self, i: int) -> int:
+        if self.stride == 1:
+            return self.positions[i]
+        return self.positions[i >> 1] + (i & 1)
+
+
+class _Shrunk(Exception):
+    """A known file got smaller or its ``used`` went back: read it again from scratch."""
+
+
+# -- the merged layout -----------------------------------------------------------------
+
+# Which cached prefix a format uses: the library's default escaping and allow-utf-8
+# (Prometheus 3), in either format; other escapings render prefixes on each change.
+_SLOTS = {
+    (False, UNDERSCORES): "p_text",
+    (True, UNDERSCORES): "p_om",
+    (False, ALLOWUTF8): "p_text_utf8",
+    (True, ALLOWUTF8): "p_om_utf8",
+}
+_get_text = attrgetter("text")
+
+
+class _Series:
+    """One output sample: name, labels, value, its value rendered (with the newline),
+    and its line prefix per format, rendered when first needed."""
+
+    __slots__ = ("name", "labels", "value", "text", "metric", *_SLOTS.values())
+
+    def __init__(self, name: str, labels: tuple, metric: _Metric) -> None:
+        self.name, self.labels, self.metric = name, labels, metric
+        self.value: float | None = None
+        self.text = ""
+        self.p_text = self.p_om = self.p_text_utf8 = self.p_om_utf8 = None
+
+    def set(self, value: float) -> None:
+        old = self.value
+        if old is not None and (
+            (value == old and math.copysign(1.0, value) == math.copysign(1.0, old))
+            or (value != value and old != old)
+        ):
+            return
+        self.value = value
+        self.text = encoder.format_value(value) + "\n"
+        self.metric.chunks = None
+
+
+class _Sum:
+    __slots__ = ("series", "refs")
+
+    def __init__(self, series: _Series) -> None:
+        self.series, self.refs = series, []
+
+    def compute(self) -> None:
+        value = 0.0
+        for values, i in self.refs:
+            value += values[i]
+        self.series.set(value)
+
+
+class _Min(_Sum):
+    __slots__ = ()
+
+    def compute(self) -> None:
+        values, i = self.refs[0]
+        current = values[i]
+        for values, i in self.refs[1:]:
+            if values[i] < current:
+                current = values[i]
+        self.series.set(current)
+
+
+class _Max(_Sum):
+    __slots__ = ()
+
+    def compute(self) -> None:
+        values, i = self.refs[0]
+        current = values[i]
+        for values, i in self.refs[1:]:
+            if values[i] > current:
+                current = values[i]
+        self.series.set(current)
+
+
+class _Last(_Sum):
+    """Gauges in ``all`` modes: a series per pid; the last one written wins."""
+
+    __slots__ = ()
+
+    def compute(self) -> None:
+        values, i = self.refs[-1]
+        self.series.set(values[i])
+
+
+class _Buckets:
+    """One histogram label set: buckets summed per bound, then made cumulative."""
+
+    __slots__ = ("buckets", "count")
+
+    def __init__(self, buckets: list[tuple[_Series, list]], count: _Series) -> None:
+        self.buckets, self.count = buckets, count
+
+    def compute(self) -> None:
+        acc = 0.0
+        for series, refs in self.buckets:
+            value = 0.0
+            for values, i in refs:
+                value += values[i]
+            acc += value
+            series.set(acc)
+        self.count.set(acc)
+
+
+class _MostRecent:
+    """A gauge in a ``mostrecent`` mode: which series exist, and their order, depend on
+    the timestamps, so the whole family is merged again when any of its values change."""
+
+    __slots__ = ("metric", "raw", "make")
+
+    def __init__(self, metric: _Metric, raw: list, make: Callable) -> None:
+        self.metric, self.raw, self.make = metric, raw, make
+
+    def compute(self) -> None:
+        groups: dict[tuple, dict[tuple, float]] = {}
+        stamps: dict[tuple, dict[str, float]] = {}
+        for name, labels, values, i in self.raw:
+            by_name = stamps.setdefault(labels, {})
+            timestamp = float(values[i + 1] or 0)
+            if by_name.get(name, 0.0) < timestamp:
+                groups.setdefault(labels, {})[(name, labels)] = values[i]
+                by_name[name] = timestamp
+        series = []
+        for group in groups.values():
+            for key, value in group.items():
+                one = self.make(key)
+                one.set(value)
+                series.append(one)
+        if series != self.metric.series:
+            self.metric.set_series(series)
+
+
+class _Metric:
+    """One merged family: the library's Metric, with its encoded bytes per format."""
+
+    __slots__ = ("name", "documentation", "typ", "mode", "series", "chunks", "ready", "om_only")
+
+    def __init__(self, name: str, documentation: str, typ: str) -> None:
+        self.name, self.documentation, self.typ = name, documentation, typ
+        self.mode = ""
+        self.series: list[_Series] = []
+        self.chunks: dict[Format, bytes] | None = None
+        self.ready: set[str] = set()  # prefix slots filled for every series
+        self.om_only = False
+
+    def set_series(self, series: list[_Series]) -> None:
+        self.series = series
+        self.chunks = None
+        self.ready = set()
+        # The text format moves these samples to a family of their own.
+        names = {self.name + suffix for suffix in ("_created", "_gsum", "_gcount")}
+        self.om_only = any(s.name in names for s in series)
+
+    def chunk(self, fmt: Format) -> bytes:
+        chunks = self.chunks
+        if chunks is None:
+            chunks = self.chunks = {}
+        found = chunks.get(fmt)
+        if found is None:
+            found = chunks[fmt] = self._render(fmt).encode("utf-8")
+        return found
+
+    def _render(self, fmt: Format) -> str:
+        slot = _SLOTS.get((fmt.openmetrics, fmt.escaping))
+        if slot is None or (self.om_only and not fmt.openmetrics):
+            return encoder.encode_metric(fmt, self.as_metric())
+        series = self.series
+        if slot not in self.ready:
+            render = encoder.prefix
+            for one in series:
+                if getattr(one, slot) is None:
+                    setattr(one, slot, render(fmt, one.name, one.labels))
+            self.ready.add(slot)
+        head = encoder.header(fmt, self.name, self.typ, self.documentation)
+        return head + "".join(map(add, map(attrgetter(slot), series), map(_get_text, series)))
+
+    def as_metric(self) -> Metric:
+        metric = Metric(self.name, self.documentation, self.typ)
+        metric.samples = [Sample(s.name, dict(s.labels), s.value) for s in self.series]
+        return metric
+
+
+class _BrokenIn(Exception):
+    """A file whose keys the merge cannot use (a bucket bound that is not a number)."""
+
+    def __init__(self, file: _File, reason: str) -> None:
+        super().__init__(reason)
+        self.file = file
+
+
+class _Merge:
+    """One family while the layout is built: ``_accumulate_metrics``'s dictionaries, with
+    units (what computes a value from which file values) where the library has values."""
+
+    __slots__ = ("metric", "make", "samples", "buckets", "slots", "deferred")
+
+    def __init__(self, metric: _Metric, make: Callable[[tuple], _Series]) -> None:
+        self.metric, self.make = metric, make
+        self.samples: dict[tuple, dict[tuple, object]] = {}
+        self.buckets: dict[tuple, dict[float, list]] = {}
+        self.slots: dict[tuple, list] = {}  # (file units, index) of each bucket value
+        # Gauges wait for every file: the mode of the last one decides how all merge.
+        self.deferred: list | None = [] if metric.typ == "gauge" else None
+
+    def add(self, key: _Key, labels: tuple, file: _File, i: int, gauge_file: bool) -> None:
+        """One file value of a counter, histogram or summary, in the library's order."""
+        units = file.units
+        without_le = key.without_le
+        if without_le is not None and self.metric.typ == "histogram":
+            if key.le is None:
+                raise _BrokenIn(file, "a bucket bound is not a number")
+            if gauge_file:
+                without_le = tuple([label for label in labels if label[0] != "le"])
+            by_bound = self.buckets.get(without_le)
+            if by_bound is None:
+                by_bound = self.buckets[without_le] = {}
+                self.slots[without_le] = []
+            refs = by_bound.get(key.le)
+            if refs is None:
+                refs = by_bound[key.le] = []
+            refs.append((file.values, i))
+            self.slots[without_le].append((units, i))
+            return
+        group = self.samples.get(labels)
+        if group is None:
+            group = self.samples[labels] = {}
+        series_key = (key.name, labels) if gauge_file else key.series_key
+        unit = group.get(series_key)
+        if unit is None:
+            unit = group[series_key] = _Sum(self.make(series_key))
+        unit.refs.append((file.values, i))
+        units[i] = unit
+        if gauge_file:
+            units[i + 1] = unit
+
+    def finish(self, all_units: list) -> None:
+        if self.deferred is not None:
+            self._gauge(all_units)
+            if self.metric.mode in ("mostrecent", "livemostrecent"):
+                return
+        metric, make = self.metric, self.make
+        for labels, by_bound in self.buckets.items():
+            group = self.samples.setdefault(labels, {})
+            series = []
+            for bound, refs in sorted(by_bound.items()):
+                key = (metric.name + "_bucket", labels + (("le", floatToGoString(bound)),))
+                one = group[key] = make(key)
+                series.append((one, refs))
+            count_key = (metric.name + "_count", labels)
+            # Replaces, in place, a _count sample read from a file, as the library does.
+            count = group[count_key] = make(count_key)
+            unit = _Buckets(series, count)
+            for units, i in self.slots[labels]:
+                units[i] = unit
+            all_units.append(unit)
+        series = []
+        for group in self.samples.values():
+            for one in group.values():
+                if one.__class__ is _Series:
+                    series.append(one)
+                else:
+                    series.append(one.series)
+                    all_units.append(one)
+        metric.set_series(series)
+
+    def _gauge(self, all_units: list) -> None:
+        metric, mode, make = self.metric, self.metric.mode, self.make
+        if mode in ("mostrecent", "livemostrecent"):
+            entries = []
+            unit = _MostRecent(metric, entries, make)
+            for key, labels, file, i in self.deferred:
+                labels = tuple([label for label in labels if label[0] != "pid"])
+                entries.append((key.name, labels, file.values, i))
+                file.units[i] = file.units[i + 1] = unit
+            all_units.append(unit)
+            return
+        unit_class: type[_Sum] = _Last
+        if mode in ("min", "livemin"):
+            unit_class = _Min
+        elif mode in ("max", "livemax"):
+            unit_class = _Max
+        elif mode in ("sum", "livesum"):
+            unit_class = _Sum
+        strip_pid = mode in _PID_LESS_MODES
+        for key, labels, file, i in self.deferred:
+            if strip_pid:
+                labels = tuple([label for label in labels if label[0] != "pid"])
+            group = self.samples.setdefault(labels, {})
+            series_key = (key.name, labels)
+            unit = group.get(series_key)
+            if unit is None:
+                unit = group[series_key] = unit_class(make(series_key))
+            unit.refs.append((file.values, i))
+            file.units[i] = unit
+            if file.stride == 2:
+                file.units[i + 1] = unit
+
+
+class _Layout:
+    """Builds the merged families in ``MultiProcessCollector.merge``'s order, mirroring
+    ``_read_metrics`` then ``_accumulate_metrics`` in one pass over the files' entries.
+    Values are referenced as (the file's value list, index), so units read current
+    values without a lookup. Series of the previous layout are reused, with their
+    rendered prefixes and values."""
+
+    def __init__(self, previous: list[_Metric]) -> None:
+        self.previous = {metric.name: metric for metric in previous}
+        self.units: list = []
+
+    def build(self, files: list[_File]) -> list[_Metric]:
+        merges: dict[str, _Merge] = {}
+        for file in files:
+            gauge_file = file.kind.typ == "gauge"
+            pid_label = ("pid", file.kind.pid)
+            stride = file.stride
+            for slot, key in enumerate(file.keys):
+                merge = merges.get(key.metric_name)
+                if merge is None:
+                    metric = _Metric(key.metric_name, key.help, file.kind.typ)
+                    merge = merges[key.metric_name] = _Merge(metric, self._maker(metric))
+                labels = key.labels
+                if gauge_file:
+                    merge.metric.mode = file.kind.mode
+                    labels += (pid_label,)
+                if merge.deferred is not None:
+                    merge.deferred.append((key, labels, file, slot * stride))
+                else:
+                    merge.add(key, labels, file, slot * stride, gauge_file)
+        for merge in merges.values():
+            merge.finish(self.units)
+        return [merge.metric for merge in merges.values()]
+
+    def _maker(self, metric: _Metric) -> Callable[[tuple], _Series]:
+        old = self.previous.get(metric.name)
+        if old is None:
+            return lambda key: _Series(key[0], key[1], metric)
+        known = {(s.name, s.labels): s for s in old.series}
+
+        def make(key: tuple) -> _Series:
+            one = known.get(key)
+            if one is None:
+                one = known[key] = _Series(key[0], key[1], metric)
+            one.metric = metric
+            return one
+
+        return make
+
+
+# -- the reader ------------------------------------------------------------------------
+
+
+@dataclass
+class Snapshot:
+    """What one scrape read: the merged families, files merged and files skipped."""
+
+    metrics: list[_Metric]
+    files: int
+    skipped: int
+
+
+class FolderReader:
+    """The index of one folder, kept by a serving process between scrapes."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.files: dict[str, _File] = {}
+        self.keys: dict[bytes, _Key] = {}
+        self.bad: dict[str, tuple[int, int, int]] = {}
+        self.metrics: list[_Metric] = []
+        self.units: list = []
+        self.layout_key: tuple = ()
+        self.lock = threading.Lock()
+
+    def close(self) -> None:
+        with self.lock:
+            for file in self.files.values():
+                file.close()
+            self.files.clear()
+            self.keys.clear()
+            self.metrics, self.units, self.layout_key = [], [], ()
+
+    def read(self, *, timeout: float | None = None) -> Snapshot:
+        """Bring the index up to date under the folder's shared lock and merge."""
+        with self.lock, _gc_paused():
+            return self._read(timeout)
+
+    def _read(self, timeout: float | None) -> Snapshot:
+        if timeout is None:
+            timeout = multiprocess.READ_LOCK_TIMEOUT
+        with multiprocess.folder_lock(self.path, shared=True, timeout=timeout):
+            order, skipped = self._scan()
+            return self._merge(order, skipped)
+
+    def chunks(
+        self,
+        fmt: Format,
+        allows: Callable[[str], bool] | None = None,
+        wanted: frozenset[str] = frozenset(),
+        *,
+        timeout: float | None = None,
+    ) -> tuple[list[bytes], set[str], Snapshot]:
+        """The encoded families the caller may see (narrowed to ``wanted`` sample names,
+        as a restricted registry narrows), the names of all merged families, and the
+        snapshot. Encoding happens under the reader's lock: a concurrent scrape in
+        another thread never sees a family half updated."""
+        with self.lock, _gc_paused():
+            snapshot = self._read(timeout)
+            parts, seen = [], set()
+            for metric in snapshot.metrics:
+                name = metric.name
+                seen.add(name)
+                if allows is not None and not allows(name):
+                    continue
+                if wanted:
+                    if any(w.startswith(name) for w in wanted):
+                        narrowed = metric.as_metric()._restricted_metric(wanted)
+                        if narrowed is not None:
+                            parts.append(encoder.encode_metrics(fmt, [narrowed]))
+                    continue
+                parts.append(metric.chunk(fmt))
+            return parts, seen, snapshot
+
+    def _drop(self, name: str) -> None:
+        file = self.files.pop(name, None)
+        if file is not None:
+            file.close()
+
+    def _mark_bad(self, name: str, path: str) -> None:
+        self._drop(name)
+        with contextlib.suppress(OSError):
+            self.bad[name] = multiprocess.signature(os.stat(path))
+
+    def _scan(self) -> tuple[list[_File], int]:
+        order: list[_File] = []
+        skipped = 0
+        seen = set()
+        for entry in os.scandir(self.path):
+            name = entry.name
+            if not name.endswith(".db"):
+                continue  # the lock files, the archive step's working files
+            kind = _file_name(name)
+            if kind is None:
+                skipped += 1  # foreign: prometheus_client would fail on its name
+                continue
+            seen.add(name)
+            file = self.files.get(name)
+            try:
+                inode = entry.inode()
+                if file is not None and file.inode != inode:
+                    self._drop(name)  # replaced under the same name
+                    file = None
+                if file is None:
+                    file = self._open(entry, kind)
+                    if file is None:
+                        skipped += 1
+                        continue
+                try:
+                    file.refresh(self.keys)
+                except _Shrunk:
+                    self._drop(name)
+                    file = self._open(entry, kind)
+                    if file is None:
+                        skipped += 1
+                        continue
+                    file.refresh(self.keys)
+            except FileNotFoundError:
+                self._drop(name)  # deleted since the listing (a dead process's live gauge)
+                continue
+            except (_Broken, _Shrunk, OSError, ValueError):
+                self._mark_bad(name, entry.path)
+                skipped += 1
+                continue
+            order.append(file)
+        for gone in self.files.keys() - seen:
+            self._drop(gone)
+        for gone in self.bad.keys() - seen:
+            del self.bad[gone]
+        return order, skipped
+
+    def _open(self, entry: os.DirEntry, kind: _FileName) -> _File | None:
+        """A new file, or None when it is to be skipped (too small, known broken)."""
+        stat = entry.stat()
+        if stat.st_size < 8:
+            return None  # no header: empty or truncated
+        if self.bad.get(entry.name) == multiprocess.signature(stat):
+            return None  # found broken before and unchanged since
+        self.bad.pop(entry.name, None)
+        file = _File(entry.path, entry.name, kind, stat.st_ino)
+        self.files[entry.name] = file
+        return file
+
+    def _merge(self, order: list[_File], skipped: int) -> Snapshot:
+        layout_key = tuple((id(f), len(f.keys)) for f in order)
+        changed: list = []
+        rebuild = layout_key != self.layout_key
+        for file in order:
+            indices = file.read()
+            if indices is None:
+                rebuild = True
+            elif indices and not rebuild:
+                units = file.units
+                changed += [units[i] for i in indices]
+        if rebuild:
+            while True:
+                try:
+                    self._rebuild(order)
+                    break
+                except _BrokenIn as broken:
+                    order.remove(broken.file)
+                    self._mark_bad(broken.file.name, broken.file.path)
+                    skipped += 1
+            self.layout_key = tuple((id(f), len(f.keys)) for f in order)
+            for unit in self.units:
+                unit.compute()
+        else:
+            done = set()
+            for unit in changed:
+                if id(unit) not in done:
+                    done.add(id(unit))
+                    unit.compute()
+        return Snapshot(self.metrics, len(order), skipped)
+
+    def _rebuild(self, order: list[_File]) -> None:
+        for file in order:
+            file.units = [None] * len(file.values)
+        layout = _Layout(self.metrics)
+        self.metrics = layout.build(order)
+        self.units = layout.units
+        # Keys no file holds any more are forgotten with the files.
+        self.keys = {key.raw: key for file in order for key in file.keys}
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No garbage collection while the index is updated.
+
+    Building the index allocates tens of thousands of objects that live on; each
+    collection they trigger walks all of them again, which more than doubled the time
+    of a first scrape. The index holds no reference cycles that need collecting.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+_readers: dict[str, FolderReader] = {}
+_readers_lock = threading.Lock()
+
+
+def reader(path: str) -> FolderReader:
+    """This process's reader of ``path``, created on first use."""
+    found = _readers.get(path)
+    if found is None:
+        with _readers_lock:
+            found = _readers.setdefault(path, FolderReader(path))
+    return found
+
+
+def reset() -> None:
+    """Forget every index (tests, and a process that changed folders)."""
+    with _readers_lock:
+        for one in _readers.values():
+            one.close()
+        _readers.clear()
+
+
+@dataclass
+class FolderRead:
+    """The folder merged into prometheus_client Metrics (push, tests, other tools)."""
+
+    metrics: list[Metric]
+    files: int  # files merged
+    skipped: int  # files left out: empty, foreign, unreadable or corrupt
+
+
+def read_folder(path: str, *, timeout: float | None = None) -> FolderRead:
+    """Merge the folder once, as ``MultiProcessCollector`` would, skipping broken files."""
+    one = FolderReader(path)
+    try:
+        snapshot = one.read(timeout=timeout)
+        return FolderRead(
+            [m.as_metric() for m in snapshot.metrics], snapshot.files, snapshot.skipped
+        )
+    finally:
+        one.close()
