@@ -90,6 +90,7 @@ class Family:
 
     def keys(self, labelvalues: tuple[str, ...]) -> list[str]:
         """The mmap keys one child of this family writes, as prometheus_client does."""
+
         def key(sample: str, names=self.labelnames, vals=labelvalues) -> str:
             return mmap_key(self.name, sample, list(names), list(vals), self.help)
 
@@ -114,8 +115,9 @@ families = st.lists(
     st.builds(
         lambda typ, labels, help_: (typ, labels, help_),
         st.sampled_from(TYPES),
-        st.lists(st.sampled_from(["kind", "model", "z_last", "a_first"]), unique=True, max_size=3)
-        .map(tuple),
+        st.lists(
+            st.sampled_from(["kind", "model", "z_last", "a_first"]), unique=True, max_size=3
+        ).map(tuple),
         help_text,
     ),
     min_size=1,

@@ -173,7 +173,8 @@ def test_a_file_grown_past_its_mapping_is_remapped_and_read(tmp_path):
     assert _text(reader) == _library_text(tmp_path)
     # 2,000 more keys: the writer doubles the file from 64 KiB while the reader has it
     # mapped at its old size.
-    _write(tmp_path / "counter_1.db", {_key("jobs", "jobs_total", n=str(i)): i for i in range(2000)})
+    more = {_key("jobs", "jobs_total", n=str(i)): float(i) for i in range(2000)}
+    _write(tmp_path / "counter_1.db", more)
     assert os.path.getsize(tmp_path / "counter_1.db") > 1 << 16
     assert _text(reader) == _library_text(tmp_path)
     assert 'jobs_total{n="1999"} 1999.0' in _text(reader)
