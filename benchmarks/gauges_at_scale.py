@@ -1,6 +1,8 @@
-"""Database gauges at scale: seed_demo's insert rate and each gauge query's time.
+"""Database gauges at scale: seed_demo's insert rate, each gauge query's time, and what
+a whole scrape costs with the shared gauge cache cold and warm.
 
     .venv/bin/python benchmarks/gauges_at_scale.py [--issues 100000]
+    scripts/with-postgres.sh .venv/bin/python benchmarks/gauges_at_scale.py
 
 Uses a fresh SQLite file (or DATABASE_URL when set); prints Markdown.
 """
@@ -27,9 +29,13 @@ import django  # noqa: E402
 
 django.setup()
 
+from django.core.cache import cache  # noqa: E402
 from django.core.management import call_command  # noqa: E402
+from django.db import connection  # noqa: E402
+from django.test.utils import CaptureQueriesContext  # noqa: E402
 
-from tamma_metrics import queries  # noqa: E402
+from tamma_metrics import exposition, queries  # noqa: E402
+from tamma_metrics.conf import app_settings  # noqa: E402
 
 
 def main() -> None:
@@ -41,7 +47,7 @@ def main() -> None:
     start = time.perf_counter()
     call_command("seed_demo", issues=args.issues, stdout=io.StringIO())
     seconds = time.perf_counter() - start
-    print(f"### seed_demo --issues {args.issues:,}\n")
+    print(f"### {connection.vendor}: seed_demo --issues {args.issues:,}\n")
     print(f"{seconds:.1f} s, {args.issues / seconds:,.0f} issues/s (with their PRs, approvals,")
     print("escalations and recorded events)\n")
     print("### Gauge queries (one GROUP BY each)\n")
@@ -54,6 +60,31 @@ def main() -> None:
             query()
             times.append((time.perf_counter() - begin) * 1000)
         print(f"| {name} | {statistics.median(times):.1f} |")
+    scrape_costs(args.repeats)
+
+
+def _scrape() -> tuple[float, int]:
+    with CaptureQueriesContext(connection) as queries_run:
+        begin = time.perf_counter()
+        exposition.render()
+        elapsed = (time.perf_counter() - begin) * 1000
+    return elapsed, len(queries_run.captured_queries)
+
+
+def scrape_costs(repeats: int) -> None:
+    """A whole scrape (all families) with the gauge cache empty, then hit."""
+    seconds = app_settings.DATABASE_CACHE_SECONDS
+    cold, warm = [], []
+    _scrape()  # the folder reader's first, cold read is not what is measured here
+    for _ in range(repeats):
+        cache.clear()
+        cold.append(_scrape())
+        warm.append(_scrape())
+    print(f"\n### A whole scrape, gauge cache cold and warm (DATABASE_CACHE_SECONDS={seconds})\n")
+    print("| gauge cache | median ms | queries |")
+    print("|---|---:|---:|")
+    for label, runs in (("cold (cache emptied)", cold), ("warm (cache hit)", warm)):
+        print(f"| {label} | {statistics.median(ms for ms, _ in runs):.1f} | {runs[0][1]} |")
 
 
 if __name__ == "__main__":

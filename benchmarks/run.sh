@@ -17,6 +17,10 @@ out=benchmarks/RESULTS.md
     echo
     .venv/bin/python "$script"
   done
+  echo
+  echo "## gauges_at_scale on PostgreSQL"
+  echo
+  scripts/with-postgres.sh .venv/bin/python benchmarks/gauges_at_scale.py | grep -v '^with-postgres:'
 } > "$out.tmp"
 mv "$out.tmp" "$out"
 cat "$out"

@@ -11,6 +11,7 @@ OpenMetrics 1.0) are the library's; the property tests compare the bytes.
 
 from __future__ import annotations
 
+import gzip as gzip_module
 import math
 import threading
 from collections.abc import Iterable
@@ -122,7 +123,29 @@ def _header(fmt: Format, name: str, typ: str, documentation: str, unit: str) -> 
 def prefix(fmt: Format, name: str, labels: tuple[tuple[str, str], ...]) -> str:
     """``name{labels} `` of one series, labels sorted by name as the library sorts them."""
     escaping = fmt.escaping
-    labelstr = ",".join([_pair(escaping, pair) for pair in sorted(labels)])
+    return _wrap(fmt, name, ",".join([_pair(escaping, pair) for pair in sorted(labels)]))
+
+
+def bucket_prefix(
+    fmt: Format, name: str, base: tuple[tuple[str, str], ...], le: str, memo: dict
+) -> str:
+    """``prefix(fmt, name, base + (("le", le),))``, rendering ``base`` once per ``memo``:
+    the buckets of one histogram series share every label but ``le``."""
+    parts = memo.get(base)
+    if parts is None:
+        names = sorted(base)
+        before = [pair for pair in names if pair[0] < "le"]
+        after = names[len(before) :]
+        escaping = fmt.escaping
+        parts = memo[base] = (
+            "".join([_pair(escaping, pair) + "," for pair in before]),
+            "".join(["," + _pair(escaping, pair) for pair in after]),
+        )
+    return _wrap(fmt, name, f"{parts[0]}{_pair(fmt.escaping, ('le', le))}{parts[1]}")
+
+
+def _wrap(fmt: Format, name: str, labelstr: str) -> str:
+    escaping = fmt.escaping
     legacy = escaping != ALLOWUTF8 or _legacy_name(name)
     if fmt.openmetrics:
         if not legacy:
@@ -140,20 +163,21 @@ def prefix(fmt: Format, name: str, labels: tuple[tuple[str, str], ...]) -> str:
     return f"{{{_metric_name(name, escaping)}{comma}{labelstr}}} "
 
 
-# Rendered names and ``name="value"`` pairs: the same few recur across many series.
-# Bounded by clearing, like the prefix cache, so passing label values cannot grow them.
-_pairs: dict[tuple[str, tuple[str, str]], str] = {}
+# Rendered names and ``name="value"`` pairs, per escaping: the same few recur across
+# many series. Bounded by clearing, like the prefix cache, so passing label values
+# cannot grow them without end.
+_pairs: dict[str, dict[tuple[str, str], str]] = {}
 _names: dict[tuple[str, str, str], str] = {}
 
 
 def _pair(escaping: str, pair: tuple[str, str]) -> str:
-    key = (escaping, pair)
-    found = _pairs.get(key)
+    rendered = _pairs.get(escaping)
+    if rendered is None or len(rendered) >= _PREFIX_CACHE_LIMIT:
+        rendered = _pairs[escaping] = {}
+    found = rendered.get(pair)
     if found is None:
-        if len(_pairs) >= _PREFIX_CACHE_LIMIT:
-            _pairs.clear()
         name, value = pair
-        found = _pairs[key] = f'{escape_label_name(name, escaping)}="{_label_value(value)}"'
+        found = rendered[pair] = f'{escape_label_name(name, escaping)}="{_label_value(value)}"'
     return found
 
 
@@ -314,6 +338,17 @@ def encode_metrics(fmt: Format, metrics: Iterable[Metric]) -> bytes:
 
 
 EOF = b"# EOF\n"
+
+# gzip level for scrapes, chosen by measurement (benchmarks/scrape.py, RESULTS.md): on
+# the demo's 1.4 MB exposition level 1 takes a fraction of the default level 9's time
+# for a body a little larger, and Prometheus accepts any level.
+GZIP_LEVEL = 1
+
+
+def gzip(body: bytes) -> bytes:
+    """``body`` gzipped for a scrape (no timestamp in the header: the same body, the same
+    bytes)."""
+    return gzip_module.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
 
 
 def clear_caches() -> None:

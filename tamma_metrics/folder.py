@@ -69,7 +69,11 @@ class _Key:
         self.metric_name = metric_name
         self.name = name
         self.help = help_text
-        self.labels = tuple(sorted(labels.items()))
+        # One tuple per distinct (name, value) pair across all keys: most values recur
+        # (providers, models, bucket bounds), and fewer objects are faster to build
+        # and to collect.
+        items = sorted(labels.items())
+        self.labels = tuple(map(_label_pairs.setdefault, items, items))
         self.series_key = (name, self.labels)
         self.le: float | None = None
         self.without_le: tuple | None = None
@@ -82,6 +86,8 @@ class _Key:
 
 
 _valid_names: set[str] = set()  # metric names the library's validation accepted
+_label_pairs: dict[tuple[str, str], tuple[str, str]] = {}
+_LABEL_PAIRS_LIMIT = 200_000  # past this many distinct pairs the table starts again
 
 
 def _parse_keys(raws: list[bytes]) -> list[_Key]:
@@ -107,17 +113,11 @@ def _parse_keys(raws: list[bytes]) -> list[_Key]:
 def _key(raw: bytes, parsed: object) -> _Key:
     try:
         metric_name, name, labels, help_text = parsed
-        for text in (metric_name, name, help_text, *labels, *labels.values()):
-            if text.__class__ is not str:
-                raise _Broken("a key holds a non-string")
-    except (ValueError, TypeError, AttributeError) as exc:
+        # str.join takes nothing but strings, and encoding fails on a lone surrogate
+        # (which JSON escapes can spell): two C calls check every string of the key.
+        "".join([metric_name, name, help_text, *labels, *labels.values()]).encode()
+    except (ValueError, TypeError, AttributeError) as exc:  # UnicodeError is a ValueError
         raise _Broken(f"unreadable key {raw[:80]!r}") from exc
-    if b"\\ud" in raw or b"\\uD" in raw:  # JSON escapes can spell lone surrogates
-        for text in (metric_name, name, help_text, *labels, *labels.values()):
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise _Broken("a key holds a lone surrogate") from exc
     if metric_name not in _valid_names:
         try:
             Metric(metric_name, help_text, "gauge")  # the library's name validation
@@ -241,6 +241,8 @@ class _File:
             new_positions.append(pos >> 3)
             pos += 16
         if unknown:
+            if len(_label_pairs) > _LABEL_PAIRS_LIMIT:
+                _label_pairs.clear()
             for raw, key in zip(unknown, _parse_keys(unknown), strict=True):
                 keys[raw] = key
             new_keys = [keys[k] if k.__class__ is bytes else k for k in new_keys]
@@ -307,18 +309,21 @@ _SLOTS = {
     (True, ALLOWUTF8): "p_om_utf8",
 }
 _get_text = attrgetter("text")
+_LINES_PER_BLOCK = 256
 
 
 class _Series:
     """One output sample: name, labels, value, its value rendered (with the newline),
     and its line prefix per format, rendered when first needed."""
 
-    __slots__ = ("name", "labels", "value", "text", "metric", *_SLOTS.values())
+    __slots__ = ("name", "labels", "value", "text", "metric", "base", "block", *_SLOTS.values())
 
     def __init__(self, name: str, labels: tuple, metric: _Metric) -> None:
         self.name, self.labels, self.metric = name, labels, metric
         self.value: float | None = None
         self.text = ""
+        self.base: tuple | None = None  # a bucket's labels but ``le`` (the last pair)
+        self.block = 0  # which block of its family's lines it is in
         self.p_text = self.p_om = self.p_text_utf8 = self.p_om_utf8 = None
 
     def set(self, value: float) -> None:
@@ -330,18 +335,30 @@ class _Series:
             return
         self.value = value
         self.text = encoder.format_value(value) + "\n"
-        self.metric.chunks = None
+        self.metric.touch(self.block)
+
+
+def _pairs(refs: list) -> zip:
+    """(value list, index) pairs of a flat reference list.
+
+    References are kept flat, ``[values, i, values, i, ...]``: a tuple per file value
+    would be one more object for the garbage collector to walk, tens of thousands of
+    them in a large folder.
+    """
+    it = iter(refs)
+    return zip(it, it, strict=True)
 
 
 class _Sum:
     __slots__ = ("series", "refs")
 
     def __init__(self, series: _Series) -> None:
-        self.series, self.refs = series, []
+        self.series = series
+        self.refs: list = []
 
     def compute(self) -> None:
         value = 0.0
-        for values, i in self.refs:
+        for values, i in _pairs(self.refs):
             value += values[i]
         self.series.set(value)
 
@@ -350,9 +367,9 @@ class _Min(_Sum):
     __slots__ = ()
 
     def compute(self) -> None:
-        values, i = self.refs[0]
-        current = values[i]
-        for values, i in self.refs[1:]:
+        refs = self.refs
+        current = refs[0][refs[1]]
+        for values, i in _pairs(refs):
             if values[i] < current:
                 current = values[i]
         self.series.set(current)
@@ -362,9 +379,9 @@ class _Max(_Sum):
     __slots__ = ()
 
     def compute(self) -> None:
-        values, i = self.refs[0]
-        current = values[i]
-        for values, i in self.refs[1:]:
+        refs = self.refs
+        current = refs[0][refs[1]]
+        for values, i in _pairs(refs):
             if values[i] > current:
                 current = values[i]
         self.series.set(current)
@@ -376,24 +393,30 @@ class _Last(_Sum):
     __slots__ = ()
 
     def compute(self) -> None:
-        values, i = self.refs[-1]
-        self.series.set(values[i])
+        refs = self.refs
+        self.series.set(refs[-2][refs[-1]])
 
 
 class _Buckets:
-    """One histogram label set: buckets summed per bound, then made cumulative."""
+    """One histogram label set: buckets summed per bound, then made cumulative.
 
-    __slots__ = ("buckets", "count")
+    The references of all its buckets are one flat list; ``ends[n]`` is where bucket
+    ``n``'s end (one list per bucket would be thousands more objects)."""
 
-    def __init__(self, buckets: list[tuple[_Series, list]], count: _Series) -> None:
-        self.buckets, self.count = buckets, count
+    __slots__ = ("series", "refs", "ends", "count")
+
+    def __init__(self, series: list[_Series], refs: list, ends: list[int], count: _Series):
+        self.series, self.refs, self.ends, self.count = series, refs, ends, count
 
     def compute(self) -> None:
+        refs = self.refs
         acc = 0.0
-        for series, refs in self.buckets:
+        j = 0
+        for series, end in zip(self.series, self.ends, strict=True):
             value = 0.0
-            for values, i in refs:
-                value += values[i]
+            while j < end:
+                value += refs[j][refs[j + 1]]
+                j += 2
             acc += value
             series.set(acc)
         self.count.set(acc)
@@ -428,53 +451,95 @@ class _MostRecent:
 
 
 class _Metric:
-    """One merged family: the library's Metric, with its encoded bytes per format."""
+    """One merged family: the library's Metric, with its encoded bytes per format.
 
-    __slots__ = ("name", "documentation", "typ", "mode", "series", "chunks", "ready", "om_only")
+    Its lines are kept in blocks of ``_LINES_PER_BLOCK`` series, encoded per format: a
+    changed value re-renders its block, not a family of thousands of lines."""
+
+    __slots__ = (
+        "name", "documentation", "typ", "mode", "series", "blocks", "joined", "ready",
+        "om_only",
+    )  # fmt: skip
 
     def __init__(self, name: str, documentation: str, typ: str) -> None:
         self.name, self.documentation, self.typ = name, documentation, typ
         self.mode = ""
         self.series: list[_Series] = []
-        self.chunks: dict[Format, bytes] | None = None
+        self.blocks: dict[Format, list[bytes | None]] = {}
+        self.joined: dict[Format, bytes] = {}
         self.ready: set[str] = set()  # prefix slots filled for every series
         self.om_only = False
 
     def set_series(self, series: list[_Series]) -> None:
         self.series = series
-        self.chunks = None
+        for n, one in enumerate(series):
+            one.block = n // _LINES_PER_BLOCK
+        self.blocks, self.joined = {}, {}
         self.ready = set()
         # The text format moves these samples to a family of their own.
         names = {self.name + suffix for suffix in ("_created", "_gsum", "_gcount")}
         self.om_only = any(s.name in names for s in series)
 
+    def touch(self, block: int) -> None:
+        """A value of this block changed: render the block and the family again."""
+        for blocks in self.blocks.values():
+            blocks[block] = None
+        self.joined.clear()
+
     def chunk(self, fmt: Format) -> bytes:
-        chunks = self.chunks
-        if chunks is None:
-            chunks = self.chunks = {}
-        found = chunks.get(fmt)
+        found = self.joined.get(fmt)
         if found is None:
-            found = chunks[fmt] = self._render(fmt).encode("utf-8")
+            found = self.joined[fmt] = self._render(fmt)
         return found
 
-    def _render(self, fmt: Format) -> str:
+    def _render(self, fmt: Format) -> bytes:
         slot = _SLOTS.get((fmt.openmetrics, fmt.escaping))
         if slot is None or (self.om_only and not fmt.openmetrics):
-            return encoder.encode_metric(fmt, self.as_metric())
+            return encoder.encode_metric(fmt, self.as_metric()).encode("utf-8")
         series = self.series
         if slot not in self.ready:
-            render = encoder.prefix
-            for one in series:
-                if getattr(one, slot) is None:
-                    setattr(one, slot, render(fmt, one.name, one.labels))
-            self.ready.add(slot)
-        head = encoder.header(fmt, self.name, self.typ, self.documentation)
-        return head + "".join(map(add, map(attrgetter(slot), series), map(_get_text, series)))
+            self._fill(fmt, slot)
+        blocks = self.blocks.get(fmt)
+        if blocks is None:
+            count = -(-len(series) // _LINES_PER_BLOCK)
+            blocks = self.blocks[fmt] = [None] * count
+        get_prefix = attrgetter(slot)
+        for n, block in enumerate(blocks):
+            if block is None:
+                part = series[n * _LINES_PER_BLOCK : (n + 1) * _LINES_PER_BLOCK]
+                text = "".join(map(add, map(get_prefix, part), map(_get_text, part)))
+                blocks[n] = text.encode("utf-8")
+        head = encoder.header(fmt, self.name, self.typ, self.documentation).encode("utf-8")
+        return head + b"".join(blocks)
+
+    def _fill(self, fmt: Format, slot: str) -> None:
+        memo: dict = {}
+        for one in self.series:
+            if getattr(one, slot) is None:
+                if one.base is None:
+                    rendered = encoder.prefix(fmt, one.name, one.labels)
+                else:
+                    le = one.labels[-1][1]
+                    rendered = encoder.bucket_prefix(fmt, one.name, one.base, le, memo)
+                setattr(one, slot, rendered)
+        self.ready.add(slot)
 
     def as_metric(self) -> Metric:
         metric = Metric(self.name, self.documentation, self.typ)
         metric.samples = [Sample(s.name, dict(s.labels), s.value) for s in self.series]
         return metric
+
+
+_le_pairs: dict[str, tuple[str, str]] = {}
+
+
+def _le_pair(bound: str) -> tuple[str, str]:
+    found = _le_pairs.get(bound)
+    if found is None:
+        if len(_le_pairs) > 10_000:
+            _le_pairs.clear()
+        found = _le_pairs[bound] = ("le", bound)
+    return found
 
 
 class _BrokenIn(Exception):
@@ -515,8 +580,11 @@ class _Merge:
             refs = by_bound.get(key.le)
             if refs is None:
                 refs = by_bound[key.le] = []
-            refs.append((file.values, i))
-            self.slots[without_le].append((units, i))
+            refs.append(file.values)
+            refs.append(i)
+            slots = self.slots[without_le]
+            slots.append(units)
+            slots.append(i)
             return
         group = self.samples.get(labels)
         if group is None:
@@ -525,7 +593,9 @@ class _Merge:
         unit = group.get(series_key)
         if unit is None:
             unit = group[series_key] = _Sum(self.make(series_key))
-        unit.refs.append((file.values, i))
+        refs = unit.refs
+        refs.append(file.values)
+        refs.append(i)
         units[i] = unit
         if gauge_file:
             units[i + 1] = unit
@@ -536,28 +606,39 @@ class _Merge:
             if self.metric.mode in ("mostrecent", "livemostrecent"):
                 return
         metric, make = self.metric, self.make
+        bucket_name, count_name = metric.name + "_bucket", metric.name + "_count"
+        after: dict[tuple, list[_Series]] = {}  # per label set: its buckets, then _count
         for labels, by_bound in self.buckets.items():
             group = self.samples.setdefault(labels, {})
-            series = []
-            for bound, refs in sorted(by_bound.items()):
-                key = (metric.name + "_bucket", labels + (("le", floatToGoString(bound)),))
-                one = group[key] = make(key)
-                series.append((one, refs))
-            count_key = (metric.name + "_count", labels)
-            # Replaces, in place, a _count sample read from a file, as the library does.
-            count = group[count_key] = make(count_key)
-            unit = _Buckets(series, count)
-            for units, i in self.slots[labels]:
+            series, refs, ends = [], [], []
+            for bound, bound_refs in sorted(by_bound.items()):
+                one = make((bucket_name, labels + (_le_pair(floatToGoString(bound)),)))
+                one.base = labels
+                series.append(one)
+                refs += bound_refs
+                ends.append(len(refs))
+            count_key = (count_name, labels)
+            count = make(count_key)
+            after[labels] = list(series)
+            if count_key in group:
+                # Replaces, in place, a _count sample read from a file, as the library does.
+                group[count_key] = count
+            else:
+                after[labels].append(count)
+            unit = _Buckets(series, refs, ends, count)
+            for units, i in _pairs(self.slots[labels]):
                 units[i] = unit
             all_units.append(unit)
         series = []
-        for group in self.samples.values():
+        for labels, group in self.samples.items():
             for one in group.values():
                 if one.__class__ is _Series:
                     series.append(one)
                 else:
                     series.append(one.series)
                     all_units.append(one)
+            # The bucket keys are new in the group: they follow what it held.
+            series += after.get(labels, ())
         metric.set_series(series)
 
     def _gauge(self, all_units: list) -> None:
@@ -587,7 +668,8 @@ class _Merge:
             unit = group.get(series_key)
             if unit is None:
                 unit = group[series_key] = unit_class(make(series_key))
-            unit.refs.append((file.values, i))
+            unit.refs.append(file.values)
+            unit.refs.append(i)
             file.units[i] = unit
             if file.stride == 2:
                 file.units[i + 1] = unit
@@ -855,6 +937,12 @@ def reader(path: str) -> FolderReader:
         with _readers_lock:
             found = _readers.setdefault(path, FolderReader(path))
     return found
+
+
+def clear_caches() -> None:
+    """Forget what is kept across readers (benchmarks of a first scrape)."""
+    _valid_names.clear()
+    _label_pairs.clear()
 
 
 def reset() -> None:
