@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import math
 import mmap
 import os
@@ -41,8 +40,9 @@ from prometheus_client.openmetrics.exposition import ALLOWUTF8, UNDERSCORES
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
-from . import encoder, multiprocess
+from . import encoder, mmap_keys, multiprocess
 from .encoder import Format
+from .mmap_keys import BrokenKey, Key
 
 _INT = struct.Struct("i")
 _BLOCK = 64  # values compared per slice when looking for what changed
@@ -51,80 +51,8 @@ _PID_LESS_MODES = frozenset(
 )
 
 
-class _Broken(Exception):
+class _Broken(BrokenKey):
     """A file prometheus_client could not merge: it is skipped and counted."""
-
-
-class _Key:
-    """One distinct key of the folder (``[metric, sample, labels, help]``), parsed once.
-
-    ``labels`` are sorted by name, as the library keys its samples; histogram buckets
-    also keep their bound as a float and their labels without ``le``.
-    """
-
-    __slots__ = ("raw", "metric_name", "name", "labels", "help", "le", "without_le", "series_key")
-
-    def __init__(self, raw: bytes, metric_name: str, name: str, labels: dict, help_text: str):
-        self.raw = raw
-        self.metric_name = metric_name
-        self.name = name
-        self.help = help_text
-        # One tuple per distinct (name, value) pair across all keys: most values recur
-        # (providers, models, bucket bounds), and fewer objects are faster to build
-        # and to collect.
-        items = sorted(labels.items())
-        self.labels = tuple(map(_label_pairs.setdefault, items, items))
-        self.series_key = (name, self.labels)
-        self.le: float | None = None
-        self.without_le: tuple | None = None
-        if "le" in labels:
-            self.without_le = tuple([label for label in self.labels if label[0] != "le"])
-            try:  # noqa: SIM105 (contextlib.suppress costs a microsecond per key)
-                self.le = float(labels["le"])
-            except ValueError:
-                pass  # a broken file, if it belongs to a histogram
-
-
-_valid_names: set[str] = set()  # metric names the library's validation accepted
-_label_pairs: dict[tuple[str, str], tuple[str, str]] = {}
-_LABEL_PAIRS_LIMIT = 200_000  # past this many distinct pairs the table starts again
-
-
-def _parse_keys(raws: list[bytes]) -> list[_Key]:
-    """Parse keys, refusing what would make the library fail the whole scrape.
-
-    One ``json.loads`` of all of them as an array costs less than half as much as one
-    call per key; if that fails, they are parsed one by one to say which is at fault.
-    """
-    try:
-        parsed = json.loads(b"[" + b",".join(raws) + b"]")
-        if len(parsed) != len(raws):
-            raise ValueError("a key holds more than one JSON value")
-    except ValueError:
-        parsed = []
-        for raw in raws:
-            try:
-                parsed.append(json.loads(raw))
-            except ValueError as exc:
-                raise _Broken(f"unreadable key {raw[:80]!r}") from exc
-    return [_key(raw, one) for raw, one in zip(raws, parsed, strict=True)]
-
-
-def _key(raw: bytes, parsed: object) -> _Key:
-    try:
-        metric_name, name, labels, help_text = parsed
-        # str.join takes nothing but strings, and encoding fails on a lone surrogate
-        # (which JSON escapes can spell): two C calls check every string of the key.
-        "".join([metric_name, name, help_text, *labels, *labels.values()]).encode()
-    except (ValueError, TypeError, AttributeError) as exc:  # UnicodeError is a ValueError
-        raise _Broken(f"unreadable key {raw[:80]!r}") from exc
-    if metric_name not in _valid_names:
-        try:
-            Metric(metric_name, help_text, "gauge")  # the library's name validation
-        except ValueError as exc:
-            raise _Broken(str(exc)) from exc
-        _valid_names.add(metric_name)
-    return _Key(raw, metric_name, name, labels, help_text)
 
 
 @dataclass(frozen=True)
@@ -158,7 +86,7 @@ class _File:
         self.doubles: memoryview | None = None
         self.words: memoryview | None = None
         self.used = 8
-        self.keys: list[_Key] = []
+        self.keys: list[Key] = []
         self.positions: list[int] = []  # index of each entry's value in ``doubles``
         # Gauges need each entry's timestamp as well (mostrecent modes).
         self.stride = 2 if kind.typ == "gauge" else 1
@@ -192,7 +120,7 @@ class _File:
     def signature(self) -> tuple[int, int, int]:
         return multiprocess.signature(os.fstat(self.fd))
 
-    def refresh(self, keys: dict[bytes, _Key]) -> bool:
+    def refresh(self, keys: dict[bytes, Key]) -> bool:
         """Parse what was appended since the last call; True when keys were added.
 
         Raises _Broken when the file is corrupt, ``_Shrunk`` when it must be read anew.
@@ -217,10 +145,10 @@ class _File:
         self._parse(used, keys)
         return True
 
-    def _parse(self, used: int, keys: dict[bytes, _Key]) -> None:
+    def _parse(self, used: int, keys: dict[bytes, Key]) -> None:
         data, pos = self.mm, self.used
         unpack = _INT.unpack_from
-        new_keys: list[_Key | bytes] = []
+        new_keys: list[Key | bytes] = []
         new_positions = []
         unknown = []
         while pos < used:
@@ -241,9 +169,7 @@ class _File:
             new_positions.append(pos >> 3)
             pos += 16
         if unknown:
-            if len(_label_pairs) > _LABEL_PAIRS_LIMIT:
-                _label_pairs.clear()
-            for raw, key in zip(unknown, _parse_keys(unknown), strict=True):
+            for raw, key in zip(unknown, mmap_keys.parse(unknown), strict=True):
                 keys[raw] = key
             new_keys = [keys[k] if k.__class__ is bytes else k for k in new_keys]
         self.keys += new_keys
@@ -335,7 +261,9 @@ class _Series:
             return
         self.value = value
         self.text = encoder.format_value(value) + "\n"
-        self.metric.touch(self.block)
+        metric = self.metric
+        if metric.joined or metric.blocks:  # nothing rendered yet: nothing to forget
+            metric.touch(self.block)
 
 
 def _pairs(refs: list) -> zip:
@@ -564,7 +492,7 @@ class _Merge:
         # Gauges wait for every file: the mode of the last one decides how all merge.
         self.deferred: list | None = [] if metric.typ == "gauge" else None
 
-    def add(self, key: _Key, labels: tuple, file: _File, i: int, gauge_file: bool) -> None:
+    def add(self, key: Key, labels: tuple, file: _File, i: int, gauge_file: bool) -> None:
         """One file value of a counter, histogram or summary, in the library's order."""
         units = file.units
         without_le = key.without_le
@@ -589,7 +517,7 @@ class _Merge:
         group = self.samples.get(labels)
         if group is None:
             group = self.samples[labels] = {}
-        series_key = (key.name, labels) if gauge_file else key.series_key
+        series_key = (key.name, labels)
         unit = group.get(series_key)
         if unit is None:
             unit = group[series_key] = _Sum(self.make(series_key))
@@ -743,7 +671,7 @@ class FolderReader:
     def __init__(self, path: str) -> None:
         self.path = path
         self.files: dict[str, _File] = {}
-        self.keys: dict[bytes, _Key] = {}
+        self.keys: dict[bytes, Key] = {}
         self.bad: dict[str, tuple[int, int, int]] = {}
         self.metrics: list[_Metric] = []
         self.units: list = []
@@ -845,7 +773,7 @@ class FolderReader:
             except FileNotFoundError:
                 self._drop(name)  # deleted since the listing (a dead process's live gauge)
                 continue
-            except (_Broken, _Shrunk, OSError, ValueError):
+            except (BrokenKey, _Shrunk, OSError, ValueError):
                 self._mark_bad(name, entry.path)
                 skipped += 1
                 continue
@@ -941,8 +869,7 @@ def reader(path: str) -> FolderReader:
 
 def clear_caches() -> None:
     """Forget what is kept across readers (benchmarks of a first scrape)."""
-    _valid_names.clear()
-    _label_pairs.clear()
+    mmap_keys.clear()
 
 
 def reset() -> None:

@@ -1,0 +1,198 @@
+"""The keys of prometheus_client's multiprocess files, parsed once per process.
+
+A key is the JSON text ``[metric, sample, {labels}, help]`` that ``mmap_key`` writes
+with ``json.dumps(..., sort_keys=True)``. Parsing them is most of a first scrape's cost,
+and most of them are histogram buckets: keys that differ from their series' other
+buckets only in ``"le": "<bound>"``. So a bucket key is checked against its series'
+*identity* (the same key without the ``le`` pair, parsed and validated once): when the
+key is byte for byte the canonical JSON of that identity plus the ``le`` pair, it is
+exactly what ``json.loads`` would read, without parsing it. Any other key (escapes,
+other spacing, foreign writers) is parsed by ``json.loads``.
+
+What would make ``MultiProcessCollector`` fail the whole scrape (invalid JSON, a
+non-string, a lone surrogate, an invalid metric name) raises :class:`BrokenKey`; the
+reader then skips the file and counts it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from prometheus_client.metrics_core import Metric
+
+LE_MARK = b'"le": "'
+# Bounds as floatToGoString writes them (digits, ".", "e", "+", "-", "Inf", "NaN"):
+# nothing that JSON would escape.
+_BOUND = re.compile(rb"[0-9A-Za-z.+\-]+")
+_LIMIT = 200_000  # distinct label pairs and sets kept for sharing; then they start again
+
+_valid_names: set[str] = set()  # metric names the library's validation accepted
+_pairs: dict[tuple[str, str], tuple[str, str]] = {}
+_sets: dict[tuple, tuple] = {}
+
+
+class BrokenKey(Exception):
+    """A key prometheus_client could not merge."""
+
+
+class Key:
+    """One distinct key: ``labels`` sorted by name, as the library keys its samples;
+    a bucket also keeps its bound as a float and its labels without ``le``.
+
+    Label pairs and a bucket's label set are shared between keys: most recur
+    (providers, models, bounds), and fewer objects are faster to build and collect.
+    """
+
+    __slots__ = ("raw", "metric_name", "name", "labels", "help", "le", "without_le")
+
+    def __init__(
+        self,
+        raw: bytes,
+        metric_name: str,
+        name: str,
+        labels: tuple[tuple[str, str], ...],
+        help_text: str,
+        le: float | None = None,
+        without_le: tuple | None = None,
+    ) -> None:
+        self.raw = raw
+        self.metric_name = metric_name
+        self.name = name
+        self.labels = labels
+        self.help = help_text
+        self.le = le
+        self.without_le = without_le
+
+
+def clear() -> None:
+    """Forget the shared tables (benchmarks of a first scrape)."""
+    _valid_names.clear()
+    _pairs.clear()
+    _sets.clear()
+    _bounds.clear()
+
+
+def parse(raws: list[bytes]) -> list[Key]:
+    """The keys of ``raws``, in order; raises BrokenKey on the first broken one."""
+    if len(_pairs) + len(_sets) > _LIMIT:
+        clear()
+    identities: dict[bytes, _Identity | None] = {}
+    keys = []
+    for raw in raws:
+        key = None
+        if LE_MARK in raw and b"\\" not in raw:
+            key = _bucket(raw, identities)
+        keys.append(key or _parse_one(raw))
+    return keys
+
+
+def _parse_one(raw: bytes) -> Key:
+    try:
+        parsed = json.loads(raw)
+    except ValueError as exc:
+        raise BrokenKey(f"unreadable key {raw[:80]!r}") from exc
+    metric_name, name, labels, help_text = _validated(raw, parsed)
+    items = sorted(labels.items())
+    pairs = tuple(map(_pairs.setdefault, items, items))
+    if "le" not in labels:
+        return Key(raw, metric_name, name, pairs, help_text)
+    without = tuple([pair for pair in pairs if pair[0] != "le"])
+    without = _sets.setdefault(without, without)
+    return Key(raw, metric_name, name, pairs, help_text, _float(labels["le"]), without)
+
+
+def _validated(raw: bytes, parsed: object) -> tuple[str, str, dict, str]:
+    try:
+        metric_name, name, labels, help_text = parsed
+        # str.join takes nothing but strings, and encoding fails on a lone surrogate
+        # (which JSON escapes can spell): two C calls check every string of the key.
+        "".join([metric_name, name, help_text, *labels, *labels.values()]).encode()
+    except (ValueError, TypeError, AttributeError) as exc:  # UnicodeError is a ValueError
+        raise BrokenKey(f"unreadable key {raw[:80]!r}") from exc
+    if metric_name not in _valid_names:
+        try:
+            Metric(metric_name, help_text, "gauge")  # the library's name validation
+        except ValueError as exc:
+            raise BrokenKey(str(exc)) from exc
+        _valid_names.add(metric_name)
+    return metric_name, name, labels, help_text
+
+
+def _float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None  # a broken file, if the key belongs to a histogram
+
+
+class _Identity:
+    """A bucket's series: its key without ``le``, parsed, and where ``le`` goes."""
+
+    __slots__ = ("metric_name", "name", "help", "base", "before", "at", "case")
+
+    def __init__(self, identity: bytes, parsed: object) -> None:
+        self.metric_name, self.name, labels, self.help = _validated(identity, parsed)
+        if "le" in labels:
+            raise ValueError("not a bucket's identity")
+        # Canonical (what json.dumps(sort_keys=True) writes: ASCII, and no escapes since
+        # the key holds no backslash) or no fast path. Then every string is written as
+        # it is, and byte offsets follow from string lengths.
+        if json.dumps(parsed, sort_keys=True).encode() != identity:
+            raise ValueError("not canonical")
+        items = sorted(labels.items())
+        base = tuple(map(_pairs.setdefault, items, items))
+        self.base = _sets.setdefault(base, base)
+        self.before = sum(1 for name, _ in items if name < "le")  # le's index in labels
+        start = len(self.metric_name) + len(self.name) + len('["", "", {')
+        # '"name": "value", ' is 8 bytes more than name and value.
+        offset = start + sum(len(name) + len(value) + 8 for name, value in items[: self.before])
+        if self.before < len(items):  # '"le": "X", ' before the next pair
+            self.at, self.case = offset, _FOLLOWED
+        elif items:  # ', "le": "X"' after the last pair
+            self.at, self.case = offset - 2, _PRECEDED
+        else:  # '{"le": "X"}'
+            self.at, self.case = start, _ALONE
+
+
+_FOLLOWED, _PRECEDED, _ALONE = range(3)
+_bounds: dict[bytes, tuple[tuple[str, str], float | None]] = {}
+
+
+def _bucket(raw: bytes, identities: dict) -> Key | None:
+    """A bucket key from its identity, or None (the caller then parses it).
+
+    ``raw`` is the identity with the ``le`` pair cut out at ``at`` in the form of
+    ``case``: when those are where and how the canonical JSON has it, ``raw`` is the
+    canonical JSON of the identity's key plus ``le``, byte for byte.
+    """
+    start = raw.find(LE_MARK)
+    value_end = raw.find(b'"', start + len(LE_MARK))
+    if value_end < 0:
+        return None
+    bound = raw[start + len(LE_MARK) : value_end]
+    end = value_end + 1
+    if raw[end : end + 2] == b", ":
+        case, at, identity = _FOLLOWED, start, raw[:start] + raw[end + 2 :]
+    elif raw[start - 2 : start] == b", ":
+        case, at, identity = _PRECEDED, start - 2, raw[: start - 2] + raw[end:]
+    else:
+        case, at, identity = _ALONE, start, raw[:start] + raw[end:]
+    info = identities.get(identity, False)
+    if info is False:
+        try:
+            info = _Identity(identity, json.loads(identity))
+        except (ValueError, BrokenKey):
+            info = None
+        identities[identity] = info
+    if info is None or info.at != at or info.case != case:
+        return None
+    le = _bounds.get(bound)
+    if le is None:
+        if not _BOUND.fullmatch(bound) or len(_bounds) > _LIMIT:
+            return None
+        text = bound.decode("ascii")
+        le = _bounds[bound] = (_pairs.setdefault(("le", text), ("le", text)), _float(text))
+    base, before = info.base, info.before
+    labels = base[:before] + (le[0],) + base[before:]
+    return Key(raw, info.metric_name, info.name, labels, info.help, le[1], base)
