@@ -120,28 +120,35 @@ def _header(fmt: Format, name: str, typ: str, documentation: str, unit: str) -> 
     return f"# HELP {escaped} {help_text}\n# TYPE {escaped} {mtype}\n"
 
 
-def prefix(fmt: Format, name: str, labels: tuple[tuple[str, str], ...]) -> str:
-    """``name{labels} `` of one series, labels sorted by name as the library sorts them."""
+def prefix(
+    fmt: Format, name: str, labels: tuple[tuple[str, str], ...], pairs: dict | None = None
+) -> str:
+    """``name{labels} `` of one series, labels sorted by name as the library sorts them.
+
+    ``pairs`` keeps rendered ``name="value"`` pairs between calls of one format: the
+    same few recur across many series."""
     escaping = fmt.escaping
-    return _wrap(fmt, name, ",".join([_pair(escaping, pair) for pair in sorted(labels)]))
+    if pairs is None:
+        pairs = {}
+    return _wrap(fmt, name, ",".join([_pair(escaping, p, pairs) for p in sorted(labels)]))
 
 
 def bucket_prefix(
-    fmt: Format, name: str, base: tuple[tuple[str, str], ...], le: str, memo: dict
+    fmt: Format, name: str, base: tuple[tuple[str, str], ...], le: str, bases: dict, pairs: dict
 ) -> str:
-    """``prefix(fmt, name, base + (("le", le),))``, rendering ``base`` once per ``memo``:
+    """``prefix(fmt, name, base + (("le", le),))``, rendering ``base`` once per ``bases``:
     the buckets of one histogram series share every label but ``le``."""
-    parts = memo.get(base)
+    escaping = fmt.escaping
+    parts = bases.get(base)
     if parts is None:
         names = sorted(base)
         before = [pair for pair in names if pair[0] < "le"]
         after = names[len(before) :]
-        escaping = fmt.escaping
-        parts = memo[base] = (
-            "".join([_pair(escaping, pair) + "," for pair in before]),
-            "".join(["," + _pair(escaping, pair) for pair in after]),
+        parts = bases[base] = (
+            "".join([_pair(escaping, pair, pairs) + "," for pair in before]),
+            "".join(["," + _pair(escaping, pair, pairs) for pair in after]),
         )
-    return _wrap(fmt, name, f"{parts[0]}{_pair(fmt.escaping, ('le', le))}{parts[1]}")
+    return _wrap(fmt, name, f"{parts[0]}{_pair(escaping, ('le', le), pairs)}{parts[1]}")
 
 
 def _wrap(fmt: Format, name: str, labelstr: str) -> str:
@@ -163,21 +170,16 @@ def _wrap(fmt: Format, name: str, labelstr: str) -> str:
     return f"{{{_metric_name(name, escaping)}{comma}{labelstr}}} "
 
 
-# Rendered names and ``name="value"`` pairs, per escaping: the same few recur across
-# many series. Bounded by clearing, like the prefix cache, so passing label values
-# cannot grow them without end.
-_pairs: dict[str, dict[tuple[str, str], str]] = {}
+# Rendered names, per escaping: the same few recur across many series. Bounded by
+# clearing, like the prefix cache, so passing names cannot grow it without end.
 _names: dict[tuple[str, str, str], str] = {}
 
 
-def _pair(escaping: str, pair: tuple[str, str]) -> str:
-    rendered = _pairs.get(escaping)
-    if rendered is None or len(rendered) >= _PREFIX_CACHE_LIMIT:
-        rendered = _pairs[escaping] = {}
-    found = rendered.get(pair)
+def _pair(escaping: str, pair: tuple[str, str], pairs: dict) -> str:
+    found = pairs.get(pair)
     if found is None:
         name, value = pair
-        found = rendered[pair] = f'{escape_label_name(name, escaping)}="{_label_value(value)}"'
+        found = pairs[pair] = f'{escape_label_name(name, escaping)}="{_label_value(value)}"'
     return found
 
 
@@ -355,5 +357,4 @@ def clear_caches() -> None:
     """Forget rendered headers and prefixes (tests; a prefix change of the catalogue)."""
     _header.cache_clear()
     _prefixes.clear()
-    _pairs.clear()
     _names.clear()

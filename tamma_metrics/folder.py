@@ -33,7 +33,7 @@ import struct
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from operator import add, attrgetter, itemgetter
+from operator import itemgetter
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import ALLOWUTF8, UNDERSCORES
@@ -120,7 +120,7 @@ class _File:
     def signature(self) -> tuple[int, int, int]:
         return multiprocess.signature(os.fstat(self.fd))
 
-    def refresh(self, keys: dict[bytes, Key]) -> bool:
+    def refresh(self, keys: dict[bytes, Key], identities: dict) -> bool:
         """Parse what was appended since the last call; True when keys were added.
 
         Raises _Broken when the file is corrupt, ``_Shrunk`` when it must be read anew.
@@ -142,10 +142,10 @@ class _File:
             return False
         if used > len(self.mm):
             self._map(size)  # the writer grew the file past what we mapped
-        self._parse(used, keys)
+        self._parse(used, keys, identities)
         return True
 
-    def _parse(self, used: int, keys: dict[bytes, Key]) -> None:
+    def _parse(self, used: int, keys: dict[bytes, Key], identities: dict) -> None:
         data, pos = self.mm, self.used
         unpack = _INT.unpack_from
         new_keys: list[Key | bytes] = []
@@ -169,17 +169,20 @@ class _File:
             new_positions.append(pos >> 3)
             pos += 16
         if unknown:
-            for raw, key in zip(unknown, mmap_keys.parse(unknown), strict=True):
-                keys[raw] = key
-            new_keys = [keys[k] if k.__class__ is bytes else k for k in new_keys]
+            parsed = dict(zip(unknown, mmap_keys.parse(unknown, identities), strict=True))
+            # Buckets are not kept by their text (most keys are buckets): their series'
+            # identity is, and reads them again at a fraction of a JSON parse.
+            keys.update((raw, key) for raw, key in parsed.items() if key.raw is not None)
+            new_keys = [parsed[k] if k.__class__ is bytes else k for k in new_keys]
         self.keys += new_keys
         self.positions += new_positions
         self.used = used
-        indices = []
-        for position in self.positions:
-            indices.append(position)
-            if self.stride == 2:
-                indices.append(position + 1)
+        if self.stride == 1:
+            indices = self.positions
+        else:
+            indices = []
+            for position in self.positions:
+                indices += (position, position + 1)
         if not indices:
             self.getter = None
         elif len(indices) == 1:
@@ -226,31 +229,28 @@ class _Shrunk(Exception):
 
 # -- the merged layout -----------------------------------------------------------------
 
-# Which cached prefix a format uses: the library's default escaping and allow-utf-8
-# (Prometheus 3), in either format; other escapings render prefixes on each change.
-_SLOTS = {
-    (False, UNDERSCORES): "p_text",
-    (True, UNDERSCORES): "p_om",
-    (False, ALLOWUTF8): "p_text_utf8",
-    (True, ALLOWUTF8): "p_om_utf8",
-}
-_get_text = attrgetter("text")
-_LINES_PER_BLOCK = 256
+# Formats whose encoded lines are kept: the library's default escaping and allow-utf-8
+# (Prometheus 3), in either format; other escapings are encoded whole on each scrape.
+_CACHED = {(False, UNDERSCORES), (True, UNDERSCORES), (False, ALLOWUTF8), (True, ALLOWUTF8)}
+_LINES_PER_BLOCK = 64
 
 
 class _Series:
-    """One output sample: name, labels, value, its value rendered (with the newline),
-    and its line prefix per format, rendered when first needed."""
+    """One output sample: name and labels (a bucket: its labels but ``le``, and the
+    ``le`` pair), its value, and where its line is in its family's blocks."""
 
-    __slots__ = ("name", "labels", "value", "text", "metric", "base", "block", *_SLOTS.values())
+    __slots__ = ("name", "labels", "le", "value", "metric", "block")
 
-    def __init__(self, name: str, labels: tuple, metric: _Metric) -> None:
-        self.name, self.labels, self.metric = name, labels, metric
+    def __init__(self, name: str, labels: tuple, metric: _Metric, le: tuple | None = None):
+        self.name, self.labels, self.metric, self.le = name, labels, metric, le
         self.value: float | None = None
-        self.text = ""
-        self.base: tuple | None = None  # a bucket's labels but ``le`` (the last pair)
         self.block = 0  # which block of its family's lines it is in
-        self.p_text = self.p_om = self.p_text_utf8 = self.p_om_utf8 = None
+
+    def full_labels(self) -> tuple[tuple[str, str], ...]:
+        return self.labels if self.le is None else self.labels + (self.le,)
+
+    def identity(self) -> tuple:
+        return (self.name, self.labels, self.le)
 
     def set(self, value: float) -> None:
         old = self.value
@@ -260,9 +260,8 @@ class _Series:
         ):
             return
         self.value = value
-        self.text = encoder.format_value(value) + "\n"
         metric = self.metric
-        if metric.joined or metric.blocks:  # nothing rendered yet: nothing to forget
+        if metric.dirty:  # nothing rendered yet: nothing to redo
             metric.touch(self.block)
 
 
@@ -368,93 +367,93 @@ class _MostRecent:
             if by_name.get(name, 0.0) < timestamp:
                 groups.setdefault(labels, {})[(name, labels)] = values[i]
                 by_name[name] = timestamp
-        series = []
+        series, values = [], []
         for group in groups.values():
-            for key, value in group.items():
-                one = self.make(key)
-                one.set(value)
-                series.append(one)
+            for (name, labels), value in group.items():
+                series.append(self.make(name, labels))
+                values.append(value)
         if series != self.metric.series:
-            self.metric.set_series(series)
+            self.metric.set_series(series)  # before the values: it numbers the blocks
+        for one, value in zip(series, values, strict=True):
+            one.set(value)
 
 
 class _Metric:
-    """One merged family: the library's Metric, with its encoded bytes per format.
+    """One merged family: the library's Metric, with its lines encoded per format.
 
-    Its lines are kept in blocks of ``_LINES_PER_BLOCK`` series, encoded per format: a
-    changed value re-renders its block, not a family of thousands of lines."""
+    The lines are kept encoded, in blocks of ``_LINES_PER_BLOCK`` series per format,
+    and nothing else of them: when a value changes, its block is written again from
+    its old bytes (each line's prefix is the line up to its last space: values hold no
+    space, escaped label values hold no newline) and the current values."""
 
-    __slots__ = (
-        "name", "documentation", "typ", "mode", "series", "blocks", "joined", "ready",
-        "om_only",
-    )  # fmt: skip
+    __slots__ = ("name", "documentation", "typ", "mode", "series", "blocks", "dirty", "om_only")
 
     def __init__(self, name: str, documentation: str, typ: str) -> None:
         self.name, self.documentation, self.typ = name, documentation, typ
         self.mode = ""
         self.series: list[_Series] = []
-        self.blocks: dict[Format, list[bytes | None]] = {}
-        self.joined: dict[Format, bytes] = {}
-        self.ready: set[str] = set()  # prefix slots filled for every series
+        self.blocks: dict[Format, list[bytes]] = {}
+        self.dirty: dict[Format, set[int]] = {}  # per format: blocks to write again
         self.om_only = False
 
     def set_series(self, series: list[_Series]) -> None:
         self.series = series
         for n, one in enumerate(series):
             one.block = n // _LINES_PER_BLOCK
-        self.blocks, self.joined = {}, {}
-        self.ready = set()
+        self.blocks, self.dirty = {}, {}
         # The text format moves these samples to a family of their own.
         names = {self.name + suffix for suffix in ("_created", "_gsum", "_gcount")}
         self.om_only = any(s.name in names for s in series)
 
     def touch(self, block: int) -> None:
-        """A value of this block changed: render the block and the family again."""
-        for blocks in self.blocks.values():
-            blocks[block] = None
-        self.joined.clear()
+        """A value of this block changed: write the block again when next encoded."""
+        for dirty in self.dirty.values():
+            dirty.add(block)
 
-    def chunk(self, fmt: Format) -> bytes:
-        found = self.joined.get(fmt)
-        if found is None:
-            found = self.joined[fmt] = self._render(fmt)
-        return found
-
-    def _render(self, fmt: Format) -> bytes:
-        slot = _SLOTS.get((fmt.openmetrics, fmt.escaping))
-        if slot is None or (self.om_only and not fmt.openmetrics):
-            return encoder.encode_metric(fmt, self.as_metric()).encode("utf-8")
-        series = self.series
-        if slot not in self.ready:
-            self._fill(fmt, slot)
+    def chunks(self, fmt: Format) -> list[bytes]:
+        """The family encoded: its HELP and TYPE lines, then its blocks of lines."""
+        if (fmt.openmetrics, fmt.escaping) not in _CACHED or (self.om_only and not fmt.openmetrics):
+            return [encoder.encode_metric(fmt, self.as_metric()).encode("utf-8")]
         blocks = self.blocks.get(fmt)
         if blocks is None:
-            count = -(-len(series) // _LINES_PER_BLOCK)
-            blocks = self.blocks[fmt] = [None] * count
-        get_prefix = attrgetter(slot)
-        for n, block in enumerate(blocks):
-            if block is None:
-                part = series[n * _LINES_PER_BLOCK : (n + 1) * _LINES_PER_BLOCK]
-                text = "".join(map(add, map(get_prefix, part), map(_get_text, part)))
-                blocks[n] = text.encode("utf-8")
+            blocks = self.blocks[fmt] = self._render(fmt)
+            self.dirty[fmt] = set()
+        else:
+            dirty = self.dirty[fmt]
+            for n in dirty:
+                blocks[n] = self._rewrite(blocks[n], n)
+            dirty.clear()
         head = encoder.header(fmt, self.name, self.typ, self.documentation).encode("utf-8")
-        return head + b"".join(blocks)
+        return [head, *blocks]
 
-    def _fill(self, fmt: Format, slot: str) -> None:
-        memo: dict = {}
+    def _render(self, fmt: Format) -> list[bytes]:
+        bases: dict = {}
+        pairs: dict = {}
+        value = encoder.format_value
+        lines = []
         for one in self.series:
-            if getattr(one, slot) is None:
-                if one.base is None:
-                    rendered = encoder.prefix(fmt, one.name, one.labels)
-                else:
-                    le = one.labels[-1][1]
-                    rendered = encoder.bucket_prefix(fmt, one.name, one.base, le, memo)
-                setattr(one, slot, rendered)
-        self.ready.add(slot)
+            if one.le is None:
+                line = encoder.prefix(fmt, one.name, one.labels, pairs)
+            else:
+                line = encoder.bucket_prefix(fmt, one.name, one.labels, one.le[1], bases, pairs)
+            lines.append(f"{line}{value(one.value)}\n")
+        size = _LINES_PER_BLOCK
+        return ["".join(lines[n : n + size]).encode("utf-8") for n in range(0, len(lines), size)]
+
+    def _rewrite(self, block: bytes, n: int) -> bytes:
+        value = encoder.format_value
+        part = self.series[n * _LINES_PER_BLOCK : (n + 1) * _LINES_PER_BLOCK]
+        lines = block.split(b"\n")[:-1]
+        return b"".join(
+            [
+                b"%s%s\n" % (line[: line.rfind(b" ") + 1], value(one.value).encode())
+                for line, one in zip(lines, part, strict=True)
+            ]
+        )
 
     def as_metric(self) -> Metric:
         metric = Metric(self.name, self.documentation, self.typ)
-        metric.samples = [Sample(s.name, dict(s.labels), s.value) for s in self.series]
+        metric.samples = [Sample(s.name, dict(s.full_labels()), s.value) for s in self.series]
         return metric
 
 
@@ -484,7 +483,7 @@ class _Merge:
 
     __slots__ = ("metric", "make", "samples", "buckets", "slots", "deferred")
 
-    def __init__(self, metric: _Metric, make: Callable[[tuple], _Series]) -> None:
+    def __init__(self, metric: _Metric, make: Callable[..., _Series]) -> None:
         self.metric, self.make = metric, make
         self.samples: dict[tuple, dict[tuple, object]] = {}
         self.buckets: dict[tuple, dict[float, list]] = {}
@@ -492,14 +491,17 @@ class _Merge:
         # Gauges wait for every file: the mode of the last one decides how all merge.
         self.deferred: list | None = [] if metric.typ == "gauge" else None
 
-    def add(self, key: Key, labels: tuple, file: _File, i: int, gauge_file: bool) -> None:
-        """One file value of a counter, histogram or summary, in the library's order."""
+    def add(self, key: Key, labels: tuple | None, file: _File, i: int) -> None:
+        """One file value of a counter, histogram or summary, in the library's order.
+
+        ``labels`` are given for a gauge file's key (with its pid), else they are the
+        key's, looked up only when needed (a bucket's are not)."""
         units = file.units
         without_le = key.without_le
         if without_le is not None and self.metric.typ == "histogram":
             if key.le is None:
                 raise _BrokenIn(file, "a bucket bound is not a number")
-            if gauge_file:
+            if labels is not None:
                 without_le = tuple([label for label in labels if label[0] != "le"])
             by_bound = self.buckets.get(without_le)
             if by_bound is None:
@@ -514,13 +516,16 @@ class _Merge:
             slots.append(units)
             slots.append(i)
             return
+        gauge_file = labels is not None
+        if labels is None:
+            labels = key.labels
         group = self.samples.get(labels)
         if group is None:
             group = self.samples[labels] = {}
         series_key = (key.name, labels)
         unit = group.get(series_key)
         if unit is None:
-            unit = group[series_key] = _Sum(self.make(series_key))
+            unit = group[series_key] = _Sum(self.make(key.name, labels))
         refs = unit.refs
         refs.append(file.values)
         refs.append(i)
@@ -540,13 +545,12 @@ class _Merge:
             group = self.samples.setdefault(labels, {})
             series, refs, ends = [], [], []
             for bound, bound_refs in sorted(by_bound.items()):
-                one = make((bucket_name, labels + (_le_pair(floatToGoString(bound)),)))
-                one.base = labels
+                one = make(bucket_name, labels, _le_pair(floatToGoString(bound)))
                 series.append(one)
                 refs += bound_refs
                 ends.append(len(refs))
             count_key = (count_name, labels)
-            count = make(count_key)
+            count = make(count_name, labels)
             after[labels] = list(series)
             if count_key in group:
                 # Replaces, in place, a _count sample read from a file, as the library does.
@@ -595,7 +599,7 @@ class _Merge:
             series_key = (key.name, labels)
             unit = group.get(series_key)
             if unit is None:
-                unit = group[series_key] = unit_class(make(series_key))
+                unit = group[series_key] = unit_class(make(key.name, labels))
             unit.refs.append(file.values)
             unit.refs.append(i)
             file.units[i] = unit
@@ -625,28 +629,29 @@ class _Layout:
                 if merge is None:
                     metric = _Metric(key.metric_name, key.help, file.kind.typ)
                     merge = merges[key.metric_name] = _Merge(metric, self._maker(metric))
-                labels = key.labels
+                labels = None
                 if gauge_file:
                     merge.metric.mode = file.kind.mode
-                    labels += (pid_label,)
+                    labels = key.labels + (pid_label,)
                 if merge.deferred is not None:
+                    labels = labels or key.labels
                     merge.deferred.append((key, labels, file, slot * stride))
                 else:
-                    merge.add(key, labels, file, slot * stride, gauge_file)
+                    merge.add(key, labels, file, slot * stride)
         for merge in merges.values():
             merge.finish(self.units)
         return [merge.metric for merge in merges.values()]
 
-    def _maker(self, metric: _Metric) -> Callable[[tuple], _Series]:
+    def _maker(self, metric: _Metric) -> Callable[..., _Series]:
         old = self.previous.get(metric.name)
         if old is None:
-            return lambda key: _Series(key[0], key[1], metric)
-        known = {(s.name, s.labels): s for s in old.series}
+            return lambda name, labels, le=None: _Series(name, labels, metric, le)
+        known = {s.identity(): s for s in old.series}
 
-        def make(key: tuple) -> _Series:
-            one = known.get(key)
+        def make(name: str, labels: tuple, le: tuple | None = None) -> _Series:
+            one = known.get((name, labels, le))
             if one is None:
-                one = known[key] = _Series(key[0], key[1], metric)
+                one = known[(name, labels, le)] = _Series(name, labels, metric, le)
             one.metric = metric
             return one
 
@@ -671,7 +676,11 @@ class FolderReader:
     def __init__(self, path: str) -> None:
         self.path = path
         self.files: dict[str, _File] = {}
+        # Keys already read, shared by files: other keys by their text, buckets by their
+        # series' identity. Pruned when a file goes, so they follow what the folder holds.
         self.keys: dict[bytes, Key] = {}
+        self.identities: dict[bytes, mmap_keys.Identity | None] = {}
+        self.dropped = False
         self.bad: dict[str, tuple[int, int, int]] = {}
         self.metrics: list[_Metric] = []
         self.units: list = []
@@ -684,6 +693,7 @@ class FolderReader:
                 file.close()
             self.files.clear()
             self.keys.clear()
+            self.identities.clear()
             self.metrics, self.units, self.layout_key = [], [], ()
 
     def read(self, *, timeout: float | None = None) -> Snapshot:
@@ -724,13 +734,14 @@ class FolderReader:
                         if narrowed is not None:
                             parts.append(encoder.encode_metrics(fmt, [narrowed]))
                     continue
-                parts.append(metric.chunk(fmt))
+                parts += metric.chunks(fmt)
             return parts, seen, snapshot
 
     def _drop(self, name: str) -> None:
         file = self.files.pop(name, None)
         if file is not None:
             file.close()
+            self.dropped = True
 
     def _mark_bad(self, name: str, path: str) -> None:
         self._drop(name)
@@ -762,14 +773,14 @@ class FolderReader:
                         skipped += 1
                         continue
                 try:
-                    file.refresh(self.keys)
+                    file.refresh(self.keys, self.identities)
                 except _Shrunk:
                     self._drop(name)
                     file = self._open(entry, kind)
                     if file is None:
                         skipped += 1
                         continue
-                    file.refresh(self.keys)
+                    file.refresh(self.keys, self.identities)
             except FileNotFoundError:
                 self._drop(name)  # deleted since the listing (a dead process's live gauge)
                 continue
@@ -833,8 +844,14 @@ class FolderReader:
         layout = _Layout(self.metrics)
         self.metrics = layout.build(order)
         self.units = layout.units
-        # Keys no file holds any more are forgotten with the files.
-        self.keys = {key.raw: key for file in order for key in file.keys}
+        if self.dropped:
+            # Keys no file holds any more are forgotten with the files.
+            self.dropped = False
+            keys = [key for file in order for key in file.keys]
+            self.keys = {key.raw: key for key in keys if key.raw is not None}
+            self.identities = {
+                key.identity.text: key.identity for key in keys if key.identity is not None
+            }
 
 
 @contextlib.contextmanager

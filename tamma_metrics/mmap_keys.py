@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from sys import intern
 
 from prometheus_client.metrics_core import Metric
 
@@ -42,27 +43,41 @@ class Key:
 
     Label pairs and a bucket's label set are shared between keys: most recur
     (providers, models, bounds), and fewer objects are faster to build and collect.
+    A bucket read through its identity keeps neither its text nor its full label tuple
+    (``labels`` builds it when asked): most keys of a folder are buckets.
     """
 
-    __slots__ = ("raw", "metric_name", "name", "labels", "help", "le", "without_le")
+    __slots__ = ("raw", "identity", "metric_name", "name", "_labels", "help", "le",
+                 "le_pair", "without_le")  # fmt: skip
 
     def __init__(
         self,
-        raw: bytes,
+        raw: bytes | None,
         metric_name: str,
         name: str,
-        labels: tuple[tuple[str, str], ...],
+        labels: tuple[tuple[str, str], ...] | None,
         help_text: str,
         le: float | None = None,
         without_le: tuple | None = None,
+        identity: Identity | None = None,
+        le_pair: tuple[str, str] | None = None,
     ) -> None:
-        self.raw = raw
+        self.raw = raw  # None for a bucket read through its identity
+        self.identity = identity
         self.metric_name = metric_name
         self.name = name
-        self.labels = labels
+        self._labels = labels
         self.help = help_text
         self.le = le
+        self.le_pair = le_pair
         self.without_le = without_le
+
+    @property
+    def labels(self) -> tuple[tuple[str, str], ...]:
+        if self._labels is not None:
+            return self._labels
+        base, before = self.without_le, self.identity.before
+        return base[:before] + (self.le_pair,) + base[before:]
 
 
 def clear() -> None:
@@ -73,11 +88,14 @@ def clear() -> None:
     _bounds.clear()
 
 
-def parse(raws: list[bytes]) -> list[Key]:
-    """The keys of ``raws``, in order; raises BrokenKey on the first broken one."""
+def parse(raws: list[bytes], identities: dict[bytes, Identity | None]) -> list[Key]:
+    """The keys of ``raws``, in order; raises BrokenKey on the first broken one.
+
+    ``identities`` is the caller's table of bucket series already seen (identity text
+    to Identity, None when it cannot be used); it is filled as keys are read.
+    """
     if len(_pairs) + len(_sets) > _LIMIT:
         clear()
-    identities: dict[bytes, _Identity | None] = {}
     keys = []
     for raw in raws:
         key = None
@@ -110,6 +128,8 @@ def _validated(raw: bytes, parsed: object) -> tuple[str, str, dict, str]:
         "".join([metric_name, name, help_text, *labels, *labels.values()]).encode()
     except (ValueError, TypeError, AttributeError) as exc:  # UnicodeError is a ValueError
         raise BrokenKey(f"unreadable key {raw[:80]!r}") from exc
+    # The same few names and help texts recur in every key: keep one copy of each.
+    metric_name, name, help_text = intern(metric_name), intern(name), intern(help_text)
     if metric_name not in _valid_names:
         try:
             Metric(metric_name, help_text, "gauge")  # the library's name validation
@@ -126,12 +146,13 @@ def _float(text: str) -> float | None:
         return None  # a broken file, if the key belongs to a histogram
 
 
-class _Identity:
+class Identity:
     """A bucket's series: its key without ``le``, parsed, and where ``le`` goes."""
 
-    __slots__ = ("metric_name", "name", "help", "base", "before", "at", "case")
+    __slots__ = ("text", "metric_name", "name", "help", "base", "before", "at", "case")
 
     def __init__(self, identity: bytes, parsed: object) -> None:
+        self.text = identity
         self.metric_name, self.name, labels, self.help = _validated(identity, parsed)
         if "le" in labels:
             raise ValueError("not a bucket's identity")
@@ -181,7 +202,7 @@ def _bucket(raw: bytes, identities: dict) -> Key | None:
     info = identities.get(identity, False)
     if info is False:
         try:
-            info = _Identity(identity, json.loads(identity))
+            info = Identity(identity, json.loads(identity))
         except (ValueError, BrokenKey):
             info = None
         identities[identity] = info
@@ -193,6 +214,4 @@ def _bucket(raw: bytes, identities: dict) -> Key | None:
             return None
         text = bound.decode("ascii")
         le = _bounds[bound] = (_pairs.setdefault(("le", text), ("le", text)), _float(text))
-    base, before = info.base, info.before
-    labels = base[:before] + (le[0],) + base[before:]
-    return Key(raw, info.metric_name, info.name, labels, info.help, le[1], base)
+    return Key(None, info.metric_name, info.name, None, info.help, le[1], info.base, info, le[0])
