@@ -21,6 +21,8 @@ out=benchmarks/RESULTS.md
   echo "## gauges_at_scale on PostgreSQL"
   echo
   scripts/with-postgres.sh .venv/bin/python benchmarks/gauges_at_scale.py | grep -v '^with-postgres:'
+  echo
+  cat benchmarks/notes.md
 } > "$out.tmp"
 mv "$out.tmp" "$out"
 cat "$out"
