@@ -33,7 +33,8 @@ import struct
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from operator import itemgetter
+from functools import partial
+from operator import gt, itemgetter, lt
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import ALLOWUTF8, UNDERSCORES
@@ -290,26 +291,21 @@ class _Sum:
         self.series.set(value)
 
 
-class _Min(_Sum):
-    __slots__ = ()
+class _Extreme(_Sum):
+    """Gauges in ``min`` and ``max`` modes: the first value, replaced by any that is
+    ``better`` (``<`` or ``>``), as the library compares them (NaN never replaces)."""
+
+    __slots__ = ("better",)
+
+    def __init__(self, series: _Series, better: Callable[[float, float], bool]) -> None:
+        super().__init__(series)
+        self.better = better
 
     def compute(self) -> None:
-        refs = self.refs
+        refs, better = self.refs, self.better
         current = refs[0][refs[1]]
         for values, i in _pairs(refs):
-            if values[i] < current:
-                current = values[i]
-        self.series.set(current)
-
-
-class _Max(_Sum):
-    __slots__ = ()
-
-    def compute(self) -> None:
-        refs = self.refs
-        current = refs[0][refs[1]]
-        for values, i in _pairs(refs):
-            if values[i] > current:
+            if better(values[i], current):
                 current = values[i]
         self.series.set(current)
 
@@ -584,11 +580,11 @@ class _Merge:
                 file.units[i] = file.units[i + 1] = unit
             all_units.append(unit)
             return
-        unit_class: type[_Sum] = _Last
+        unit_class: Callable[[_Series], _Sum] = _Last
         if mode in ("min", "livemin"):
-            unit_class = _Min
+            unit_class = partial(_Extreme, better=lt)
         elif mode in ("max", "livemax"):
-            unit_class = _Max
+            unit_class = partial(_Extreme, better=gt)
         elif mode in ("sum", "livesum"):
             unit_class = _Sum
         strip_pid = mode in _PID_LESS_MODES
