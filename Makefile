@@ -26,9 +26,11 @@ bootstrap:
 # The multiprocess folder is emptied first: old files would add a previous run's
 # counts. seed_demo --reset recreates the demo rows so the counters served equal
 # the database's truth.
+# DEBUG=true for the demo only (static files for the admin, error pages with details);
+# everything else runs with DEBUG off.
 run: venv
 	rm -rf $(MULTIPROC) && mkdir -p $(MULTIPROC)
-	export PROMETHEUS_MULTIPROC_DIR=$(MULTIPROC) && \
+	export PROMETHEUS_MULTIPROC_DIR=$(MULTIPROC) DEBUG=$${DEBUG:-true} && \
 	$(BIN)/python manage.py migrate --noinput && \
 	$(BIN)/python manage.py seed_demo --reset --issues $(DEMO_ISSUES) && \
 	$(BIN)/python manage.py seed_roles && \

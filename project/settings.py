@@ -1,7 +1,10 @@
 """Settings of the demo site that runs tamma_metrics.
 
 Twelve-factor: DATABASE_URL (default: db.sqlite3 in the repository root),
-CACHE_URL (optional), SECRET_KEY, DEBUG and ALLOWED_HOSTS come from the environment.
+CACHE_URL (optional), SECRET_KEY, DEBUG, HTTPS and ALLOWED_HOSTS come from the
+environment. Production-safe unless told otherwise: DEBUG is off unless DEBUG=true
+(`make run` sets it for the demo); HTTPS=true adds the settings a site served only over
+TLS wants (redirect, HSTS, secure cookies), with which `check --deploy` is clean.
 """
 
 import os
@@ -14,7 +17,7 @@ from tamma_metrics.conf import parse_bool
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-DEBUG = parse_bool(os.environ.get("DEBUG", "true"), "DEBUG")
+DEBUG = parse_bool(os.environ.get("DEBUG", "false"), "DEBUG")
 
 
 def _demo_secret_key() -> str:
@@ -107,6 +110,22 @@ def _cache_from_url(url: str) -> dict:
 
 
 CACHES = {"default": _cache_from_url(os.environ.get("CACHE_URL", "locmem://"))}
+
+# Served only over TLS (directly or behind a proxy that says so in X-Forwarded-Proto).
+HTTPS = parse_bool(os.environ.get("HTTPS", "false"), "HTTPS")
+if HTTPS:
+    SECURE_SSL_REDIRECT = True
+    SECURE_HSTS_SECONDS = int(os.environ.get("HSTS_SECONDS", str(365 * 24 * 3600)))
+    # Subdomains of this host only (not its siblings); preload takes effect only if
+    # the host is submitted to the browsers' list. Either can be turned off.
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = parse_bool(
+        os.environ.get("HSTS_INCLUDE_SUBDOMAINS", "true"), "HSTS_INCLUDE_SUBDOMAINS"
+    )
+    SECURE_HSTS_PRELOAD = parse_bool(os.environ.get("HSTS_PRELOAD", "true"), "HSTS_PRELOAD")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    if parse_bool(os.environ.get("BEHIND_PROXY", "false"), "BEHIND_PROXY"):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",

@@ -15,6 +15,7 @@ import binascii
 import hmac
 import logging
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -221,6 +222,28 @@ def visibility(caller: Caller) -> Visibility:
     if not names:
         raise NoFamilies
     return Visibility(names, False)
+
+
+def may_create_token_for(user: Any, owner: Any) -> bool:
+    """A token acts as its owner: only the owner, a superuser, or who holds the explicit
+    permission to act for others may create one."""
+    return (
+        owner.pk == user.pk
+        or user.is_superuser
+        or user.has_perm("tamma_metrics.create_token_for_others")
+    )
+
+
+def may_grant(user: Any, families: Iterable[MetricFamily]) -> bool:
+    """Whether ``user`` may let others see ``families``: only families it sees itself,
+    so nobody hands out (to others or, through a role, to itself) more than it has."""
+    if user.is_superuser:
+        return True
+    try:
+        seen = visibility(Caller(user, "session"))
+    except NoFamilies:
+        return False
+    return all(seen.allows_family(family.name) for family in families)
 
 
 def sync_metric_families(**kwargs: Any) -> int:

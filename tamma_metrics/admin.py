@@ -8,6 +8,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.contrib.auth.models import Group
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
@@ -154,8 +155,37 @@ class MetricFamilyAdmin(GuardedModelAdmin):
     @admin.action(description="Grant selected families to a role")
     def grant_to_role(self, request: HttpRequest, queryset: QuerySet) -> None:
         if role := self._role(request):
-            added = roles.grant(role, list(queryset))
+            families = list(queryset)
+            if not access.may_grant(request.user, families):
+                self.message_user(
+                    request,
+                    "You can grant only families you can see yourself: nothing was granted.",
+                    messages.ERROR,
+                )
+                return
+            added = roles.grant(role, families)
             self.message_user(request, f"{added} families granted to {role.name}.")
+
+    # guardian's object-permission pages assign any permission to any user or group:
+    # superusers only, where the grant action above checks what is granted.
+    def obj_perms_manage_view(self, request: HttpRequest, object_pk: str) -> Any:
+        self._superuser_only(request)
+        return super().obj_perms_manage_view(request, object_pk)
+
+    def obj_perms_manage_user_view(self, request: HttpRequest, object_pk: str, user_id: int) -> Any:
+        self._superuser_only(request)
+        return super().obj_perms_manage_user_view(request, object_pk, user_id)
+
+    def obj_perms_manage_group_view(
+        self, request: HttpRequest, object_pk: str, group_id: int
+    ) -> Any:
+        self._superuser_only(request)
+        return super().obj_perms_manage_group_view(request, object_pk, group_id)
+
+    @staticmethod
+    def _superuser_only(request: HttpRequest) -> None:
+        if not request.user.is_superuser:
+            raise PermissionDenied
 
     @admin.action(description="Revoke selected families from a role")
     def revoke_from_role(self, request: HttpRequest, queryset: QuerySet) -> None:
@@ -194,7 +224,29 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def display_prefix(self, obj: ApiToken) -> str:
         return f"{TOKEN_PREFIX}_{obj.prefix}_…" if obj.prefix else "-"
 
+    def _for_others(self, request: HttpRequest) -> bool:
+        return request.user.is_superuser or request.user.has_perm(
+            "tamma_metrics.create_token_for_others"
+        )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        # Who may not act for others manages its own tokens only.
+        tokens = super().get_queryset(request)
+        return tokens if self._for_others(request) else tokens.filter(user=request.user)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> Any:
+        # A token's owner never changes: the secret was handed to someone acting as it.
+        fields = super().get_readonly_fields(request, obj)
+        return (*fields, "user") if obj is not None else fields
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "user" and not self._for_others(request):
+            kwargs["queryset"] = db_field.related_model.objects.filter(pk=request.user.pk)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
     def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
+        if not access.may_create_token_for(request.user, obj.user):
+            raise PermissionDenied  # the form already refuses it; never rely on one check
         if change:
             super().save_model(request, obj, form, change)
             return

@@ -58,18 +58,75 @@ OPENMETRICS = Format(True, version="1.0.0")
 
 @lru_cache(maxsize=256)
 def negotiate(accept: str) -> tuple[Format, str]:
-    """The format and content type prometheus_client's ``choose_encoder`` picks for
-    this ``Accept`` header."""
-    chosen, content_type = text_exposition.choose_encoder(accept)
+    """The format and content type for this ``Accept`` header.
+
+    prometheus_client's ``choose_encoder`` ignores q-values; here the media ranges are
+    taken in order of q (``q=0`` refused), and within one q the library's own choice
+    stands, so a header without q-values gets exactly the library's answer. Nothing
+    acceptable gets the library's default, text 0.0.4, rather than a 406: a scraper
+    that asked oddly still gets its metrics.
+    """
+    groups: dict[float, list[str]] = {}
+    for entry in accept.split(","):
+        media, _, params = entry.partition(";")
+        kept, quality = [], 1.0
+        for param in params.split(";") if params else ():
+            name, _, value = param.strip().partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0  # a q-value that is not a number accepts nothing
+            else:
+                kept.append(param)
+        if quality > 0 and media.strip():
+            groups.setdefault(quality, []).append(";".join([media, *kept]))
+    for _, entries in sorted(groups.items(), key=lambda item: -item[0]):
+        chosen, content_type = text_exposition.choose_encoder(",".join(entries))
+        if chosen is not text_exposition.generate_latest:
+            return _format(chosen), content_type
+        if any(e.split(";")[0].strip().lower() in _TEXT_RANGES for e in entries):
+            return TEXT, text_exposition.CONTENT_TYPE_PLAIN_0_0_4
+    return TEXT, text_exposition.CONTENT_TYPE_PLAIN_0_0_4
+
+
+# Media ranges that text 0.0.4 satisfies.
+_TEXT_RANGES = {"text/plain", "text/*", "*/*"}
+
+
+def _format(chosen) -> Format:
     func = getattr(chosen, "func", chosen)
     options = getattr(chosen, "keywords", {})
     openmetrics = func is om_exposition.generate_latest
-    fmt = Format(
+    return Format(
         openmetrics=openmetrics,
         escaping=options.get("escaping", UNDERSCORES),
         version=options.get("version", "1.0.0") if openmetrics else "",
     )
-    return fmt, content_type
+
+
+@lru_cache(maxsize=256)
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether ``Accept-Encoding`` accepts gzip, q-values honoured (``gzip;q=0`` refuses
+    it; ``*`` stands for every coding not named)."""
+    named: dict[str, float] = {}
+    for entry in accept_encoding.split(","):
+        coding, _, params = entry.partition(";")
+        quality = 1.0
+        for param in params.split(";") if params else ():
+            name, _, value = param.strip().partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        coding = coding.strip().lower()
+        if coding:
+            named[coding] = quality
+    for coding in ("gzip", "x-gzip", "*"):
+        if coding in named:
+            return named[coding] > 0
+    return False
 
 
 def format_value(value: float) -> str:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 from django.core.cache import cache
 from prometheus_client import REGISTRY, CollectorRegistry, PlatformCollector, ProcessCollector
-from prometheus_client.exposition import gzip_accepted
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -177,7 +176,7 @@ def render(
         parts.append(encoder.EOF)
     body = b"".join(parts)
     encoding = None
-    if gzip_accepted(accept_encoding):
+    if encoder.accepts_gzip(accept_encoding):
         body, encoding = encoder.gzip(body), "gzip"
     _remember_scrape(time.perf_counter() - start)
     return Exposition(body, content_type, encoding)

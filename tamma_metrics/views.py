@@ -8,6 +8,7 @@ from collections import Counter
 from django.contrib.auth.decorators import login_not_required
 from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
 
 from . import __version__, access, budget, catalogue, exposition, instruments
@@ -32,8 +33,11 @@ def _unauthorized() -> HttpResponse:
     return response
 
 
+# Only GET and HEAD are served, which CSRF does not concern: without the exemption a POST
+# would meet the CSRF check (403) before require_safe could answer 405.
+@csrf_exempt
 @login_not_required  # a scraper must get 401, never a redirect to a login page
-@require_safe  # GET and HEAD only
+@require_safe  # GET and HEAD only: 405 with Allow otherwise
 def metrics(request: HttpRequest) -> HttpResponse:
     """Serve the caller's families in Prometheus text or OpenMetrics, by ``Accept``."""
     if not app_settings.ENABLED:
@@ -79,6 +83,7 @@ def _authenticated(request: HttpRequest) -> bool:
         return False
 
 
+@csrf_exempt
 @login_not_required
 @require_safe
 def health(request: HttpRequest) -> JsonResponse:

@@ -413,3 +413,42 @@ def test_schema_and_docs_are_served():
     docs = Client().get("/api/docs")
     assert docs.status_code == 200
     assert b"swagger-ui" in docs.content
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "[" * 100_000 + "]" * 100_000,
+        '{"events": ' + "[" * 5000 + "]" * 5000 + "}",
+        '{"type": "ai_request", "x": ' + "{" * 3000,
+    ],
+)
+def test_deeply_nested_bodies_get_400_not_a_500(worker, body):
+    response = post(worker, body)
+    assert response.status_code == 400
+    assert "nested deeper than" in response.json()["detail"]
+    assert IngestedEvent.objects.count() == 0
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting(worker):
+    event = {**AI, "event_id": "nest-1", "model": '[[[[[[[[[[[[[[[[[[[[[[[\\"{{{{{{{{{{{{{{{{{{{'}
+    response = post(worker, event)
+    assert response.status_code == 200, response.content
+    assert response.json()["counted"] == 1
+
+
+def test_a_chunked_body_without_length_gets_411(worker):
+    body = json.dumps({**AI, "event_id": "chunk-1"})
+    # What gunicorn hands Django for a chunked request: no Content-Length.
+    response = post(worker, body, HTTP_TRANSFER_ENCODING="chunked", CONTENT_LENGTH="")
+    assert response.status_code == 411
+    assert "Content-Length" in response.json()["detail"]
+    assert not IngestedEvent.objects.filter(event_id="chunk-1").exists()
+
+
+def test_error_pages_show_no_internals(client, settings):
+    assert settings.DEBUG is False
+    missing = client.get("/no-such-page")
+    assert missing.status_code == 404
+    assert b"URLconf" not in missing.content
+    assert b"metrics/health" not in missing.content

@@ -117,6 +117,29 @@ def test_bad_rates_are_errors(settings):
     assert _ids(checks.check_settings()) == {"tamma_metrics.E009"}
 
 
+def test_serve_settings_pass_check_deploy_when_served_over_https(tmp_path):
+    """DEBUG off by default; HTTPS=true adds the TLS settings: not one warning left."""
+    env = {key: value for key, value in os.environ.items() if key != "DEBUG"}
+    env.update(
+        DJANGO_SETTINGS_MODULE="project.settings",
+        HTTPS="true",
+        SECRET_KEY="x" * 60 + "long-and-random-enough-for-the-check-0123456789",
+        DATABASE_URL=f"sqlite:///{tmp_path}/db.sqlite3",
+        CACHE_URL="redis://127.0.0.1:6379/0",
+    )
+    done = run_python("manage.py", "check", "--deploy", "--fail-level", "WARNING", env=env)
+    assert "System check identified no issues" in done.stdout + done.stderr
+
+
+def test_debug_is_off_unless_turned_on(tmp_path):
+    env = {key: value for key, value in os.environ.items() if key != "DEBUG"}
+    env.update(DJANGO_SETTINGS_MODULE="project.settings")
+    code = "import django; django.setup(); from django.conf import settings; print(settings.DEBUG)"
+    assert run_python("-c", code, env=env).stdout.strip() == "False"
+    env["DEBUG"] = "true"
+    assert run_python("-c", code, env=env).stdout.strip() == "True"
+
+
 def test_production_settings_pass_check_deploy_except_https(tmp_path):
     env = {
         **os.environ,

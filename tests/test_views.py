@@ -7,10 +7,12 @@ import gzip
 import pytest
 from django.contrib.auth.models import User
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from tamma_metrics import catalogue, record
+from tamma_metrics import catalogue, encoder, record
 from tests.utils import basic, parse, scrape
 
 pytestmark = pytest.mark.django_db
@@ -83,6 +85,85 @@ def test_head_is_allowed_and_post_is_405(client):
     response = client.post("/metrics")
     assert response.status_code == 405
     assert set(response["Allow"].replace(" ", "").split(",")) == {"GET", "HEAD"}
+
+
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
+@pytest.mark.parametrize("path", ["/metrics", "/metrics/health"])
+def test_other_methods_get_405_not_a_csrf_page(method, path, django_user_model):
+    """With CSRF checks on, as in production, the answer is still 405 with Allow."""
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(django_user_model.objects.create_superuser("csrf", password="x"))
+    for caller in (browser, Client(enforce_csrf_checks=True)):
+        response = getattr(caller, method)(path)
+        assert response.status_code == 405
+        assert set(response["Allow"].replace(" ", "").split(",")) == {"GET", "HEAD"}
+
+
+@pytest.mark.parametrize(
+    ("accept_encoding", "zipped"),
+    [
+        ("gzip", True),
+        ("gzip, deflate", True),
+        ("deflate, gzip;q=0.1", True),
+        ("gzip;q=0", False),
+        ("gzip;q=0.0, identity", False),
+        ("*;q=0.5", True),
+        ("*, gzip;q=0", False),
+        ("identity", False),
+        ("br", False),
+        ("gzip;q=nonsense", False),
+    ],
+)
+def test_gzip_honours_q_values(client, accept_encoding, zipped):
+    response = client.get(
+        "/metrics", {"name[]": "tamma_queue_depth"}, HTTP_ACCEPT_ENCODING=accept_encoding
+    )
+    assert (response.get("Content-Encoding") == "gzip") is zipped
+    body = gzip.decompress(response.content) if zipped else response.content
+    assert b"tamma_queue_depth" in body
+
+
+@pytest.mark.parametrize(
+    ("accept", "content_type"),
+    [
+        # A higher q wins, whatever the order.
+        (
+            "application/openmetrics-text;version=1.0.0;q=0.2,text/plain;version=0.0.4;q=0.9",
+            "text/plain; version=0.0.4; charset=utf-8",
+        ),
+        (
+            "text/plain;version=0.0.4;q=0.1,application/openmetrics-text;version=1.0.0;q=0.8",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=underscores",
+        ),
+        # q=0 refuses.
+        ("application/openmetrics-text;q=0", "text/plain; version=0.0.4; charset=utf-8"),
+        (
+            "application/openmetrics-text;q=0,text/plain;version=1.0.0",
+            "text/plain; version=1.0.0; charset=utf-8; escaping=underscores",
+        ),  # fmt: skip
+    ],
+)
+def test_accept_honours_q_values(client, accept, content_type):
+    response = client.get("/metrics", {"name[]": "tamma_queue_depth"}, HTTP_ACCEPT=accept)
+    assert response["Content-Type"] == content_type
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "",
+        "*/*",
+        "text/plain",
+        "text/plain, application/openmetrics-text",
+        "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+        "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        "application/openmetrics-text;version=0.0.1",
+        "text/plain;version=1.0.0;escaping=allow-utf-8",
+        "application/json",
+    ],
+)
+def test_without_q_differences_negotiation_is_prometheus_clients(accept):
+    assert encoder.negotiate(accept)[1] == choose_encoder(accept)[1]
 
 
 def test_disabled_metrics_answer_404_and_record_nothing(client, settings):

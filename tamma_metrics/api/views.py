@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 from datetime import timedelta
 from typing import Any
@@ -31,9 +32,39 @@ PRUNE_EVERY_SECONDS = 60
 
 class LenientJSONParser(JSONParser):
     """Accept NaN and Infinity literals so the field at fault can be named (400), instead
-    of failing the whole body."""
+    of failing the whole body; refuse nesting deeper than any event has (400) before
+    parsing, so no body can drive the parser into a RecursionError (a 500)."""
 
     strict = False
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None):
+        body = stream.read() if stream is not None else b""
+        if _nesting(body) > MAX_JSON_DEPTH:
+            raise ParseError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels.")
+        return super().parse(io.BytesIO(body), media_type, parser_context)
+
+
+# A batch of events nests four deep ({"events": [{"tokens": {...}}]}); leave room.
+MAX_JSON_DEPTH = 16
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+
+
+def _nesting(body: bytes) -> int:
+    """How deep ``body``'s arrays and objects nest (counting stops past the limit).
+
+    Brackets inside strings do not count: escaped backslashes and quotes are dropped,
+    then every other piece between quotes is outside a string. All of it C-speed but
+    the walk over the brackets, which stops as soon as the limit is passed."""
+    unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    outside = b"".join(unescaped.split(b'"')[::2])
+    depth = deepest = 0
+    for byte in outside.translate(None, _NOT_BRACKETS):
+        depth += 1 if byte in b"[{" else -1
+        if depth > deepest:
+            deepest = depth
+            if deepest > MAX_JSON_DEPTH:
+                break
+    return deepest
 
 
 class PayloadTooLarge(Exception):
@@ -129,6 +160,13 @@ def _ingest(index: int, raw: Any, user: Any) -> dict:
     return result
 
 
+def _chunked(request: Request) -> bool:
+    meta = request.META
+    return "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower() and not meta.get(
+        "CONTENT_LENGTH"
+    )
+
+
 @method_decorator(transaction.non_atomic_requests, name="dispatch")
 class EventsView(APIView):
     """POST /api/v1/events: one event, or a batch ``{"events": [...]}``."""
@@ -145,8 +183,8 @@ class EventsView(APIView):
             "deduplication window is acknowledged as a duplicate. Events of a batch stand "
             "or fall alone. Label values outside a vocabulary are recorded as `other` and "
             "reported under `folded`. 200 when at least one event was counted or was a "
-            "duplicate; 400 when every event was rejected; 413 for an over-size body or "
-            "batch."
+            "duplicate; 400 when every event was rejected; 411 for a chunked body (send "
+            "a Content-Length); 413 for an over-size body or batch."
         ),
         request=PolymorphicProxySerializer(
             component_name="IngestRequest",
@@ -173,6 +211,15 @@ class EventsView(APIView):
         ],
     )
     def post(self, request: Request) -> Response:
+        if _chunked(request):
+            # Django reads a body by its Content-Length: a chunked one would arrive empty.
+            return Response(
+                {
+                    "detail": "Send the body with a Content-Length; chunked transfer "
+                    "encoding is not supported."
+                },  # fmt: skip
+                status=status.HTTP_411_LENGTH_REQUIRED,
+            )
         try:
             events = _events(request)
         except PayloadTooLarge as exc:

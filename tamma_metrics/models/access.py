@@ -98,6 +98,10 @@ class ApiToken(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name = "API token"
+        permissions = [
+            # A token acts as its user: creating one for someone else is acting as them.
+            ("create_token_for_others", "Can create API tokens for other users"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({TOKEN_PREFIX}_{self.prefix}_…)"

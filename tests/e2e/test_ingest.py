@@ -7,6 +7,7 @@ database's truth. Retries of the same event_id that land on different workers co
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.request
 from collections.abc import Iterator
@@ -122,3 +123,29 @@ def test_retries_on_other_workers_count_once(
         )
         == 300
     )
+
+
+def test_a_chunked_body_is_refused_with_411_and_counts_nothing(
+    e2e_site, gunicorn_server, worker_token
+):
+    """gunicorn decodes chunked bodies but Django reads by Content-Length: the body would
+    arrive empty. The API says so (411) instead of answering that the type is missing."""
+    body = json.dumps(ai_request("chunked-0001")).encode()
+    connection = http.client.HTTPConnection("127.0.0.1", gunicorn_server.port, timeout=30)
+    try:
+        connection.putrequest("POST", "/api/v1/events")
+        connection.putheader("Authorization", f"Bearer {worker_token}")
+        connection.putheader("Content-Type", "application/json")
+        connection.putheader("Transfer-Encoding", "chunked")
+        connection.endheaders()
+        connection.send(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+        response = connection.getresponse()
+        answer = json.loads(response.read())
+    finally:
+        connection.close()
+    assert response.status == 411
+    assert "Content-Length" in answer["detail"]
+    count = "SELECT COUNT(*) FROM tamma_metrics_ingestedevent WHERE event_id = 'chunked-0001'"
+    assert e2e_site.sql(count) == 0
+    # The same event with a Content-Length is counted.
+    assert post(gunicorn_server, worker_token, [ai_request("chunked-0001")])["counted"] == 1
