@@ -95,6 +95,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
                 id="tamma_metrics.E013",
             )
         )
+    errors += _check_max_event_values()
     ttl = app_settings.LOOP_HEARTBEAT_TTL_SECONDS
     if not isinstance(ttl, int | float) or ttl <= 0:
         errors.append(
@@ -154,3 +155,23 @@ def check_shared_cache(app_configs: Any = None, **kwargs: Any) -> list:
             id="tamma_metrics.W002",
         )
     ]
+
+
+def _check_max_event_values() -> list:
+    limits = app_settings.MAX_EVENT_VALUES
+    known = set(DEFAULTS["MAX_EVENT_VALUES"])
+    if (
+        not isinstance(limits, dict)
+        or set(limits) - known
+        or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < 1e300
+            for v in limits.values()
+        )
+    ):
+        return [
+            Error(
+                f"MAX_EVENT_VALUES must map some of {sorted(known)} to positive finite numbers.",
+                id="tamma_metrics.E014",
+            )
+        ]
+    return []

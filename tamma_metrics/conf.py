@@ -51,7 +51,18 @@ DEFAULTS: dict[str, Any] = {
     "INGEST_MAX_BATCH": 1000,
     "INGEST_MAX_BODY_BYTES": 1_048_576,
     "INGEST_DEDUP_SECONDS": 86_400,
+    # The longest duration one event may report (API and record alike): 30 days.
     "INGEST_MAX_DURATION_SECONDS": 2_592_000,
+    # The most one event may report, per kind of number; more is refused (400 from the
+    # API, a logged rejection counted in metrics_errors_total{stage="rejected"} from
+    # record), so no input can push a counter to +Inf. Keys given here replace these.
+    "MAX_EVENT_VALUES": {
+        "cost_usd": 1_000,  # US dollars of one AI request
+        "tokens": 10_000_000,  # tokens of one type in one AI request
+        "count": 1_000_000,  # code changes in one event
+        "file_count": 100_000,  # files of one code generation
+        "value": 1_000_000_000,  # record.metric: one increment, observation or |gauge|
+    },
     "INGEST_MAX_FUTURE_SECONDS": 300,
     # Push backends: {"statsd": {...}, "otel": {...}} (see tamma_metrics.backends).
     "BACKENDS": {},
@@ -123,6 +134,15 @@ class AppSettings:
 
 
 app_settings = AppSettings()
+
+
+def max_event_value(kind: str) -> float:
+    """The largest number one event may report for ``kind`` (a key of MAX_EVENT_VALUES,
+    or "duration_seconds")."""
+    if kind == "duration_seconds":
+        return float(app_settings.INGEST_MAX_DURATION_SECONDS)
+    limits = {**DEFAULTS["MAX_EVENT_VALUES"], **(app_settings.MAX_EVENT_VALUES or {})}
+    return float(limits[kind])
 
 
 def _reload(*, setting: str, **kwargs: Any) -> None:

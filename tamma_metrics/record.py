@@ -29,7 +29,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from . import backends, catalogue, instruments, labels
 from .catalogue import Kind, Source
-from .conf import app_settings
+from .conf import app_settings, max_event_value
 
 logger = logging.getLogger(__name__)
 
@@ -178,14 +178,24 @@ def count_error(stage: str) -> None:
         logger.exception("tamma_metrics could not count its own error")
 
 
+class Rejected(ValueError):
+    """A number an event may not report: nothing of the event is recorded."""
+
+
 def _guarded(func: Callable[P, None]) -> Callable[P, None]:
-    """Skip when metrics are off; log and count any failure instead of raising it."""
+    """Skip when metrics are off; log and count any failure instead of raising it.
+
+    Every number is checked before anything is recorded, so an event is recorded whole
+    or not at all."""
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
         try:
             if app_settings.ENABLED:
                 func(*args, **kwargs)
+        except Rejected as exc:
+            logger.warning("tamma_metrics: %s not recorded: %s", func.__name__, exc)
+            count_error("rejected")
         except Exception:
             logger.exception("tamma_metrics: recording %s failed", func.__name__)
             count_error("record")
@@ -193,11 +203,29 @@ def _guarded(func: Callable[P, None]) -> Callable[P, None]:
     return wrapper
 
 
-def _non_negative(value: float, what: str) -> float:
-    number = float(value)
-    if not math.isfinite(number) or number < 0:
-        raise ValueError(f"{what} must be a finite, non-negative number, got {value!r}")
+def _bounded(value: float, what: str, kind: str | None = None) -> float:
+    """``value`` as a float if it is between 0 and its kind's MAX_EVENT_VALUES; else
+    Rejected (integers too large for a float included)."""
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    except (TypeError, ValueError):
+        raise Rejected(f"{what} must be a number, got {value!r}") from None
+    ceiling = max_event_value(kind or what)
+    if not 0 <= number <= ceiling:  # NaN fails both comparisons
+        limit = int(ceiling) if ceiling.is_integer() else ceiling
+        raise Rejected(f"{what} must be between 0 and {limit}, got {value!r}"[:200])
     return number
+
+
+def _whole(value: Any, what: str) -> Any:
+    """``value`` if it is a whole number (an int, or a float without a fraction)."""
+    if isinstance(value, bool) or not (
+        isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    ):
+        raise Rejected(f"{what} must be a whole number, got {value!r}")
+    return value
 
 
 def metric(name: str, value: float = 1.0, **label_values: Any) -> None:
@@ -224,15 +252,17 @@ def metric(name: str, value: float = 1.0, **label_values: Any) -> None:
 
 @_guarded
 def _record_metric(family: catalogue.Family, value: float, values: tuple[Any, ...]) -> None:
+    if family.kind in (Kind.COUNTER, Kind.HISTOGRAM):
+        number = _bounded(value, "value")
+    else:  # a gauge may go below zero, not beyond the bound either way
+        magnitude = _bounded(abs(value) if isinstance(value, int | float) else value, "value")
+        number = math.copysign(magnitude, value)
     child = _child(family.name, values)
     if family.kind is Kind.COUNTER:
-        child.inc(_non_negative(value, "value"))
+        child.inc(number)
     elif family.kind is Kind.HISTOGRAM:
-        child.observe(_non_negative(value, "value"))
+        child.observe(number)
     else:
-        number = float(value)
-        if not math.isfinite(number):
-            raise ValueError(f"value must be finite, got {value!r}")
         child.set(number)
 
 
@@ -247,11 +277,12 @@ def issue_processed(
     duration_seconds: float | None = None,
 ) -> None:
     """An issue reached a terminal status; the duration is started -> completed."""
+    duration = None if duration_seconds is None else _bounded(duration_seconds, "duration_seconds")
     _child("issues_processed_total", (provider, platform, issue_type, outcome)).inc()
-    if duration_seconds is not None:
+    if duration is not None:
         _child(
             "issue_completion_duration_seconds", (provider, platform, issue_type, complexity)
-        ).observe(_non_negative(duration_seconds, "duration_seconds"))
+        ).observe(duration)
 
 
 @_guarded
@@ -276,7 +307,7 @@ def escalation(*, escalation_type: str, severity: str, component: str, reason: s
 def approval_decided(*, approval_type: str, outcome: str, wait_seconds: float) -> None:
     """An approval request was decided (approved, rejected or expired)."""
     _child("approval_wait_duration_seconds", (approval_type, outcome)).observe(
-        _non_negative(wait_seconds, "wait_seconds")
+        _bounded(wait_seconds, "wait_seconds", "duration_seconds")
     )
 
 
@@ -292,15 +323,15 @@ def ai_request(
     cost_usd: float | None = None,
 ) -> None:
     """An AI request finished: count, latency, tokens by type and cost."""
-    duration = _non_negative(duration_seconds, "duration_seconds")
+    duration = _bounded(duration_seconds, "duration_seconds")
     counts = {}
     for token_type, count in (tokens or {}).items():
         if token_type not in TOKEN_TYPES:
-            raise ValueError(f"unknown token type {token_type!r}; known: {', '.join(TOKEN_TYPES)}")
-        if int(count) < 0:
-            raise ValueError(f"token count for {token_type} must not be negative")
-        counts[token_type] = int(count)
-    cost = None if cost_usd is None else _non_negative(cost_usd, "cost_usd")
+            raise Rejected(f"unknown token type {token_type!r}; known: {', '.join(TOKEN_TYPES)}")
+        counts[token_type] = int(
+            _bounded(_whole(count, token_type), f"{token_type} tokens", "tokens")
+        )
+    cost = None if cost_usd is None else _bounded(cost_usd, "cost_usd")
 
     _child("ai_requests_total", (provider, model, request_type, outcome)).inc()
     total = sum(counts.values())
@@ -320,7 +351,7 @@ def test_execution(
 ) -> None:
     """A test run finished."""
     _child("test_execution_duration_seconds", (test_type, framework, language, result)).observe(
-        _non_negative(duration_seconds, "duration_seconds")
+        _bounded(duration_seconds, "duration_seconds")
     )
 
 
@@ -329,12 +360,12 @@ def code_generation(
     *, provider: str, language: str, complexity: str, file_count: int, duration_seconds: float
 ) -> None:
     """An agent generated code; ``file_count`` is bucketed so it stays a bounded label."""
-    if int(file_count) < 0:
-        raise ValueError("file_count must not be negative")
+    files = int(_bounded(_whole(file_count, "file_count"), "file_count"))
+    duration = _bounded(duration_seconds, "duration_seconds")
     _child(
         "code_generation_duration_seconds",
-        (provider, language, complexity, catalogue.file_count_range(int(file_count))),
-    ).observe(_non_negative(duration_seconds, "duration_seconds"))
+        (provider, language, complexity, catalogue.file_count_range(files)),
+    ).observe(duration)
 
 
 @_guarded
@@ -342,9 +373,8 @@ def code_change(
     *, change_type: str, language: str, actor: str, file_type: str, count: int = 1
 ) -> None:
     """Files were created, updated or deleted."""
-    if int(count) < 0:
-        raise ValueError("count must not be negative")
-    _child("code_changes_total", (change_type, language, actor, file_type)).inc(int(count))
+    number = int(_bounded(_whole(count, "count"), "count"))
+    _child("code_changes_total", (change_type, language, actor, file_type)).inc(number)
 
 
 @_guarded
@@ -353,7 +383,7 @@ def api_response(
 ) -> None:
     """A view answered; ``endpoint`` is the URL route name, never the raw path."""
     _child("api_response_duration_seconds", (endpoint, method, status_code, user_type)).observe(
-        _non_negative(duration_seconds, "duration_seconds")
+        _bounded(duration_seconds, "duration_seconds")
     )
 
 

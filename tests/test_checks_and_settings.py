@@ -151,3 +151,20 @@ def test_production_settings_pass_check_deploy_except_https(tmp_path):
     }
     done = run_python("manage.py", "check", "--deploy", "--fail-level", "ERROR", env=env)
     assert "tamma_metrics" not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [{"cost_usd": 0}, {"cost_usd": float("inf")}, {"tokens": "many"}, {"pennies": 5}, []],
+)
+def test_bad_event_limits_are_errors(settings, limits):
+    settings.TAMMA_METRICS = {"MAX_EVENT_VALUES": limits}
+    assert _ids(checks.check_settings()) == {"tamma_metrics.E014"}
+
+
+def test_event_limits_may_be_given_in_part(settings):
+    from tamma_metrics.conf import max_event_value
+
+    settings.TAMMA_METRICS = {"MAX_EVENT_VALUES": {"cost_usd": 50}}
+    assert checks.check_settings() == []
+    assert (max_event_value("cost_usd"), max_event_value("tokens")) == (50, 10_000_000)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from tamma_metrics import catalogue, record
@@ -201,16 +203,58 @@ def test_track_connection_is_a_live_gauge(metrics):
         {"duration_seconds": 1, "tokens": {"thinking": 5}},
         {"duration_seconds": 1, "tokens": {"input": -5}},
         {"duration_seconds": 1, "cost_usd": -0.5},
+        # Past what one request can report: nothing of the event is recorded.
+        {"duration_seconds": 1, "cost_usd": 1e308},
+        {"duration_seconds": 1, "cost_usd": 1000.01},
+        {"duration_seconds": 1, "tokens": {"input": 10**30}},
+        {"duration_seconds": 1, "tokens": {"input": int("9" * 400)}},
+        {"duration_seconds": 1, "tokens": {"input": 5, "output": 10_000_001}},
+        {"duration_seconds": 1, "tokens": {"input": 2.5}},
+        {"duration_seconds": 30 * 86400 + 1},
     ],
 )
-def test_invalid_values_are_counted_as_errors_not_raised_nor_recorded(metrics, bad, caplog):
+def test_invalid_values_are_counted_as_rejections_not_raised_nor_recorded(metrics, bad, caplog):
     before = metrics()
     record.ai_request(**AI, outcome="success", **bad)  # must not raise
     change = delta(metrics(), before)
     assert change.total("tamma_ai_requests_total") == 0
     assert change.total("tamma_ai_tokens_total") == 0
-    assert change.value("tamma_metrics_errors_total", stage="record") == 1
-    assert "recording ai_request failed" in caplog.text
+    assert change.total("tamma_ai_cost_usd_total") == 0
+    assert change.value("tamma_metrics_errors_total", stage="rejected") == 1
+    assert "ai_request not recorded" in caplog.text
+
+
+def test_the_largest_values_allowed_are_recorded_exactly(metrics):
+    before = metrics()
+    record.ai_request(
+        **AI, outcome="success", duration_seconds=30 * 86400,
+        tokens={"input": 10_000_000}, cost_usd=1000,
+    )  # fmt: skip
+    change = delta(metrics(), before)
+    assert change.total("tamma_ai_tokens_total") == 10_000_000
+    assert change.total("tamma_ai_cost_usd_total") == 1000
+    assert change.value("tamma_metrics_errors_total", stage="rejected") == 0
+
+
+def test_no_number_of_reports_makes_a_counter_infinite(metrics):
+    for _ in range(3):
+        record.ai_request(**AI, outcome="success", duration_seconds=1, cost_usd=1e308)
+        record.code_change(
+            change_type="create", language="python", actor="system", file_type="py", count=10**400
+        )
+    samples = metrics()
+    assert all(math.isfinite(value) for value in samples.values())
+    assert samples.value("tamma_metrics_errors_total", stage="rejected") >= 6
+
+
+def test_limits_are_settings(metrics, settings):
+    settings.TAMMA_METRICS = {"MAX_EVENT_VALUES": {"cost_usd": 5}}
+    before = metrics()
+    record.ai_request(**AI, outcome="success", duration_seconds=1, cost_usd=6)
+    record.ai_request(**AI, outcome="success", duration_seconds=1, cost_usd=5)
+    change = delta(metrics(), before)
+    assert change.total("tamma_ai_cost_usd_total") == 5
+    assert change.value("tamma_metrics_errors_total", stage="rejected") == 1
 
 
 def test_hostile_label_values_become_safe(metrics):

@@ -16,7 +16,7 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from .. import record
-from ..conf import app_settings
+from ..conf import app_settings, max_event_value
 
 LABEL_MAX_LENGTH = 200
 
@@ -43,20 +43,6 @@ class FiniteFloatField(serializers.FloatField):
         return super().to_internal_value(data)
 
 
-class DurationField(FiniteFloatField):
-    """Seconds: non-negative, finite, at most INGEST_MAX_DURATION_SECONDS."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(min_value=0, **kwargs)
-
-    def to_internal_value(self, data: Any) -> float:
-        value = super().to_internal_value(data)
-        ceiling = app_settings.INGEST_MAX_DURATION_SECONDS
-        if value > ceiling:
-            raise serializers.ValidationError(f"Must be at most {ceiling} seconds.")
-        return value
-
-
 class StrictIntegerField(serializers.IntegerField):
     """An integer that refuses booleans and floats with a fraction."""
 
@@ -64,6 +50,37 @@ class StrictIntegerField(serializers.IntegerField):
         if isinstance(data, bool) or (isinstance(data, float) and not data.is_integer()):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+class _Bounded:
+    """Between 0 and the most one event may report for ``kind`` (MAX_EVENT_VALUES or
+    INGEST_MAX_DURATION_SECONDS, read when validating: they are settings)."""
+
+    def __init__(self, kind: str, **kwargs: Any) -> None:
+        self.kind = kind
+        super().__init__(min_value=0, **kwargs)
+
+    def to_internal_value(self, data: Any) -> Any:
+        value = super().to_internal_value(data)
+        ceiling = max_event_value(self.kind)
+        if value > ceiling:
+            unit = " seconds" if self.kind == "duration_seconds" else ""
+            limit = int(ceiling) if ceiling.is_integer() else ceiling
+            raise serializers.ValidationError(f"Must be at most {limit}{unit}.")
+        return value
+
+
+class BoundedFloat(_Bounded, FiniteFloatField):
+    pass
+
+
+class BoundedInteger(_Bounded, StrictIntegerField):
+    pass
+
+
+def DurationField(**kwargs: Any) -> BoundedFloat:  # noqa: N802 - reads like a field class
+    """Seconds: non-negative, finite, at most INGEST_MAX_DURATION_SECONDS."""
+    return BoundedFloat("duration_seconds", **kwargs)
 
 
 class StrictSerializer(serializers.Serializer):
@@ -85,10 +102,10 @@ class StrictSerializer(serializers.Serializer):
 
 
 class TokensSerializer(StrictSerializer):
-    input = StrictIntegerField(min_value=0, required=False)
-    output = StrictIntegerField(min_value=0, required=False)
-    cache_read = StrictIntegerField(min_value=0, required=False)
-    cache_write = StrictIntegerField(min_value=0, required=False)
+    input = BoundedInteger("tokens", required=False)
+    output = BoundedInteger("tokens", required=False)
+    cache_read = BoundedInteger("tokens", required=False)
+    cache_write = BoundedInteger("tokens", required=False)
 
 
 ENVELOPE = frozenset({"type", "event_id", "timestamp"})
@@ -131,7 +148,7 @@ class AiRequestSerializer(EventSerializer):
     outcome = Label()
     duration_seconds = DurationField()
     tokens = TokensSerializer(required=False)
-    cost_usd = FiniteFloatField(min_value=0, required=False)
+    cost_usd = BoundedFloat("cost_usd", required=False)
 
 
 class TestExecutionSerializer(EventSerializer):
@@ -148,7 +165,7 @@ class CodeGenerationSerializer(EventSerializer):
     provider = Label()
     language = Label()
     complexity = Label()
-    file_count = StrictIntegerField(min_value=0, max_value=100_000)
+    file_count = BoundedInteger("file_count")
     duration_seconds = DurationField()
 
 
@@ -158,7 +175,7 @@ class CodeChangeSerializer(EventSerializer):
     language = Label()
     actor = Label()
     file_type = Label()
-    count = StrictIntegerField(min_value=0, max_value=1_000_000, default=1)
+    count = BoundedInteger("count", default=1)
 
 
 class EscalationSerializer(EventSerializer):
