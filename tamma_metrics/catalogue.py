@@ -244,6 +244,13 @@ FAMILIES: tuple[Family, ...] = (
         source=Source.SELF,
     ),
     Family(
+        "metrics_label_redactions_total",
+        Kind.COUNTER,
+        "Label values recorded as redacted because they looked like personal data or a secret.",
+        ("family", "label"),
+        source=Source.SELF,
+    ),
+    Family(
         "metrics_backend_errors_total",
         Kind.COUNTER,
         "Events a push backend could not take (send failed, or its queue was full).",

@@ -96,6 +96,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
             )
         )
     errors += _check_max_event_values()
+    errors += _check_redaction()
     ttl = app_settings.LOOP_HEARTBEAT_TTL_SECONDS
     if not isinstance(ttl, int | float) or ttl <= 0:
         errors.append(
@@ -175,3 +176,21 @@ def _check_max_event_values() -> list:
             )
         ]
     return []
+
+
+def _check_redaction() -> list:
+    patterns = app_settings.REDACT_LABEL_PATTERNS
+    problem = None
+    if not isinstance(patterns, list | tuple) or not all(isinstance(p, str) for p in patterns):
+        problem = "REDACT_LABEL_PATTERNS must be a list of regular expressions."
+    else:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                problem = f"REDACT_LABEL_PATTERNS: {pattern!r} is not a regular expression: {exc}"
+                break
+    value = app_settings.REDACTED_VALUE
+    if problem is None and (not isinstance(value, str) or not value.strip()):
+        problem = "REDACTED_VALUE must be a non-empty string."
+    return [Error(problem, id="tamma_metrics.E015")] if problem else []

@@ -64,6 +64,11 @@ DEFAULTS: dict[str, Any] = {
         "value": 1_000_000_000,  # record.metric: one increment, observation or |gauge|
     },
     "INGEST_MAX_FUTURE_SECONDS": 300,
+    # Free-form label values that look like personal data or secrets (emails, URLs with
+    # credentials or a query, API keys and tokens) are recorded as REDACTED_VALUE; more
+    # regular expressions to redact (see tamma_metrics.redaction).
+    "REDACT_LABEL_PATTERNS": [],
+    "REDACTED_VALUE": "redacted",
     # Push backends: {"statsd": {...}, "otel": {...}} (see tamma_metrics.backends).
     "BACKENDS": {},
     # Events waiting for the backends; past it they are dropped for the backends only.

@@ -3,9 +3,10 @@
 Every recording path (receivers, ``record``, the ingest API) passes here on its first
 sight of a label combination:
 
-1. each value is made safe: a short string of ``[A-Za-z0-9_.:/+-]`` (lower case for
-   closed vocabularies), so no input (a lone surrogate, a newline, a quote) can break
-   the exposition;
+1. a free-form value that looks like personal data or a secret is replaced by the
+   redacted value (``redaction``); each value is made safe: a short string of
+   ``[A-Za-z0-9_.:/+-]`` (lower case for closed vocabularies), so no input (a lone
+   surrogate, a newline, a quote) can break the exposition;
 2. closed labels keep only their vocabulary; other values fold to ``other``;
 3. free-form labels admit new values up to their cap, then fold;
 4. a family admits new label combinations up to its series cap; past it, events go to
@@ -32,7 +33,7 @@ from typing import Any
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Count, Max
 
-from . import budget, catalogue
+from . import budget, catalogue, redaction
 from .conf import app_settings
 
 logger = logging.getLogger(__name__)
@@ -324,14 +325,20 @@ class Guarded:
     values: tuple[str, ...]
     folded: tuple[str, ...]  # names of the labels whose value was folded
     overflow: bool
+    redacted: tuple[str, ...] = ()  # names of the labels whose value looked private
 
 
 def guard(family: catalogue.Family, raw: tuple[Any, ...]) -> Guarded:
     """Apply normalisation, vocabularies, value caps and the series cap to one label set."""
     generation()
-    values, folded = [], []
+    values, folded, redacted = [], [], []
     for label, raw_value in zip(family.labels, raw, strict=True):
         policy = rule(family.name, label)
+        if not policy.closed and redaction.private(raw_value):
+            # Never admitted, never stored: not even in the admissions table.
+            values.append(normalise(app_settings.REDACTED_VALUE))
+            redacted.append(label)
+            continue
         value = normalise(raw_value, lowercase=policy.closed)
         if policy.closed:
             allowed = value in policy.values
@@ -343,8 +350,8 @@ def guard(family: catalogue.Family, raw: tuple[Any, ...]) -> Guarded:
         values.append(value)
     series_key = "\x1f".join(values)
     if not admit(f"series:{family.name}", series_key, max_series(family.name)):
-        return Guarded((OVERFLOW_VALUE,) * len(values), tuple(folded), True)
-    return Guarded(tuple(values), tuple(folded), False)
+        return Guarded((OVERFLOW_VALUE,) * len(values), tuple(folded), True, tuple(redacted))
+    return Guarded(tuple(values), tuple(folded), False, tuple(redacted))
 
 
 def admitted_series() -> dict[str, int]:

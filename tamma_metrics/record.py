@@ -149,11 +149,16 @@ def _guarded_series(family_name: str, values: tuple[Any, ...]) -> _Series:
         instruments.get("metrics_label_folds_total").labels(family_name, label)
         for label in result.folded
     ]
+    side += [
+        instruments.get("metrics_label_redactions_total").labels(family_name, label)
+        for label in result.redacted
+    ]
     if result.overflow:
         side.append(instruments.get("metrics_label_overflow_total").labels(family_name))
     child = instruments.get(family_name).labels(*result.values)
     recorded = dict(zip(family.labels, result.values, strict=True))
-    folded = {label: recorded[label] for label in result.folded}
+    # Reported back to the caller (the ingest API says what it recorded instead).
+    folded = {label: recorded[label] for label in (*result.folded, *result.redacted)}
     return _Series(child, tuple(side), family, recorded, folded, result.overflow)
 
 
