@@ -31,6 +31,8 @@ def _port(name: str) -> int | None:
 
 wsgi_app = "project.wsgi:application"
 workers = _int("WEB_CONCURRENCY", 3)
+# The workers inherit it: with a per-process cache each enforces its share of the rates.
+os.environ["WEB_CONCURRENCY"] = str(workers)
 host = os.environ.get("HOST", "127.0.0.1")
 bind = [f"{host}:{_port('PORT') or 8000}"]
 metrics_port = _port("METRICS_PORT")

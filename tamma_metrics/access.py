@@ -15,10 +15,12 @@ import binascii
 import hmac
 import logging
 import math
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import authenticate as check_password
 from django.core.cache import cache
 from django.http import HttpRequest
@@ -62,12 +64,42 @@ class Throttled(Exception):
 FAILED_GROUP = "tamma_metrics.failed_auth"
 
 
+# Caches whose counts a process keeps to itself.
+_PRIVATE_CACHES = {
+    "django.core.cache.backends.locmem.LocMemCache",
+    "django.core.cache.backends.dummy.DummyCache",
+}
+
+
+def worker_processes() -> int:
+    """WORKER_PROCESSES, else gunicorn's WEB_CONCURRENCY, else 1."""
+    configured = app_settings.WORKER_PROCESSES or os.environ.get("WEB_CONCURRENCY") or 1
+    try:
+        return max(1, int(configured))
+    except (TypeError, ValueError):
+        return 1
+
+
+def share(rate: str) -> str:
+    """This process's share of ``rate`` ("120/m"): all of it when the default cache is
+    shared by the processes, else an equal part (at least 1), so that processes which
+    cannot see each other's counts let through no more than ``rate`` together."""
+    backend = settings.CACHES.get("default", {}).get("BACKEND", "")
+    processes = worker_processes()
+    if backend not in _PRIVATE_CACHES or processes == 1:
+        return rate
+    count, _, period = rate.partition("/")
+    try:
+        return f"{max(1, int(count) // processes)}/{period}"
+    except ValueError:
+        return rate  # reported by check_settings (E009)
+
+
 def _failed_attempts(request: HttpRequest, *, count: bool) -> None:
     """Count a failed attempt from the client's IP, or look before trying one; raise when
     the IP has used up its FAILED_AUTH_RATE."""
-    usage = get_usage(
-        request, group=FAILED_GROUP, key="ip", rate=app_settings.FAILED_AUTH_RATE, increment=count
-    )
+    rate = share(app_settings.FAILED_AUTH_RATE)
+    usage = get_usage(request, group=FAILED_GROUP, key="ip", rate=rate, increment=count)
     # Looking (count=False) refuses at the limit: the next attempt would exceed it.
     if usage and (usage["should_limit"] or (not count and usage["count"] >= usage["limit"])):
         raise Throttled(usage["time_left"])
@@ -84,7 +116,7 @@ class PrincipalThrottle(SimpleRateThrottle):
         super().__init__()
 
     def get_rate(self) -> str:
-        return getattr(app_settings, RATES[self.scope])
+        return share(getattr(app_settings, RATES[self.scope]))
 
     def get_cache_key(self, request: Any, view: Any) -> str:
         return self.cache_format % {"scope": self.scope, "ident": request.tamma_principal}

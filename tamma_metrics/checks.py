@@ -150,8 +150,9 @@ def check_shared_cache(app_configs: Any = None, **kwargs: Any) -> list:
         return []
     return [
         Warning(
-            f"The default cache ({backend}) {UNSHARED_CACHES[backend]}: throttles "
-            "and permission changes on /metrics are not shared between processes.",
+            f"The default cache ({backend}) {UNSHARED_CACHES[backend]}: permission changes "
+            "reach other processes only when their cache expires, and throttles count per "
+            "process (each takes its share of the rate, WORKER_PROCESSES) or approximately.",
             hint="Use Redis or Memcached as the default cache (CACHE_URL=redis://...).",
             id="tamma_metrics.W002",
         )

@@ -30,6 +30,11 @@ DEFAULTS: dict[str, Any] = {
     "THROTTLE_RATE": "120/m",
     # Failed authentication attempts per client IP, checked before any password hash.
     "FAILED_AUTH_RATE": "10/m",
+    # Processes serving the site on one host (gunicorn's WEB_CONCURRENCY when unset).
+    # When the default cache is private to each process (locmem), each process enforces
+    # its share of THROTTLE_RATE, API_THROTTLE_RATE and FAILED_AUTH_RATE, so together
+    # they let through at most the configured rate; a shared cache counts them as one.
+    "WORKER_PROCESSES": None,
     # Series (label combinations) a family may have unless its MetricFamily row says otherwise.
     "DEFAULT_MAX_SERIES": 1000,
     # Distinct values a free-form label may take unless its LabelPolicy says otherwise.

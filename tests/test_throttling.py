@@ -8,6 +8,7 @@ import pytest
 from django.contrib.auth.hashers import MD5PasswordHasher
 from django.contrib.auth.models import Group, User
 
+from tamma_metrics import access
 from tamma_metrics.models import ApiToken
 from tamma_metrics.roles import PROMETHEUS, seed_roles
 from tests.utils import basic
@@ -108,3 +109,28 @@ def test_no_redirects_even_with_login_required_middleware(anonymous, settings):
     ]
     assert anonymous.get("/metrics").status_code == 401
     assert anonymous.get("/metrics/health").status_code == 200
+
+
+def test_with_a_private_cache_each_process_takes_its_share_of_the_rate(
+    anonymous, prometheus_user, settings
+):
+    """Three workers with locmem caches let through at most the configured rate together."""
+    settings.TAMMA_METRICS = {"THROTTLE_RATE": "7/m", "WORKER_PROCESSES": 3}
+    token = ApiToken.create_for(prometheus_user, "a")[1]
+    codes = [anonymous.get("/metrics", **bearer(token)).status_code for _ in range(4)]
+    assert codes == [200, 200, 429, 429]  # this process's share: 2 of 7
+    assert access.share("7/m") == "2/m"
+    assert access.share("2/m") == "1/m"  # never 0: a process always serves someone
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                    "LOCATION": "redis://127.0.0.1:6379/0"}
+    }  # fmt: skip
+    assert access.share("7/m") == "7/m"  # a shared cache counts for every process
+
+
+def test_worker_processes_follow_web_concurrency(settings, monkeypatch):
+    settings.TAMMA_METRICS = {}
+    monkeypatch.setenv("WEB_CONCURRENCY", "4")
+    assert access.worker_processes() == 4
+    monkeypatch.setenv("WEB_CONCURRENCY", "lots")
+    assert access.worker_processes() == 1

@@ -10,7 +10,8 @@ from django.utils import timezone
 class IngestedEvent(models.Model):
     """An ``event_id`` a caller sent, remembered for the deduplication window.
 
-    Ids are scoped per user (a worker's account), so two systems cannot collide.
+    Ids are unique across all callers: a retry that reaches the API under another
+    worker's token is the same event. ``user`` says who reported it first.
     """
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
@@ -21,7 +22,7 @@ class IngestedEvent(models.Model):
     class Meta:
         ordering = ["-received_at"]
         constraints = [
-            models.UniqueConstraint(fields=["user", "event_id"], name="tamma_ingested_event_unique")
+            models.UniqueConstraint(fields=["event_id"], name="tamma_ingested_event_id_unique")
         ]
         indexes = [models.Index(fields=["received_at"], name="tamma_ingested_at")]
         permissions = [("add_event", "Can report events through the ingest API")]

@@ -149,3 +149,16 @@ def test_a_chunked_body_is_refused_with_411_and_counts_nothing(
     assert e2e_site.sql(count) == 0
     # The same event with a Content-Length is counted.
     assert post(gunicorn_server, worker_token, [ai_request("chunked-0001")])["counted"] == 1
+
+
+def test_three_workers_together_let_through_no_more_than_the_rate(e2e_site, gunicorn_server):
+    """With the default per-process cache each worker takes its share of THROTTLE_RATE
+    (120/m): however requests spread over the workers, at most 120 pass in a minute."""
+    token = e2e_site.token("throttled-scraper", "prometheus")
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        statuses = list(
+            pool.map(lambda _: gunicorn_server.get("/metrics", token).status, range(180))
+        )
+    passed = statuses.count(200)
+    assert set(statuses) == {200, 429}
+    assert 40 <= passed <= 120  # at least one worker's share; never more than the rate
