@@ -12,17 +12,23 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hmac
 import logging
 import math
 import os
-from collections.abc import Iterable
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import authenticate as check_password
 from django.core.cache import cache
+from django.db import DatabaseError
 from django.http import HttpRequest
 from django_ratelimit.core import get_usage
 from guardian.shortcuts import get_objects_for_user
@@ -31,7 +37,7 @@ from rest_framework.authentication import BaseAuthentication, SessionAuthenticat
 from rest_framework.permissions import BasePermission
 from rest_framework.throttling import SimpleRateThrottle
 
-from . import catalogue
+from . import budget, catalogue
 from .conf import app_settings
 from .models import ApiToken, MetricFamily
 from .models.access import TOKEN_PREFIX, digest
@@ -51,6 +57,13 @@ class NotAuthenticated(Exception):
 
 class NoFamilies(Exception):
     """Authenticated, but no family is visible: answer 403."""
+
+
+class Unavailable(Exception):
+    """The database did not answer within the budget and no recent verification vouches
+    for the caller: answer 503 with Retry-After, never a 500 or a hang."""
+
+    retry_after = 5
 
 
 class Throttled(Exception):
@@ -192,33 +205,117 @@ def _credentials(request: HttpRequest, header: str) -> tuple[Any, str, str]:
     raise NotAuthenticated
 
 
-def authenticate(request: HttpRequest, scope: str = "metrics") -> Caller:
-    """Who is calling; raises NotAuthenticated or Throttled.
+# -- verified recently: what answers while the database does not ----------------------
+#
+# Each successful authentication is remembered in this process under an HMAC of the
+# presented credentials (the Authorization header, or the session cookie) with a key that
+# never leaves the process. So only the same credentials find the entry: not the stored
+# token digest (exporter-toolkit's CVE-2022-46146 let a cached hash pass as a password),
+# not another process. While the database is up every request is checked against it
+# (revocation shows at once); only when it fails to answer in time does an entry verified
+# within RECENTLY_VERIFIED_SECONDS stand in.
+
+_PROCESS_KEY = secrets.token_bytes(32)
+_RECENT_LIMIT = 1_000
+_recent: OrderedDict[bytes, tuple[float, Caller, str, Visibility | None]] = OrderedDict()
+_recent_lock = threading.Lock()
+
+
+def _fingerprint(request: HttpRequest, header: str) -> bytes:
+    presented = header or "session:" + request.COOKIES.get(settings.SESSION_COOKIE_NAME, "")
+    return hmac.new(_PROCESS_KEY, presented.encode("utf-8", "surrogatepass"), "sha256").digest()
+
+
+def _remember(fingerprint: bytes, caller: Caller, principal: str, seen: Visibility | None) -> None:
+    with _recent_lock:
+        _recent[fingerprint] = (time.monotonic(), caller, principal, seen)
+        _recent.move_to_end(fingerprint)
+        while len(_recent) > _RECENT_LIMIT:
+            _recent.popitem(last=False)
+
+
+def _recently_verified(fingerprint: bytes) -> tuple[Caller, str, Visibility | None] | None:
+    with _recent_lock:
+        entry = _recent.get(fingerprint)
+    if entry is None:
+        return None
+    at, caller, principal, seen = entry
+    if time.monotonic() - at > float(app_settings.RECENTLY_VERIFIED_SECONDS):
+        return None
+    return caller, principal, seen
+
+
+def _forget(fingerprint: bytes) -> None:
+    with _recent_lock:
+        _recent.pop(fingerprint, None)
+
+
+def forget_verified() -> None:
+    """Forget every remembered verification (tests; a password or token change)."""
+    with _recent_lock:
+        _recent.clear()
+
+
+@contextlib.contextmanager
+def _within(deadline: budget.Deadline | None) -> Iterator[None]:
+    """The block's queries finish by ``deadline`` (or fail with DatabaseError)."""
+    if deadline is None:
+        yield
+        return
+    with budget.time_limited(deadline.remaining()) as before_query:
+        before_query()
+        yield
+
+
+def authenticate(
+    request: HttpRequest, scope: str = "metrics", *, deadline: budget.Deadline | None = None
+) -> Caller:
+    """Who is calling; raises NotAuthenticated, Throttled or Unavailable.
 
     Failed attempts are counted per client IP (a valid token still passes from an IP
     that is over the limit, so an attacker cannot lock out the scraper); an
-    authenticated principal is throttled at THROTTLE_RATE.
+    authenticated principal is throttled at THROTTLE_RATE. The database lookups finish
+    by ``deadline``; when they cannot, a verification of the same credentials made
+    within RECENTLY_VERIFIED_SECONDS answers, or Unavailable is raised.
     """
     if not app_settings.AUTH_ENABLED and scope == "metrics":
         return Caller(None, "open")  # opens reading /metrics only, never the API
     header = request.headers.get("Authorization", "")
+    fingerprint = _fingerprint(request, header)
+    request.tamma_fingerprint = fingerprint
     try:
-        if header:
-            user, method, principal = _credentials(request, header)
-        else:
-            user, method = getattr(request, "user", None), "session"
-            principal = f"user:{getattr(user, 'pk', None)}"
-        if user is None or not user.is_authenticated or not user.is_active:
-            raise NotAuthenticated
+        with _within(deadline):
+            user, method, principal = _lookup(request, header)
     except NotAuthenticated:
+        _forget(fingerprint)  # revoked or expired: not even an outage brings it back
         if header:
             _failed_attempts(request, count=True)
         raise
+    except (DatabaseError, budget.BudgetExhausted) as exc:
+        recent = _recently_verified(fingerprint)
+        if recent is None:
+            logger.warning("tamma_metrics: cannot authenticate, database unavailable: %s", exc)
+            raise Unavailable from None
+        caller, principal, _ = recent
+        user, method = caller.user, caller.method
+    else:
+        _remember(fingerprint, Caller(user, method), principal, None)
     request.tamma_principal = principal
     throttle = PrincipalThrottle(scope)
     if not throttle.allow_request(request, None):
         raise Throttled(throttle.wait() or 1)
     return Caller(user, method)
+
+
+def _lookup(request: HttpRequest, header: str) -> tuple[Any, str, str]:
+    if header:
+        user, method, principal = _credentials(request, header)
+    else:
+        user, method = getattr(request, "user", None), "session"
+        principal = f"user:{getattr(user, 'pk', None)}"
+    if user is None or not user.is_authenticated or not user.is_active:
+        raise NotAuthenticated
+    return user, method, principal
 
 
 def _version() -> int:
@@ -233,27 +330,44 @@ def bump_version(**kwargs: Any) -> None:
         cache.set(VERSION_KEY, 1, None)
 
 
-def visibility(caller: Caller) -> Visibility:
-    """The families a caller may see; raises NoFamilies when there are none."""
+def visibility(
+    caller: Caller, *, deadline: budget.Deadline | None = None, request: HttpRequest | None = None
+) -> Visibility:
+    """The families a caller may see; raises NoFamilies when there are none, and
+    Unavailable when the database does not answer by ``deadline`` and no recent
+    verification of the same credentials (``request``) knows the answer."""
     user = caller.user
     if user is None or user.is_superuser:
         return EVERYTHING
     key = f"tamma_metrics:families:{user.pk}:{_version()}"
     names = cache.get(key)
+    fingerprint = getattr(request, "tamma_fingerprint", None)
     if names is None:
-        names = frozenset(
-            get_objects_for_user(
-                user,
-                VIEW_PERMISSION,
-                klass=MetricFamily,
-                with_superuser=False,
-                accept_global_perms=False,
-            ).values_list("name", flat=True)
-        )
+        try:
+            with _within(deadline):
+                names = frozenset(
+                    get_objects_for_user(
+                        user,
+                        VIEW_PERMISSION,
+                        klass=MetricFamily,
+                        with_superuser=False,
+                        accept_global_perms=False,
+                    ).values_list("name", flat=True)
+                )
+        except (DatabaseError, budget.BudgetExhausted):
+            recent = _recently_verified(fingerprint) if fingerprint else None
+            if recent is None or recent[2] is None:
+                raise Unavailable from None
+            return recent[2]
         cache.set(key, names, CACHE_SECONDS)
     if not names:
         raise NoFamilies
-    return Visibility(names, False)
+    seen = Visibility(names, False)
+    if fingerprint is not None:
+        recent = _recently_verified(fingerprint)
+        if recent is not None:
+            _remember(fingerprint, recent[0], recent[1], seen)
+    return seen
 
 
 def may_create_token_for(user: Any, owner: Any) -> bool:

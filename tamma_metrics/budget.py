@@ -39,6 +39,17 @@ class BudgetExhausted(TimeoutError):
     """No time is left for the next query."""
 
 
+class Deadline:
+    """One scrape's time for the database, shared by everything that queries in it
+    (authentication, visibility, the gauges)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return max(0.0, self.end - time.monotonic())
+
+
 def parse_scrape_timeout(raw: str | None) -> float | None:
     """The seconds in an ``X-Prometheus-Scrape-Timeout-Seconds`` header, if usable."""
     if not raw:

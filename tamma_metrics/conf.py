@@ -30,6 +30,9 @@ DEFAULTS: dict[str, Any] = {
     "THROTTLE_RATE": "120/m",
     # Failed authentication attempts per client IP, checked before any password hash.
     "FAILED_AUTH_RATE": "10/m",
+    # While the database does not answer, a caller whose same credentials were verified
+    # this recently is still let in (its families as they were then); others get 503.
+    "RECENTLY_VERIFIED_SECONDS": 300,
     # Processes serving the site on one host (gunicorn's WEB_CONCURRENCY when unset).
     # When the default cache is private to each process (locmem), each process enforces
     # its share of THROTTLE_RATE, API_THROTTLE_RATE and FAILED_AUTH_RATE, so together

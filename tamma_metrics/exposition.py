@@ -104,7 +104,9 @@ class _Visible:
         return (metric for metric in self.source.collect() if self.allows(metric.name))
 
 
-def _computed(visibility: Visibility, scrape_timeout: float | None) -> list[Collector]:
+def _computed(
+    visibility: Visibility, scrape_timeout: float | None, deadline: budget.Deadline | None = None
+) -> list[Collector]:
     """The collectors besides the folder: this process's, the database's, build info."""
     if instruments.multiprocess_dir():
         # The process that answers the scrape (other workers' process metrics are not
@@ -114,11 +116,8 @@ def _computed(visibility: Visibility, scrape_timeout: float | None) -> list[Coll
         sources = [_DefaultRegistry(), _NoFolder()]
     # A family the caller may not see is never queried.
     gauges = [name for name in queries.GAUGES if visibility.allows_family(name)]
-    database = DatabaseCollector(
-        gauges,
-        budget_seconds=budget.database_budget(scrape_timeout),
-        scrape_timeout=scrape_timeout,
-    )
+    seconds = deadline.remaining() if deadline else budget.database_budget(scrape_timeout)
+    database = DatabaseCollector(gauges, budget_seconds=seconds, scrape_timeout=scrape_timeout)
     return [*sources, database, BuildInfoCollector()]
 
 
@@ -159,8 +158,13 @@ def render(
     names: Iterable[str] = (),
     visibility: Visibility = EVERYTHING,
     scrape_timeout: float | None = None,
+    deadline: budget.Deadline | None = None,
 ) -> Exposition:
-    """Encode one scrape in the format ``accept`` asks for, gzipped when accepted."""
+    """Encode one scrape in the format ``accept`` asks for, gzipped when accepted.
+
+    ``deadline``: when the scrape's database time ends, if the caller already spent part
+    of it (authentication); otherwise the gauges get ``database_budget(scrape_timeout)``.
+    """
     start = time.perf_counter()
     fmt, content_type = encoder.negotiate(accept)
     wanted = frozenset(name for name in names if name)
@@ -170,7 +174,7 @@ def render(
     path = instruments.multiprocess_dir()
     if path:
         parts += _folder_chunks(path, fmt, allows, wanted)
-    for source in _computed(visibility, scrape_timeout):
+    for source in _computed(visibility, scrape_timeout, deadline):
         parts.append(encoder.encode_metrics(fmt, _collect(source, allows, wanted)))
     if fmt.openmetrics:
         parts.append(encoder.EOF)

@@ -291,8 +291,12 @@ def _admit_in_database(scope: str, key: str, cap: int) -> bool:
     return True
 
 
-def admit(scope: str, key: str, cap: int) -> bool:
-    """Whether ``key`` is (or may now become) one of the at most ``cap`` keys of ``scope``."""
+def admit(scope: str, key: str, cap: int, deadline: budget.Deadline | None = None) -> bool:
+    """Whether ``key`` is (or may now become) one of the at most ``cap`` keys of ``scope``.
+
+    The database is asked within ``deadline`` (default POLICY_QUERY_SECONDS): a locked
+    or slow database refuses the new key (the event still counts, folded) rather than
+    holding up the caller's request."""
     state = _state
     admitted = state.admitted.setdefault(scope, set())
     if key in admitted:
@@ -301,9 +305,13 @@ def admit(scope: str, key: str, cap: int) -> bool:
     if key in refused or scope in state.full:
         return False
     if _database_usable():
+        if deadline is None:
+            deadline = budget.Deadline(POLICY_QUERY_SECONDS)
         try:
-            ok = _admit_in_database(scope, key[:1000], cap)
-        except DatabaseError:
+            with budget.time_limited(deadline.remaining()) as before_query:
+                before_query()
+                ok = _admit_in_database(scope, key[:1000], cap)
+        except (DatabaseError, budget.BudgetExhausted):
             # Refusing keeps the cap whatever happens; the event still counts (folded).
             logger.warning("tamma_metrics: admissions unavailable; refusing new %s", scope)
             return False
@@ -331,6 +339,8 @@ class Guarded:
 def guard(family: catalogue.Family, raw: tuple[Any, ...]) -> Guarded:
     """Apply normalisation, vocabularies, value caps and the series cap to one label set."""
     generation()
+    # One event's admissions share one wait for the database, however many labels are new.
+    deadline = budget.Deadline(POLICY_QUERY_SECONDS)
     values, folded, redacted = [], [], []
     for label, raw_value in zip(family.labels, raw, strict=True):
         policy = rule(family.name, label)
@@ -343,13 +353,13 @@ def guard(family: catalogue.Family, raw: tuple[Any, ...]) -> Guarded:
         if policy.closed:
             allowed = value in policy.values
         else:
-            allowed = admit(f"value:{label}", value, policy.max_values)
+            allowed = admit(f"value:{label}", value, policy.max_values, deadline)
         if not allowed and value != policy.fold:
             value = policy.fold
             folded.append(label)
         values.append(value)
     series_key = "\x1f".join(values)
-    if not admit(f"series:{family.name}", series_key, max_series(family.name)):
+    if not admit(f"series:{family.name}", series_key, max_series(family.name), deadline):
         return Guarded((OVERFLOW_VALUE,) * len(values), tuple(folded), True, tuple(redacted))
     return Guarded(tuple(values), tuple(folded), False, tuple(redacted))
 

@@ -27,6 +27,12 @@ def _plain(status: int, message: str) -> HttpResponse:
     return _no_store(response)
 
 
+def _retry_later(status: int, message: str, seconds: float) -> HttpResponse:
+    response = _plain(status, message)
+    response["Retry-After"] = str(max(1, round(seconds)))
+    return response
+
+
 def _unauthorized() -> HttpResponse:
     response = _plain(401, "Authentication required.")
     response["WWW-Authenticate"] = access.CHALLENGE
@@ -42,24 +48,31 @@ def metrics(request: HttpRequest) -> HttpResponse:
     """Serve the caller's families in Prometheus text or OpenMetrics, by ``Accept``."""
     if not app_settings.ENABLED:
         raise Http404("metrics are disabled")
+    scrape_timeout = budget.parse_scrape_timeout(
+        request.headers.get("X-Prometheus-Scrape-Timeout-Seconds")
+    )
+    # One budget for every query of the scrape: who is calling, what they see, the gauges.
+    deadline = budget.Deadline(budget.database_budget(scrape_timeout))
     try:
-        visibility = access.visibility(access.authenticate(request))
+        caller = access.authenticate(request, deadline=deadline)
+        visibility = access.visibility(caller, deadline=deadline, request=request)
     except access.NotAuthenticated:
         return _unauthorized()
     except access.NoFamilies:
         return _plain(403, "No metric family is visible to you.")
     except access.Throttled as throttled:
-        response = _plain(429, "Too many requests.")
-        response["Retry-After"] = str(throttled.retry_after)
-        return response
+        return _retry_later(429, "Too many requests.", throttled.retry_after)
+    except access.Unavailable as unavailable:
+        return _retry_later(
+            503, "The database is unavailable; try again shortly.", unavailable.retry_after
+        )
     result = exposition.render(
         accept=request.headers.get("Accept", ""),
         accept_encoding=request.headers.get("Accept-Encoding", ""),
         names=request.GET.getlist("name[]"),
         visibility=visibility,
-        scrape_timeout=budget.parse_scrape_timeout(
-            request.headers.get("X-Prometheus-Scrape-Timeout-Seconds")
-        ),
+        scrape_timeout=scrape_timeout,
+        deadline=deadline,
     )
     response = HttpResponse(result.body, content_type=result.content_type)
     if result.content_encoding:
@@ -67,19 +80,26 @@ def metrics(request: HttpRequest) -> HttpResponse:
     return _no_store(response)
 
 
+# A health check answers within this, whatever the database does.
+HEALTH_DATABASE_SECONDS = 1.0
+
+
 def _database_reachable() -> bool:
     try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
+        with budget.time_limited(HEALTH_DATABASE_SECONDS) as before_query:
+            before_query()
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1 FROM django_migrations LIMIT 1")
         return True
     except Exception:
         return False
 
 
 def _authenticated(request: HttpRequest) -> bool:
+    deadline = budget.Deadline(HEALTH_DATABASE_SECONDS)
     try:
-        return access.authenticate(request).user is not None
-    except (access.NotAuthenticated, access.Throttled):
+        return access.authenticate(request, deadline=deadline).user is not None
+    except (access.NotAuthenticated, access.Throttled, access.Unavailable):
         return False
 
 

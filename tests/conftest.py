@@ -29,9 +29,10 @@ def _fresh_caches():
     database rows are rolled back (and primary keys reused)."""
     from django.core.cache import cache
 
-    from tamma_metrics import labels, record
+    from tamma_metrics import access, labels, record
 
     cache.clear()
+    access.forget_verified()
     labels.reset()
     record.clear_cache()
 

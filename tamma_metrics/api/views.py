@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import io
+import logging
 import time
 from datetime import timedelta
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 from django.utils.decorators import method_decorator
 from drf_spectacular.utils import OpenApiExample, PolymorphicProxySerializer, extend_schema
@@ -25,6 +26,8 @@ from ..conf import app_settings
 from ..models import IngestedEvent
 from . import schema as _schema  # noqa: F401  (registers the auth scheme)
 from . import serializers as wire
+
+logger = logging.getLogger(__name__)
 
 _last_prune = 0.0
 PRUNE_EVERY_SECONDS = 60
@@ -160,6 +163,22 @@ def _ingest(index: int, raw: Any, user: Any) -> dict:
     return result
 
 
+class DatabaseAwareView(APIView):
+    """An API view that answers 503 with Retry-After, in JSON, when the database fails
+    (down, locked past its timeout), rather than a 500 page."""
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, DatabaseError | access.Unavailable):
+            logger.warning("tamma_metrics: API request failed, database unavailable: %s", exc)
+            response = Response(
+                {"detail": "The database is unavailable; try again shortly."},
+                status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            )
+            response["Retry-After"] = str(access.Unavailable.retry_after)
+            return response
+        return super().handle_exception(exc)
+
+
 def _chunked(request: Request) -> bool:
     meta = request.META
     return "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower() and not meta.get(
@@ -168,7 +187,7 @@ def _chunked(request: Request) -> bool:
 
 
 @method_decorator(transaction.non_atomic_requests, name="dispatch")
-class EventsView(APIView):
+class EventsView(DatabaseAwareView):
     """POST /api/v1/events: one event, or a batch ``{"events": [...]}``."""
 
     authentication_classes = [access.TokenAuthentication]
@@ -240,7 +259,7 @@ class EventsView(APIView):
         return Response(body, status=status.HTTP_200_OK if ok else status.HTTP_400_BAD_REQUEST)
 
 
-class FamiliesView(APIView):
+class FamiliesView(DatabaseAwareView):
     """GET /api/v1/families: the catalogue, and which families the caller may see."""
 
     authentication_classes = [access.TokenAuthentication]
