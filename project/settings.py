@@ -59,6 +59,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # A failing database answers 503 with Retry-After, not a 500 (login, admin pages).
+    "tamma_metrics.middleware.DatabaseUnavailableMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "tamma_metrics.middleware.ResponseTimeMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",

@@ -1,15 +1,20 @@
-"""Middleware: response times by route name, and the metrics-only port."""
+"""Middleware: response times by route name, the metrics-only port, and 503 (not 500)
+when the database fails."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, HttpResponseNotFound
 from django.urls import Resolver404, resolve
 
 from . import record
 from .conf import app_settings, parse_port
+
+logger = logging.getLogger(__name__)
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -75,6 +80,32 @@ class MetricsPortMiddleware:
                     content_type="text/plain; charset=utf-8",
                 )
         return self.get_response(request)
+
+
+class DatabaseUnavailableMiddleware:
+    """Any view whose database fails (down, locked past its timeout) answers 503 with
+    Retry-After instead of a 500: the admin's login, a page of the site. /metrics and the
+    API answer 503 on their own, within the scrape's budget."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not isinstance(exception, DatabaseError):
+            return None
+        logger.warning(
+            "tamma_metrics: %s failed, database unavailable: %s", request.path, exception
+        )
+        response = HttpResponse(
+            "The database is unavailable; try again shortly.\n",
+            status=503,
+            content_type="text/plain; charset=utf-8",
+        )
+        response["Retry-After"] = "5"
+        return response
 
 
 def _metrics_port() -> int | None:

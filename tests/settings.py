@@ -47,6 +47,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # A failing database answers 503 with Retry-After, not a 500 (login, admin pages).
+    "tamma_metrics.middleware.DatabaseUnavailableMiddleware",
     "tamma_metrics.middleware.ResponseTimeMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]

@@ -156,3 +156,41 @@ def test_a_missing_database_file_is_an_outage_not_a_500(tmp_path):
     assert (before, during, other) == ("200", "200", "503")
     assert int(retry_after) >= 1
     assert float(seconds) < 2.0
+
+
+LOGIN = """
+import sqlite3, sys, time
+import django
+django.setup()
+from django.core.management import call_command
+from django.contrib.auth.models import User
+from django.test import Client
+call_command("migrate", verbosity=0)
+User.objects.create_superuser("admin", password="correct horse")
+holder = sqlite3.connect(sys.argv[1], isolation_level=None)
+holder.execute("BEGIN EXCLUSIVE")
+client = Client(HTTP_HOST="127.0.0.1")
+page = client.get("/admin/login/")
+start = time.perf_counter()
+login = client.post("/admin/login/", {"username": "admin", "password": "correct horse"})
+print(page.status_code, login.status_code, login.get("Retry-After"),
+      round(time.perf_counter() - start, 1), b"Traceback" in login.content)
+"""
+
+
+@only_sqlite
+@pytest.mark.slow
+def test_a_login_while_the_database_is_locked_gets_503_not_a_500(tmp_path):
+    database = tmp_path / "login.sqlite3"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": f"sqlite:///{database}",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+    }
+    page, login, retry_after, seconds, traceback = (
+        run_python("-c", LOGIN, str(database), env=env).stdout.split()
+    )
+    assert page == "200"
+    assert (login, retry_after, traceback) == ("503", "5", "False")
+    assert float(seconds) < 10  # the connection's own busy timeout, then an answer
