@@ -68,17 +68,7 @@ def negotiate(accept: str) -> tuple[Format, str]:
     """
     groups: dict[float, list[str]] = {}
     for entry in accept.split(","):
-        media, _, params = entry.partition(";")
-        kept, quality = [], 1.0
-        for param in params.split(";") if params else ():
-            name, _, value = param.strip().partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0  # a q-value that is not a number accepts nothing
-            else:
-                kept.append(param)
+        media, quality, kept = _weighed(entry)
         if quality > 0 and media.strip():
             groups.setdefault(quality, []).append(";".join([media, *kept]))
     for _, entries in sorted(groups.items(), key=lambda item: -item[0]):
@@ -88,6 +78,22 @@ def negotiate(accept: str) -> tuple[Format, str]:
         if any(e.split(";")[0].strip().lower() in _TEXT_RANGES for e in entries):
             return TEXT, text_exposition.CONTENT_TYPE_PLAIN_0_0_4
     return TEXT, text_exposition.CONTENT_TYPE_PLAIN_0_0_4
+
+
+def _weighed(entry: str) -> tuple[str, float, list[str]]:
+    """(value, q, other parameters) of one entry of an Accept or Accept-Encoding header."""
+    value, _, params = entry.partition(";")
+    kept, quality = [], 1.0
+    for param in params.split(";") if params else ():
+        name, _, number = param.strip().partition("=")
+        if name.strip().lower() == "q":
+            try:
+                quality = float(number)
+            except ValueError:
+                quality = 0.0  # a q-value that is not a number accepts nothing
+        else:
+            kept.append(param)
+    return value, quality, kept
 
 
 # Media ranges that text 0.0.4 satisfies.
@@ -111,15 +117,7 @@ def accepts_gzip(accept_encoding: str) -> bool:
     it; ``*`` stands for every coding not named)."""
     named: dict[str, float] = {}
     for entry in accept_encoding.split(","):
-        coding, _, params = entry.partition(";")
-        quality = 1.0
-        for param in params.split(";") if params else ():
-            name, _, value = param.strip().partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0
+        coding, quality, _ = _weighed(entry)
         coding = coding.strip().lower()
         if coding:
             named[coding] = quality

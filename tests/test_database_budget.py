@@ -23,7 +23,7 @@ from guardian.shortcuts import assign_perm
 from tamma_metrics import budget, collectors, labels, queries
 from tamma_metrics.models import ApiToken, Issue, MetricFamily
 from tests import factories
-from tests.utils import parse, run_python, scrape
+from tests.utils import parse, run_on_sqlite_file, run_python, scrape
 
 POSTGRES = connection.vendor == "postgresql"
 only_postgres = pytest.mark.skipif(not POSTGRES, reason="PostgreSQL run only")
@@ -260,18 +260,7 @@ print(json.dumps({"status": locked.status_code, "elapsed": elapsed, "warnings": 
 @only_sqlite
 @pytest.mark.slow
 def test_sqlite_lock_makes_the_scrape_answer_within_the_budget(tmp_path):
-    database = tmp_path / "locked.sqlite3"
-    folder = tmp_path / "multiproc"
-    folder.mkdir()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": f"sqlite:///{database}",
-        "PROMETHEUS_MULTIPROC_DIR": str(folder),
-        "METRICS_AUTH_ENABLED": "false",
-    }
-    done = run_python("-c", LOCKED_SCRAPE, str(database), env=env)
-    result = json.loads(done.stdout)
+    result = json.loads(run_on_sqlite_file(LOCKED_SCRAPE, tmp_path, METRICS_AUTH_ENABLED="false"))
     assert result["status"] == 200
     locked = parse(result["locked"])
     assert _up(locked) == 0

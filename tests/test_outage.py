@@ -10,12 +10,11 @@ process on its own SQLite file, locked by a third connection as a writer would.
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 from django.db import connection
 
-from tests.utils import parse, run_python
+from tests.utils import parse, run_on_sqlite_file
 
 only_sqlite = pytest.mark.skipif(
     connection.vendor != "sqlite", reason="SQLite run only: the lock is SQLite's"
@@ -76,16 +75,7 @@ print(json.dumps(out))
 @only_sqlite
 @pytest.mark.slow
 def test_a_locked_database_answers_every_scraper_in_time(tmp_path):
-    database = tmp_path / "locked.sqlite3"
-    folder = tmp_path / "multiproc"
-    folder.mkdir()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": f"sqlite:///{database}",
-        "PROMETHEUS_MULTIPROC_DIR": str(folder),
-    }
-    out = json.loads(run_python("-c", OUTAGE, str(database), env=env).stdout)
+    out = json.loads(run_on_sqlite_file(OUTAGE, tmp_path))
     assert out["before"]["status"] == 200
     assert out["revoked_before"]["status"] == 200
     assert out["revoked_up"]["status"] == 401  # revocation shows at once while it is up
@@ -141,18 +131,7 @@ print(before, during.status_code, other.status_code, other["Retry-After"],
 @only_sqlite
 @pytest.mark.slow
 def test_a_missing_database_file_is_an_outage_not_a_500(tmp_path):
-    database = tmp_path / "gone.sqlite3"
-    folder = tmp_path / "multiproc"
-    folder.mkdir()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": f"sqlite:///{database}",
-        "PROMETHEUS_MULTIPROC_DIR": str(folder),
-    }
-    before, during, other, retry_after, seconds = run_python(
-        "-c", MISSING, str(database), env=env
-    ).stdout.split()
+    before, during, other, retry_after, seconds = run_on_sqlite_file(MISSING, tmp_path).split()
     assert (before, during, other) == ("200", "200", "503")
     assert int(retry_after) >= 1
     assert float(seconds) < 2.0
@@ -181,16 +160,7 @@ print(page.status_code, login.status_code, login.get("Retry-After"),
 @only_sqlite
 @pytest.mark.slow
 def test_a_login_while_the_database_is_locked_gets_503_not_a_500(tmp_path):
-    database = tmp_path / "login.sqlite3"
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": f"sqlite:///{database}",
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
-    }
-    page, login, retry_after, seconds, traceback = (
-        run_python("-c", LOGIN, str(database), env=env).stdout.split()
-    )
+    page, login, retry_after, seconds, traceback = run_on_sqlite_file(LOGIN, tmp_path).split()
     assert page == "200"
     assert (login, retry_after, traceback) == ("503", "5", "False")
     assert float(seconds) < 10  # the connection's own busy timeout, then an answer

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import os
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
@@ -88,3 +89,19 @@ def run_python(
     )
     assert done.returncode == returncode, done.stderr
     return done
+
+
+def run_on_sqlite_file(code: str, tmp_path: Path, **env: str) -> str:
+    """Run ``python -c code`` in another process on the test settings with its own SQLite
+    file (passed as argv[1]) and multiprocess folder; its standard output."""
+    database = tmp_path / "db.sqlite3"
+    folder = tmp_path / "multiproc"
+    folder.mkdir()
+    environment = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": f"sqlite:///{database}",
+        "PROMETHEUS_MULTIPROC_DIR": str(folder),
+        **env,
+    }
+    return run_python("-c", code, str(database), env=environment).stdout
