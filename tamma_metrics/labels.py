@@ -153,9 +153,20 @@ class _State:
         self.admitted: dict[str, set[str]] = {}
         self.refused: dict[str, set[str]] = {}
         self.full: set[str] = set()
+        # After the database failed to answer, it is not asked again before this
+        # (monotonic) time: one recording waits for it, the next ones do not.
+        self.down_until = float("-inf")
+
+    def database_down(self) -> bool:
+        return time.monotonic() < self.down_until
+
+    def mark_down(self) -> None:
+        self.down_until = time.monotonic() + DOWN_SECONDS
 
 
 _state = _State()
+# How long a database that did not answer is left alone by recording.
+DOWN_SECONDS = 1.0
 
 
 def _version() -> tuple:
@@ -202,7 +213,7 @@ def generation() -> int:
         return state.generation
     with state.lock:
         state.checked_at = now
-        if not _database_usable():
+        if not _database_usable() or state.database_down():
             return state.generation
         try:
             # Every recording call may land here (the middleware's on each request, a
@@ -216,6 +227,7 @@ def generation() -> int:
                     state.rules, state.caps = _load()
         except (DatabaseError, budget.BudgetExhausted):
             logger.warning("tamma_metrics: label policy unavailable; using the last one")
+            state.mark_down()
             return state.generation
         if stamp != state.stamp:
             state.stamp = stamp
@@ -304,6 +316,8 @@ def admit(scope: str, key: str, cap: int, deadline: budget.Deadline | None = Non
     refused = state.refused.setdefault(scope, set())
     if key in refused or scope in state.full:
         return False
+    if state.database_down():
+        return False  # the database just failed to answer: refuse at once, keep the cap
     if _database_usable():
         if deadline is None:
             deadline = budget.Deadline(POLICY_QUERY_SECONDS)
@@ -314,6 +328,7 @@ def admit(scope: str, key: str, cap: int, deadline: budget.Deadline | None = Non
         except (DatabaseError, budget.BudgetExhausted):
             # Refusing keeps the cap whatever happens; the event still counts (folded).
             logger.warning("tamma_metrics: admissions unavailable; refusing new %s", scope)
+            state.mark_down()
             return False
     else:
         ok = len(admitted) < cap  # async code cannot query: a per-process best effort
