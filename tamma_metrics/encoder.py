@@ -72,7 +72,12 @@ def negotiate(accept: str) -> tuple[Format, str]:
         if quality > 0 and media.strip():
             groups.setdefault(quality, []).append(";".join([media, *kept]))
     for _, entries in sorted(groups.items(), key=lambda item: -item[0]):
-        chosen, content_type = text_exposition.choose_encoder(",".join(entries))
+        try:
+            chosen, content_type = text_exposition.choose_encoder(",".join(entries))
+        except (TypeError, ValueError):
+            # The library fails on a version it cannot compare ("version=x"): such a
+            # range asks for nothing we can serve.
+            continue
         if chosen is not text_exposition.generate_latest:
             return _format(chosen), content_type
         if any(e.split(";")[0].strip().lower() in _TEXT_RANGES for e in entries):

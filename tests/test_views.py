@@ -141,6 +141,10 @@ def test_gzip_honours_q_values(client, accept_encoding, zipped):
         ),
         # q=0 refuses.
         ("application/openmetrics-text;q=0", "text/plain; version=0.0.4; charset=utf-8"),
+        # A version prometheus_client cannot compare (it raised TypeError: a 500) asks for
+        # nothing: the default.
+        ("text/plain;version=x", "text/plain; version=0.0.4; charset=utf-8"),
+        ("application/openmetrics-text;version=1.x", "text/plain; version=0.0.4; charset=utf-8"),
         (
             "application/openmetrics-text;q=0,text/plain;version=1.0.0",
             "text/plain; version=1.0.0; charset=utf-8; escaping=underscores",
