@@ -170,7 +170,6 @@ def _bearer(credentials: str) -> ApiToken:
     # Compare bytes: compare_digest raises TypeError on non-ASCII str.
     if token is None or not hmac.compare_digest(token.digest.encode(), digest(secret).encode()):
         raise NotAuthenticated
-    token.touch()
     return token
 
 
@@ -198,6 +197,7 @@ def _credentials(request: HttpRequest, header: str) -> tuple[Any, str, str]:
     scheme, credentials = scheme.lower(), credentials.strip()
     if scheme == "bearer":
         token = _bearer(credentials)
+        request.tamma_token = token  # its last use is written after the lookup
         return token.user, "token", f"token:{token.pk}"
     if scheme == "basic":
         user = _basic(request, credentials)
@@ -300,11 +300,25 @@ def authenticate(
         user, method = caller.user, caller.method
     else:
         _remember(fingerprint, Caller(user, method), principal, None)
+        _touch(getattr(request, "tamma_token", None), deadline)
     request.tamma_principal = principal
     throttle = PrincipalThrottle(scope)
     if not throttle.allow_request(request, None):
         raise Throttled(throttle.wait() or 1)
     return Caller(user, method)
+
+
+def _touch(token: ApiToken | None, deadline: budget.Deadline | None) -> None:
+    """Write the token's last use, on its own and best effort: in the lookup's
+    transaction the write would have to upgrade SQLite's read lock, which fails at once
+    (no waiting) while another process writes."""
+    if token is None:
+        return
+    try:
+        with _within(deadline):
+            token.touch()
+    except (DatabaseError, budget.BudgetExhausted):
+        logger.info("tamma_metrics: a token's last use was not recorded (database busy)")
 
 
 def _lookup(request: HttpRequest, header: str) -> tuple[Any, str, str]:
