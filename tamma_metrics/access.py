@@ -37,7 +37,7 @@ from rest_framework.authentication import BaseAuthentication, SessionAuthenticat
 from rest_framework.permissions import BasePermission
 from rest_framework.throttling import SimpleRateThrottle
 
-from . import budget, catalogue
+from . import budget, catalogue, labels
 from .conf import app_settings
 from .models import ApiToken, MetricFamily
 from .models.access import TOKEN_PREFIX, digest
@@ -292,6 +292,7 @@ def authenticate(
             _failed_attempts(request, count=True)
         raise
     except (DatabaseError, budget.BudgetExhausted) as exc:
+        labels.database_unavailable()  # this request's own recording will not wait again
         recent = _recently_verified(fingerprint)
         if recent is None:
             logger.warning("tamma_metrics: cannot authenticate, database unavailable: %s", exc)

@@ -127,12 +127,18 @@ class _File:
         Raises _Broken when the file is corrupt, ``_Shrunk`` when it must be read anew.
         """
         size = os.fstat(self.fd).st_size
-        mapped = len(self.mm) if self.mm is not None else 0
-        if size < mapped or size < 8:
-            raise _Shrunk
         if self.mm is None:
+            if size < 8:
+                raise _Shrunk
             self._map(size)
+        elif size < len(self.mm):
+            raise _Shrunk  # checked before touching the mapping: past the end is SIGBUS
         used = _INT.unpack_from(self.mm, 0)[0]
+        # The size after ``used``: a writer grows the file before it writes past the old
+        # end, and writes ``used`` last, so a ``used`` read first fits the size read next.
+        size = os.fstat(self.fd).st_size
+        if size < len(self.mm):
+            raise _Shrunk
         if used < 8:
             used = 8  # no entry yet (a file being created); the library reads none either
         if used > size:

@@ -243,6 +243,12 @@ def invalidate(**kwargs: Any) -> None:
     _state.checked_at = float("-inf")
 
 
+def database_unavailable() -> None:
+    """Another part of this process found the database not answering (a scrape's lookup
+    or gauges): recording leaves it alone for DOWN_SECONDS too."""
+    _state.mark_down()
+
+
 def reset() -> None:
     """Forget everything this process knows (tests)."""
     global _state

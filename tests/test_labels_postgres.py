@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from django.db import connection, transaction
 
-from tamma_metrics import labels
+from tamma_metrics import budget, labels
 from tamma_metrics.models import Admission
 
 pytestmark = [
@@ -68,7 +68,8 @@ def test_a_second_admission_waits_for_the_first_and_sees_the_cap_full():
 
     def admit_third() -> None:
         try:
-            result.append(labels.admit(scope, "third", 2))
+            # A generous wait here, to see it wait: recording's own is POLICY_QUERY_SECONDS.
+            result.append(labels.admit(scope, "third", 2, budget.Deadline(10)))
         finally:
             connection.close()  # this thread's own connection
 
