@@ -37,7 +37,7 @@ from rest_framework.authentication import BaseAuthentication, SessionAuthenticat
 from rest_framework.permissions import BasePermission
 from rest_framework.throttling import SimpleRateThrottle
 
-from . import budget, catalogue, labels
+from . import budget, catalogue
 from .conf import app_settings
 from .models import ApiToken, MetricFamily
 from .models.access import TOKEN_PREFIX, digest
@@ -234,6 +234,14 @@ def _remember(fingerprint: bytes, caller: Caller, principal: str, seen: Visibili
             _recent.popitem(last=False)
 
 
+def _remember_seen(fingerprint: bytes, seen: Visibility) -> None:
+    """Add what the verified caller may see to its entry (made by ``authenticate``)."""
+    with _recent_lock:
+        entry = _recent.get(fingerprint)
+        if entry is not None:
+            _recent[fingerprint] = (*entry[:3], seen)
+
+
 def _recently_verified(fingerprint: bytes) -> tuple[Caller, str, Visibility | None] | None:
     with _recent_lock:
         entry = _recent.get(fingerprint)
@@ -292,7 +300,6 @@ def authenticate(
             _failed_attempts(request, count=True)
         raise
     except (DatabaseError, budget.BudgetExhausted) as exc:
-        labels.database_unavailable()  # this request's own recording will not wait again
         recent = _recently_verified(fingerprint)
         if recent is None:
             logger.warning("tamma_metrics: cannot authenticate, database unavailable: %s", exc)
@@ -379,9 +386,7 @@ def visibility(
         raise NoFamilies
     seen = Visibility(names, False)
     if fingerprint is not None:
-        recent = _recently_verified(fingerprint)
-        if recent is not None:
-            _remember(fingerprint, recent[0], recent[1], seen)
+        _remember_seen(fingerprint, seen)
     return seen
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections, transaction
 
 from .conf import app_settings
 
@@ -124,20 +124,45 @@ class _Limiter:
             raw.execute(f"PRAGMA busy_timeout = {int(self.previous)}")
 
 
+# When a time-limited block last found the database not answering (monotonic seconds).
+_failed_at = float("-inf")
+# How long best-effort callers (recording) leave such a database alone.
+FAILED_RECENTLY_SECONDS = 1.0
+
+
+def failed_recently() -> bool:
+    """Whether a time-limited block found the database not answering (locked, down, out
+    of time) within FAILED_RECENTLY_SECONDS: best-effort work then does not ask it, so a
+    request waits for a failing database at most once."""
+    return time.monotonic() - _failed_at < FAILED_RECENTLY_SECONDS
+
+
+def forget_failures() -> None:
+    """Forget the last failure (tests)."""
+    global _failed_at
+    _failed_at = float("-inf")
+
+
 @contextmanager
 def time_limited(seconds: float, *, using: str = DEFAULT_DB_ALIAS) -> Iterator[Callable[[], None]]:
     """A transaction (or savepoint) whose queries must all finish within ``seconds``.
 
     Call the yielded function before each query: it gives that query the time left, or
     raises :class:`BudgetExhausted`. A query past the deadline fails with the database's
-    ``OperationalError``; both leave the caller's transaction usable.
+    ``OperationalError``; both leave the caller's transaction usable, and both are
+    remembered for ``failed_recently``.
     """
+    global _failed_at
     limiter = _Limiter(using, seconds)
-    with transaction.atomic(using=using):
-        try:
-            yield limiter.before_query
-        except BaseException:
-            with suppress(Exception):  # the original error matters, not a failed clean-up
-                limiter.restore(succeeded=False)
-            raise
-        limiter.restore(succeeded=True)
+    try:
+        with transaction.atomic(using=using):
+            try:
+                yield limiter.before_query
+            except BaseException:
+                with suppress(Exception):  # the original error matters, not a clean-up
+                    limiter.restore(succeeded=False)
+                raise
+            limiter.restore(succeeded=True)
+    except (OperationalError, InterfaceError, BudgetExhausted):
+        _failed_at = time.monotonic()
+        raise

@@ -15,7 +15,7 @@ from django.core.cache import cache
 from django.db import DatabaseError
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from . import __version__, budget, catalogue, labels, queries
+from . import __version__, budget, catalogue, queries
 from .conf import app_settings
 
 logger = logging.getLogger(__name__)
@@ -125,7 +125,6 @@ class DatabaseCollector:
             # Down, slow or locked: the in-process families are still served and
             # collector_up says what broke. No traceback: this repeats every scrape.
             logger.warning("tamma_metrics: database gauges left out: %s", exc)
-            labels.database_unavailable()  # the scrape's own recording will not wait again
             gauges, up = [], 0.0
         except Exception:
             # A bug must not fail the scrape either, but deserves its traceback.

@@ -153,20 +153,9 @@ class _State:
         self.admitted: dict[str, set[str]] = {}
         self.refused: dict[str, set[str]] = {}
         self.full: set[str] = set()
-        # After the database failed to answer, it is not asked again before this
-        # (monotonic) time: one recording waits for it, the next ones do not.
-        self.down_until = float("-inf")
-
-    def database_down(self) -> bool:
-        return time.monotonic() < self.down_until
-
-    def mark_down(self) -> None:
-        self.down_until = time.monotonic() + DOWN_SECONDS
 
 
 _state = _State()
-# How long a database that did not answer is left alone by recording.
-DOWN_SECONDS = 1.0
 
 
 def _version() -> tuple:
@@ -213,7 +202,7 @@ def generation() -> int:
         return state.generation
     with state.lock:
         state.checked_at = now
-        if not _database_usable() or state.database_down():
+        if not _database_usable() or budget.failed_recently():
             return state.generation
         try:
             # Every recording call may land here (the middleware's on each request, a
@@ -227,7 +216,6 @@ def generation() -> int:
                     state.rules, state.caps = _load()
         except (DatabaseError, budget.BudgetExhausted):
             logger.warning("tamma_metrics: label policy unavailable; using the last one")
-            state.mark_down()
             return state.generation
         if stamp != state.stamp:
             state.stamp = stamp
@@ -241,12 +229,6 @@ def generation() -> int:
 def invalidate(**kwargs: Any) -> None:
     """Look for policy changes on the next event (a signal handler)."""
     _state.checked_at = float("-inf")
-
-
-def database_unavailable() -> None:
-    """Another part of this process found the database not answering (a scrape's lookup
-    or gauges): recording leaves it alone for DOWN_SECONDS too."""
-    _state.mark_down()
 
 
 def reset() -> None:
@@ -322,7 +304,7 @@ def admit(scope: str, key: str, cap: int, deadline: budget.Deadline | None = Non
     refused = state.refused.setdefault(scope, set())
     if key in refused or scope in state.full:
         return False
-    if state.database_down():
+    if budget.failed_recently():
         return False  # the database just failed to answer: refuse at once, keep the cap
     if _database_usable():
         if deadline is None:
@@ -334,7 +316,6 @@ def admit(scope: str, key: str, cap: int, deadline: budget.Deadline | None = Non
         except (DatabaseError, budget.BudgetExhausted):
             # Refusing keeps the cap whatever happens; the event still counts (folded).
             logger.warning("tamma_metrics: admissions unavailable; refusing new %s", scope)
-            state.mark_down()
             return False
     else:
         ok = len(admitted) < cap  # async code cannot query: a per-process best effort

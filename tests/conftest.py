@@ -29,10 +29,11 @@ def _fresh_caches():
     database rows are rolled back (and primary keys reused)."""
     from django.core.cache import cache
 
-    from tamma_metrics import access, labels, record
+    from tamma_metrics import access, budget, labels, record
 
     cache.clear()
     access.forget_verified()
+    budget.forget_failures()
     labels.reset()
     record.clear_cache()
 
