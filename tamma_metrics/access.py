@@ -283,8 +283,9 @@ def authenticate(
     Failed attempts are counted per client IP (a valid token still passes from an IP
     that is over the limit, so an attacker cannot lock out the scraper); an
     authenticated principal is throttled at THROTTLE_RATE. The database lookups finish
-    by ``deadline``; when they cannot, a verification of the same credentials made
-    within RECENTLY_VERIFIED_SECONDS answers, or Unavailable is raised.
+    by ``deadline``; when they cannot, a scrape is answered by a verification of the
+    same credentials made within RECENTLY_VERIFIED_SECONDS, anything else gets
+    Unavailable.
     """
     if not app_settings.AUTH_ENABLED and scope == "metrics":
         return Caller(None, "open")  # opens reading /metrics only, never the API
@@ -300,7 +301,9 @@ def authenticate(
             _failed_attempts(request, count=True)
         raise
     except (DatabaseError, budget.BudgetExhausted) as exc:
-        recent = _recently_verified(fingerprint)
+        # Only a scrape has something to serve without the database (the in-process
+        # families); the API would fail on its next query, after a second wait.
+        recent = _recently_verified(fingerprint) if scope == "metrics" else None
         if recent is None:
             logger.warning("tamma_metrics: cannot authenticate, database unavailable: %s", exc)
             raise Unavailable from None

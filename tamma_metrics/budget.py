@@ -137,8 +137,9 @@ def failed_recently() -> bool:
     return time.monotonic() - _failed_at < FAILED_RECENTLY_SECONDS
 
 
-def forget_failures() -> None:
-    """Forget the last failure (tests)."""
+def answered() -> None:
+    """The database just answered: forget the last failure, so that best-effort work
+    asks it again at once (a retry right after an outage folds no new label value)."""
     global _failed_at
     _failed_at = float("-inf")
 
@@ -150,7 +151,7 @@ def time_limited(seconds: float, *, using: str = DEFAULT_DB_ALIAS) -> Iterator[C
     Call the yielded function before each query: it gives that query the time left, or
     raises :class:`BudgetExhausted`. A query past the deadline fails with the database's
     ``OperationalError``; both leave the caller's transaction usable, and both are
-    remembered for ``failed_recently``.
+    remembered for ``failed_recently``; a block that succeeds forgets them.
     """
     global _failed_at
     limiter = _Limiter(using, seconds)
@@ -163,6 +164,7 @@ def time_limited(seconds: float, *, using: str = DEFAULT_DB_ALIAS) -> Iterator[C
                     limiter.restore(succeeded=False)
                 raise
             limiter.restore(succeeded=True)
+        answered()
     except (OperationalError, InterfaceError, BudgetExhausted):
         _failed_at = time.monotonic()
         raise

@@ -33,7 +33,7 @@ def _fresh_caches():
 
     cache.clear()
     access.forget_verified()
-    budget.forget_failures()
+    budget.answered()
     labels.reset()
     record.clear_cache()
 

@@ -68,15 +68,22 @@ class Response:
         return self.body.decode("utf-8")
 
 
-def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 30) -> Response:
-    """GET without raising on 4xx/5xx and without following redirects."""
+def http_get(
+    url: str,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30,
+    *,
+    data: bytes | None = None,
+) -> Response:
+    """GET (POST when ``data`` is given) without raising on 4xx/5xx and without
+    following redirects. A refused or cut connection raises OSError."""
 
     class _NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *args: Any, **kwargs: Any) -> None:
             return None
 
     opener = urllib.request.build_opener(_NoRedirect)
-    request = urllib.request.Request(url, headers=headers or {})
+    request = urllib.request.Request(url, data=data, headers=headers or {})
     try:
         with opener.open(request, timeout=timeout) as answer:
             return Response(answer.status, dict(answer.headers), answer.read())

@@ -145,6 +145,17 @@ def test_outside_a_transaction_the_limit_ends_with_its_own():
     assert _timeout_setting() == before
 
 
+@pytest.mark.django_db
+def test_a_failure_is_remembered_until_the_database_answers_again():
+    with pytest.raises(budget.BudgetExhausted), budget.time_limited(0.0) as before_query:
+        before_query()
+    assert budget.failed_recently()  # best-effort work leaves the database alone now
+    with budget.time_limited(1.0) as before_query:
+        before_query()
+        Issue.objects.count()
+    assert not budget.failed_recently()  # it answered: ask it again at once
+
+
 # --- locked, slow or down -----------------------------------------------------------
 
 

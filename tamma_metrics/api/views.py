@@ -21,7 +21,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import access, catalogue, record
+from .. import access, budget, catalogue, record
 from ..conf import app_settings
 from ..models import IngestedEvent
 from . import schema as _schema  # noqa: F401  (registers the auth scheme)
@@ -145,6 +145,7 @@ def _ingest(index: int, raw: Any, user: Any) -> dict:
         except IntegrityError:
             # Seen before, by this process or another: acknowledged, not counted again.
             return {**result, "status": "duplicate"}
+        budget.answered()  # its label values may be admitted at once
     # The id is committed before counting: a crash in between loses the event rather
     # than counting a retry twice.
     with record.reporting() as adjustments:

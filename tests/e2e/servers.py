@@ -186,6 +186,11 @@ class Gunicorn:
             headers["Authorization"] = f"Bearer {token}"
         return http_get(self.url(path, **kwargs), headers)
 
+    def post_json(self, path: str, token: str, payload: Any, timeout: float = 60) -> Response:
+        """POST ``payload`` as JSON with a bearer token; OSError when the connection fails."""
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        return http_get(self.url(path), headers, timeout, data=json.dumps(payload).encode())
+
     @property
     def pid(self) -> int:
         assert self.process is not None

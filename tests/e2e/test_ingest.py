@@ -10,12 +10,12 @@ from __future__ import annotations
 import collections
 import http.client
 import json
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.e2e.events import ai_request
 from tests.e2e.servers import Gunicorn, Site
 
 WORKERS = 3
@@ -34,15 +34,9 @@ def worker_token(e2e_site: Site) -> str:
 
 
 def post(server: Gunicorn, token: str, events: list[dict]) -> dict:
-    request = urllib.request.Request(
-        server.url("/api/v1/events"),
-        data=json.dumps({"events": events}).encode(),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        assert response.status == 200
-        return json.load(response)
+    response = server.post_json("/api/v1/events", token, {"events": events})
+    assert response.status == 200, response.text
+    return json.loads(response.body)
 
 
 def post_all(server: Gunicorn, token: str, batches: list[list[dict]]) -> list[dict]:
@@ -51,24 +45,12 @@ def post_all(server: Gunicorn, token: str, batches: list[list[dict]]) -> list[di
         return list(pool.map(lambda batch: post(server, token, batch), batches))
 
 
-def ai_request(event_id: str, provider: str = "anthropic") -> dict:
-    return {
-        "type": "ai_request",
-        "event_id": event_id,
-        "provider": provider,
-        "model": "e2e-load",
-        "request_type": "chat",
-        "outcome": "success",
-        "duration_seconds": 1.5,
-        "tokens": {"input": 800, "output": 200},
-    }
-
-
 def test_3000_events_through_the_api_equal_prometheus_and_the_database(
     e2e_site, gunicorn_server, prometheus_server, worker_token
 ):
     events = [
-        ai_request(f"load-{n:05d}", ["anthropic", "openai", "google"][n % 3]) for n in range(3000)
+        ai_request(f"load-{n:05d}", "e2e-load", ["anthropic", "openai", "google"][n % 3])
+        for n in range(3000)
     ]
     batches = [events[i : i + BATCH] for i in range(0, len(events), BATCH)]
     answers = post_all(gunicorn_server, worker_token, batches)
@@ -131,7 +113,7 @@ def test_a_chunked_body_is_refused_with_411_and_counts_nothing(
 ):
     """gunicorn decodes chunked bodies but Django reads by Content-Length: the body would
     arrive empty. The API says so (411) instead of answering that the type is missing."""
-    body = json.dumps(ai_request("chunked-0001")).encode()
+    body = json.dumps(ai_request("chunked-0001", "e2e-load")).encode()
     connection = http.client.HTTPConnection("127.0.0.1", gunicorn_server.port, timeout=30)
     try:
         connection.putrequest("POST", "/api/v1/events")
@@ -149,7 +131,10 @@ def test_a_chunked_body_is_refused_with_411_and_counts_nothing(
     count = "SELECT COUNT(*) FROM tamma_metrics_ingestedevent WHERE event_id = 'chunked-0001'"
     assert e2e_site.sql(count) == 0
     # The same event with a Content-Length is counted.
-    assert post(gunicorn_server, worker_token, [ai_request("chunked-0001")])["counted"] == 1
+    assert (
+        post(gunicorn_server, worker_token, [ai_request("chunked-0001", "e2e-load")])["counted"]
+        == 1
+    )
 
 
 def test_three_workers_together_let_through_no_more_than_the_rate(e2e_site, gunicorn_server):
