@@ -111,6 +111,18 @@ class Site:
             args += ["--create-user", role]
         return self.manage(*args).strip()
 
+    def tokens(self, prefix: str, role: str, count: int) -> list[str]:
+        """``count`` users ``{prefix}-N`` in ``role``, a bearer token each (one command)."""
+        created = self.shell(
+            "from django.contrib.auth.models import Group, User\n"
+            "from tamma_metrics.models import ApiToken\n"
+            f"for n in range({count}):\n"
+            f"    user = User.objects.create_user(f'{prefix}-{{n}}')\n"
+            f"    user.groups.add(Group.objects.get(name={role!r}))\n"
+            "    print(ApiToken.create_for(user, 'e2e')[1])\n"
+        )
+        return created.split()
+
     def sql(self, query: str, *params: Any) -> Any:
         """The first column of the first row, read from the database file directly."""
         with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=30) as db:
