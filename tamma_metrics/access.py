@@ -38,7 +38,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.throttling import SimpleRateThrottle
 
 from . import budget, catalogue
-from .conf import app_settings
+from .conf import app_settings, on_reset
 from .models import ApiToken, MetricFamily
 from .models.access import TOKEN_PREFIX, digest
 
@@ -258,6 +258,7 @@ def _forget(fingerprint: bytes) -> None:
         _recent.pop(fingerprint, None)
 
 
+@on_reset
 def forget_verified() -> None:
     """Forget every remembered verification (tests; a password or token change)."""
     with _recent_lock:

@@ -26,7 +26,7 @@ from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections, transaction
 
-from .conf import app_settings
+from .conf import app_settings, on_reset
 
 # Share of Prometheus' scrape timeout the database may use: the rest is for merging the
 # multiprocess files, encoding and the network.
@@ -137,6 +137,7 @@ def failed_recently() -> bool:
     return time.monotonic() - _failed_at < FAILED_RECENTLY_SECONDS
 
 
+@on_reset
 def answered() -> None:
     """The database just answered: forget the last failure, so that best-effort work
     asks it again at once (a retry right after an outage folds no new label value)."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from .conf import app_settings
+from .conf import app_settings, on_reset
 
 
 class Kind(StrEnum):
@@ -48,6 +48,19 @@ class Family:
     # Multiprocess aggregation of a gauge recorded in-process.
     multiprocess_mode: str = ""
     custom: bool = False  # declared by the host project in CUSTOM_FAMILIES
+    # Computed at each scrape (build info, the scrape's own figures), never recorded.
+    # Database families always are.
+    computed: bool = False
+
+    @property
+    def stored(self) -> bool:
+        """Recorded per process (an instrument, a multiprocess file), not computed."""
+        return self.source is not Source.DATABASE and not self.computed
+
+    @property
+    def unit(self) -> str:
+        """The unit its name ends in (Prometheus naming): ``seconds``, or empty."""
+        return "seconds" if self.metric_name.endswith("_seconds") else ""
 
     @property
     def full_name(self) -> str:
@@ -213,6 +226,7 @@ FAMILIES: tuple[Family, ...] = (
         "Version and environment of the metrics app; always 1.",
         ("version", "environment"),
         source=Source.PROCESS,
+        computed=True,
     ),
     # -- self-metrics ---------------------------------------------------------------
     Family(
@@ -221,6 +235,7 @@ FAMILIES: tuple[Family, ...] = (
         "1 when the scrape-time collector answered in this scrape, else 0.",
         ("collector",),
         source=Source.SELF,
+        computed=True,
     ),
     Family(
         "metrics_collector_duration_seconds",
@@ -228,6 +243,7 @@ FAMILIES: tuple[Family, ...] = (
         "Time the scrape-time collector took in this scrape.",
         ("collector",),
         source=Source.SELF,
+        computed=True,
     ),
     Family(
         "metrics_label_overflow_total",
@@ -263,18 +279,21 @@ FAMILIES: tuple[Family, ...] = (
         "Label combinations admitted per family.",
         ("family",),
         source=Source.SELF,
+        computed=True,
     ),
     Family(
         "metrics_multiprocess_files",
         Kind.GAUGE,
         "Files of the multiprocess folder merged in this scrape (live processes and archives).",
         source=Source.SELF,
+        computed=True,
     ),
     Family(
         "metrics_multiprocess_skipped_files",
         Kind.GAUGE,
         "Files of the multiprocess folder left out of this scrape: empty, foreign or unreadable.",
         source=Source.SELF,
+        computed=True,
     ),
     Family(
         "metrics_errors_total",
@@ -354,6 +373,16 @@ def _custom_family(spec: Any) -> Family:
     )
 
 
+def build(custom_families: Any) -> tuple[Family, ...]:
+    """The built-in families plus ``custom_families`` (the ``CUSTOM_FAMILIES`` setting);
+    ImproperlyConfigured names the entry at fault."""
+    custom = tuple(_custom_family(spec) for spec in custom_families)
+    clash = {f.name for f in custom} & {f.name for f in FAMILIES}
+    if clash:
+        raise ImproperlyConfigured(f"CUSTOM_FAMILIES redefine built-in families: {clash}")
+    return FAMILIES + custom
+
+
 _families: tuple[Family, ...] | None = None
 
 
@@ -361,16 +390,12 @@ def families() -> tuple[Family, ...]:
     """The built-in families plus the host project's ``CUSTOM_FAMILIES``."""
     global _families
     if _families is None:
-        custom = tuple(_custom_family(spec) for spec in app_settings.CUSTOM_FAMILIES)
-        clash = {f.name for f in custom} & {f.name for f in FAMILIES}
-        if clash:
-            raise ImproperlyConfigured(f"CUSTOM_FAMILIES redefine built-in families: {clash}")
-        _families = FAMILIES + custom
+        _families = build(app_settings.CUSTOM_FAMILIES)
     return _families
 
 
-def reset() -> None:
-    """Forget the custom families (after a settings change)."""
+@on_reset
+def _forget_custom_families() -> None:
     global _families
     _families = None
 

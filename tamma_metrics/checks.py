@@ -66,8 +66,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
                 )
             )
     try:
-        catalogue.reset()
-        catalogue.families()
+        catalogue.build(app_settings.CUSTOM_FAMILIES)
     except ImproperlyConfigured as exc:
         errors.append(Error(str(exc), id="tamma_metrics.E010"))
     for name in ("DEFAULT_MAX_SERIES", "DEFAULT_MAX_VALUES"):

@@ -1,13 +1,15 @@
 """Settings of tamma_metrics: one ``TAMMA_METRICS`` dict over ``DEFAULTS``.
 
 Read through ``app_settings``; a few 12-factor values may also come from the
-environment. The cache is dropped on ``setting_changed`` so ``override_settings``
-works in tests.
+environment. ``reset()`` is the one reset of the app's module-level state: each module
+that keeps some registers its own with ``on_reset``; it runs on ``setting_changed`` (so
+``override_settings`` works) and between tests.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -158,12 +160,27 @@ def max_event_value(kind: str) -> float:
     return float(limits[kind])
 
 
-def _reload(*, setting: str, **kwargs: Any) -> None:
+_resets: list[Callable[[], None]] = []
+
+
+def on_reset(func: Callable[[], None]) -> Callable[[], None]:
+    """Register ``func`` (a decorator): it forgets a module's state on ``reset()``."""
+    _resets.append(func)
+    return func
+
+
+def reset() -> None:
+    """Forget every module-level state of the app: the settings read, the custom
+    families, the caches of access, label policy, recording and the scrape, and the
+    push backends' dispatcher (flushed first)."""
+    app_settings.reload()
+    for func in list(_resets):
+        func()
+
+
+def _settings_changed(*, setting: str, **kwargs: Any) -> None:
     if setting == "TAMMA_METRICS":
-        app_settings.reload()
-        from . import catalogue  # imports this module: import it late
-
-        catalogue.reset()
+        reset()
 
 
-setting_changed.connect(_reload)
+setting_changed.connect(_settings_changed)

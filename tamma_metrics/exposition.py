@@ -24,8 +24,14 @@ from prometheus_client.registry import Collector
 from . import budget, catalogue, encoder, folder, instruments, queries
 from .access import EVERYTHING, Visibility
 from .collectors import BuildInfoCollector, DatabaseCollector
+from .conf import on_reset
 
 logger = logging.getLogger(__name__)
+
+# What the scrape keeps between scrapes: the folder's index, interned keys, encoded
+# headers and names (the names change with the settings' PREFIX).
+for _forget in (folder.reset, folder.clear_caches, encoder.clear_caches):
+    on_reset(_forget)
 
 LAST_SCRAPE_KEY = "tamma_metrics:last_scrape"
 
@@ -68,7 +74,7 @@ def _unrecorded(seen: set[str]) -> Iterator[Metric]:
     the catalogue discoverable from the first scrape, as in single-process mode.
     """
     for family in catalogue.families():
-        if instruments.is_instrumented(family) and family.metric_name not in seen:
+        if family.stored and family.metric_name not in seen:
             yield Metric(family.metric_name, family.help, family.kind.value)
 
 

@@ -2,7 +2,7 @@
 
 prometheus_client picks single- or multi-process storage when it is imported, from
 ``PROMETHEUS_MULTIPROC_DIR``; the same code serves both. Families computed at scrape
-time (database gauges, self-metrics, build info) have no instrument here.
+time (``Family.stored`` false) have no instrument here.
 """
 
 from __future__ import annotations
@@ -14,18 +14,7 @@ from typing import Any
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, disable_created_metrics
 
 from . import catalogue
-from .catalogue import Kind, Source
-
-# Families stored per process and merged at scrape time.
-INSTRUMENTED_SOURCES = {Source.EVENT, Source.PROCESS, Source.SELF}
-_SCRAPE_TIME = {
-    "build_info",
-    "metrics_collector_up",
-    "metrics_collector_duration_seconds",
-    "metrics_series",
-    "metrics_multiprocess_files",
-    "metrics_multiprocess_skipped_files",
-}
+from .catalogue import Kind
 
 _lock = threading.Lock()
 _instruments: dict[str, Any] | None = None
@@ -34,10 +23,6 @@ _instruments: dict[str, Any] | None = None
 def multiprocess_dir() -> str | None:
     """The multiprocess folder when prometheus_client runs in multiprocess mode."""
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
-
-
-def is_instrumented(family: catalogue.Family) -> bool:
-    return family.source in INSTRUMENTED_SOURCES and family.name not in _SCRAPE_TIME
 
 
 def _build(family: catalogue.Family) -> Any:
@@ -64,9 +49,7 @@ def get_all() -> dict[str, Any]:
             if _instruments is None:
                 # Counters' _created series double the series count for no use in PromQL.
                 disable_created_metrics()
-                _instruments = {
-                    f.name: _build(f) for f in catalogue.families() if is_instrumented(f)
-                }
+                _instruments = {f.name: _build(f) for f in catalogue.families() if f.stored}
     return _instruments
 
 

@@ -34,7 +34,7 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Count, Max
 
 from . import budget, catalogue, redaction
-from .conf import app_settings
+from .conf import app_settings, on_reset
 
 logger = logging.getLogger(__name__)
 
@@ -231,6 +231,7 @@ def invalidate(**kwargs: Any) -> None:
     _state.checked_at = float("-inf")
 
 
+@on_reset
 def reset() -> None:
     """Forget everything this process knows (tests)."""
     global _state

@@ -21,7 +21,7 @@ from django.db import models, transaction
 from django.db.models.signals import post_save, pre_save
 from django.dispatch import receiver
 
-from . import record
+from . import record, selfmetrics
 from .models import Approval, Escalation, Issue, PullRequest
 
 logger = logging.getLogger(__name__)
@@ -29,18 +29,7 @@ logger = logging.getLogger(__name__)
 _PREVIOUS = "_tamma_previous_status"
 
 
-def _safely(handler: Callable[..., None]) -> Callable[..., None]:
-    """Metrics must never break a save: log and count whatever goes wrong."""
-
-    @functools.wraps(handler)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        try:
-            handler(*args, **kwargs)
-        except Exception:
-            logger.exception("tamma_metrics: receiver %s failed", handler.__name__)
-            record.count_error("receiver")
-
-    return wrapper
+_safely = selfmetrics.swallowed("receiver", "receiver")
 
 
 def _after_commit(using: str, func: Callable[..., None], **kwargs: Any) -> None:

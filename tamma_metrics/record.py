@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
-from . import backends, catalogue, instruments, labels
+from . import backends, catalogue, instruments, labels, selfmetrics
 from .catalogue import Kind, Source
-from .conf import app_settings, max_event_value
+from .conf import app_settings, max_event_value, on_reset
 
 logger = logging.getLogger(__name__)
 
@@ -87,18 +87,7 @@ class _Series:
             counter.inc()
         getattr(self.child, operation)(value)
         if backends.dispatcher() is not None:
-            family = self.family
-            backends.forward(
-                backends.Sample(
-                    family.name,
-                    family.full_name,
-                    family.kind.value,
-                    operation,
-                    value,
-                    self.labels,
-                    family.buckets,
-                )
-            )
+            backends.forward(backends.Sample(self.family, operation, value, self.labels))
         report = getattr(_local, "report", None)
         if report is not None and (self.folded or self.overflow):
             report.append(Adjustment(self.family.name, self.folded, self.overflow))
@@ -162,25 +151,10 @@ def _guarded_series(family_name: str, values: tuple[Any, ...]) -> _Series:
     return _Series(child, tuple(side), family, recorded, folded, result.overflow)
 
 
+@on_reset
 def clear_cache() -> None:
-    """Forget cached children (tests)."""
+    """Forget cached children (a label policy or settings change)."""
     _children.clear()
-
-
-def count_backend_error(backend: str) -> None:
-    """Count an event a push backend could not take; never raises."""
-    try:
-        instruments.get("metrics_backend_errors_total").labels(backend).inc()
-    except Exception:  # pragma: no cover
-        logger.exception("tamma_metrics could not count a backend error")
-
-
-def count_error(stage: str) -> None:
-    """Count a swallowed failure of the metrics code; never raises."""
-    try:
-        instruments.get("metrics_errors_total").labels(stage).inc()
-    except Exception:  # pragma: no cover - the last line of defence must not raise
-        logger.exception("tamma_metrics could not count its own error")
 
 
 class Rejected(ValueError):
@@ -200,10 +174,10 @@ def _guarded(func: Callable[P, None]) -> Callable[P, None]:
                 func(*args, **kwargs)
         except Rejected as exc:
             logger.warning("tamma_metrics: %s not recorded: %s", func.__name__, exc)
-            count_error("rejected")
+            selfmetrics.count_error("rejected")
         except Exception:
             logger.exception("tamma_metrics: recording %s failed", func.__name__)
-            count_error("record")
+            selfmetrics.count_error("record")
 
     return wrapper
 

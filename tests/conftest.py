@@ -24,18 +24,15 @@ def metrics(client):
 
 
 @pytest.fixture(autouse=True)
-def _fresh_caches():
+def _fresh_state():
     """Cached permissions and admissions must not leak between tests: each test's
     database rows are rolled back (and primary keys reused)."""
     from django.core.cache import cache
 
-    from tamma_metrics import access, budget, labels, record
+    from tamma_metrics import conf
 
     cache.clear()
-    access.forget_verified()
-    budget.answered()
-    labels.reset()
-    record.clear_cache()
+    conf.reset()
 
 
 @pytest.fixture

@@ -90,7 +90,7 @@ def test_events_reach_the_backend_with_guarded_labels(use_backends):
             {"provider": "openai", "model": "gpt-4o", "token_type": "input"},
         ),
     ]
-    assert received[1].buckets[:3] == (0.1, 0.25, 0.5)
+    assert received[1].family.buckets[:3] == (0.1, 0.25, 0.5)
 
 
 def test_a_failing_backend_is_counted_and_the_caller_unharmed(use_backends, metrics):

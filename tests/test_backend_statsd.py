@@ -11,6 +11,7 @@ from tamma_metrics import backends, record
 from tamma_metrics.access import sync_metric_families
 from tamma_metrics.backends import Sample
 from tamma_metrics.backends.statsd import StatsdBackend
+from tamma_metrics.catalogue import Family, Kind
 from tests.servers import free_port
 from tests.test_labels import CUSTOM
 from tests.utils import delta, run_python
@@ -180,7 +181,8 @@ def test_lines_share_datagrams_up_to_max_packet(use_statsd, listener):
 
 
 def sample(name: str, kind: str, operation: str, value: float, **labels: str) -> Sample:
-    return Sample(name.removeprefix("tamma_"), name, kind, operation, value, labels)
+    family = Family(name.removeprefix("tamma_"), Kind(kind), "help", tuple(labels))
+    return Sample(family, operation, value, labels)
 
 
 def test_packing_is_greedy_and_never_cuts_a_line():

@@ -28,12 +28,13 @@ import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
-from ..conf import app_settings
+from .. import selfmetrics
+from ..catalogue import Family
+from ..conf import app_settings, on_reset
 
 logger = logging.getLogger(__name__)
 
@@ -50,13 +51,20 @@ EXIT_FLUSH_SECONDS = 2.0
 class Sample(NamedTuple):
     """One recorded event, as the backends see it (a tuple: cheap to make per event)."""
 
-    family: str  # catalogue name without prefix, e.g. "ai_requests_total"
-    name: str  # exposed name with prefix, e.g. "tamma_ai_requests_total"
-    kind: str  # counter, histogram or gauge
+    family: Family  # its names (base_name, full_name), kind, unit, help and buckets
     operation: str  # inc, observe, set or dec
     value: float
     labels: dict[str, str]
-    buckets: tuple[float, ...] = ()
+
+    @property
+    def name(self) -> str:
+        """The exposed name, e.g. ``tamma_ai_requests_total``."""
+        return self.family.full_name
+
+    @property
+    def kind(self) -> str:
+        """counter, histogram or gauge."""
+        return self.family.kind.value
 
 
 class Backend(ABC):
@@ -70,12 +78,6 @@ class Backend(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Flush and release resources at exit."""
-
-
-def _count_error(backend: str) -> None:
-    from ..record import count_backend_error
-
-    count_backend_error(backend)
 
 
 class Dispatcher:
@@ -100,7 +102,8 @@ class Dispatcher:
     def put(self, sample: Sample) -> None:
         pending = self.pending
         if len(pending) >= self.size:
-            _count_error("queue")  # the backends miss it; Prometheus still counts it
+            # The backends miss it; Prometheus still counts it.
+            selfmetrics.count_backend_error("queue")
             return
         pending.append(sample)
         if len(pending) == BATCH:  # a burst: do not wait for the next tick
@@ -124,7 +127,7 @@ class Dispatcher:
             try:
                 backend.send(batch)
             except Exception:
-                _count_error(backend.name)
+                selfmetrics.count_backend_error(backend.name)
                 # A dead server fails every batch: log at most once a minute per backend
                 # (every failure is still counted).
                 now = time.monotonic()
@@ -206,6 +209,7 @@ def _flush_at_exit() -> None:
         target.flush(timeout=EXIT_FLUSH_SECONDS)
 
 
+@on_reset
 def reset() -> None:
     """Drain and forget the dispatcher (tests, settings changes)."""
     global _dispatcher, _configured
@@ -213,11 +217,3 @@ def reset() -> None:
         if _dispatcher is not None and _dispatcher.pid == os.getpid():
             _dispatcher.flush()
         _dispatcher, _configured = None, False
-
-
-def _settings_changed(*, setting: str, **kwargs: Any) -> None:
-    if setting == "TAMMA_METRICS":
-        reset()
-
-
-setting_changed.connect(_settings_changed)

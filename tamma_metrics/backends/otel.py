@@ -26,7 +26,9 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import Backend, Sample, _count_error
+from .. import catalogue, selfmetrics
+from ..catalogue import Kind
+from . import Backend, Sample
 
 DEFAULT_SERVICE_NAME = "tamma-metrics"
 SERVICE_INSTANCE_ID = "service.instance.id"
@@ -74,8 +76,7 @@ class OtelBackend(Backend):
         from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
         from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 
-        from .. import __version__, catalogue
-        from ..catalogue import Kind
+        from .. import __version__
 
         reader = self.reader
         if reader is None:
@@ -122,23 +123,16 @@ class OtelBackend(Backend):
         return instrument
 
     def _create(self, sample: Sample, setter: bool) -> Any:
-        from .. import catalogue
-
-        try:
-            description = catalogue.get(sample.family).help
-        except KeyError:  # a family gone from the settings since the event
-            description = ""
-        name = sample.name
-        if sample.kind == "counter":
-            return self._meter.create_counter(
-                name.removesuffix("_total"), description=description
-            ).add
-        if sample.kind == "histogram":
+        family = sample.family
+        name, description = family.full_name, family.help
+        if family.kind is Kind.COUNTER:
+            return self._meter.create_counter(family.metric_name, description=description).add
+        if family.kind is Kind.HISTOGRAM:
             return self._meter.create_histogram(
                 name,
-                unit="s" if name.endswith("_seconds") else "",
+                unit="s" if family.unit == "seconds" else "",
                 description=description,
-                explicit_bucket_boundaries_advisory=[float(b) for b in sample.buckets],
+                explicit_bucket_boundaries_advisory=[float(b) for b in family.buckets],
             ).record
         if setter:
             return self._meter.create_gauge(name, description=description).set
@@ -169,7 +163,7 @@ def _counting_exporter(**options: Any) -> Any:
         def export(self, metrics_data: Any, timeout_millis: float | None = 10000, **kw: Any) -> Any:
             result = super().export(metrics_data, timeout_millis=timeout_millis, **kw)
             if result is not MetricExportResult.SUCCESS:
-                _count_error(OtelBackend.name)
+                selfmetrics.count_backend_error(OtelBackend.name)
             return result
 
     return CountingExporter(**options)

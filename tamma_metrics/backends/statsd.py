@@ -78,10 +78,7 @@ class StatsdBackend(Backend):
         key = (sample.name, sample.kind)
         name = self._names.get(key)
         if name is None:
-            base = sample.name
-            if sample.kind == "counter" and base.endswith("_total"):
-                base = base[: -len("_total")]
-            name = _NAME_UNSAFE.sub("_", self.prefix + base)
+            name = _NAME_UNSAFE.sub("_", self.prefix + sample.family.metric_name)
             self._names[key] = name
         return name
 
@@ -101,7 +98,7 @@ class StatsdBackend(Backend):
         if sample.kind == "counter":
             return f"{name}:{_number(value)}|c{suffix}"
         if sample.kind == "histogram":
-            if sample.family.endswith("_seconds"):
+            if sample.family.unit == "seconds":
                 # Timers are milliseconds in StatsD; keep microsecond precision.
                 return f"{name}:{_number(round(value * 1000, 3))}|ms{suffix}"
             return f"{name}:{_number(value)}|h{suffix}"

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from prometheus_client import push_to_gateway, pushadd_to_gateway
 
-from ... import exposition, record
+from ... import exposition, selfmetrics
 from ...conf import app_settings
 
 BACKEND = "pushgateway"
@@ -94,7 +94,7 @@ class Command(BaseCommand):
                 timeout=options["timeout"],
             )
         except Exception as error:  # URLError, HTTPError (4xx/5xx), timeouts, refusals
-            record.count_backend_error(BACKEND)
+            selfmetrics.count_backend_error(BACKEND)
             raise CommandError(f"could not push to the Pushgateway at {gateway}: {error}") from None
         group = "".join(f" {k}={v}" for k, v in grouping.items())
         method = "replaced" if options["replace"] else "pushed"

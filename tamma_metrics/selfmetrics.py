@@ -1,0 +1,55 @@
+"""The metrics layer counting its own failures: recording, receivers, backends and the
+scrape all count through here, and nothing in here ever raises."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import ParamSpec
+
+from . import instruments
+
+__all__ = ["count_backend_error", "count_error", "swallowed"]
+
+logger = logging.getLogger("tamma_metrics")
+
+P = ParamSpec("P")
+
+
+def count_error(stage: str) -> None:
+    """Count a swallowed failure of the metrics code in
+    ``metrics_errors_total{stage}``."""
+    try:
+        instruments.get("metrics_errors_total").labels(stage).inc()
+    except Exception:  # pragma: no cover - the last line of defence must not raise
+        logger.exception("tamma_metrics could not count its own error")
+
+
+def count_backend_error(backend: str) -> None:
+    """Count an event a push backend could not take in
+    ``metrics_backend_errors_total{backend}``."""
+    try:
+        instruments.get("metrics_backend_errors_total").labels(backend).inc()
+    except Exception:  # pragma: no cover
+        logger.exception("tamma_metrics could not count a backend error")
+
+
+def swallowed(stage: str, what: str) -> Callable[[Callable[P, None]], Callable[P, None]]:
+    """Decorate a function whose failure must never reach its caller (a save, a
+    request): the exception is logged as ``what failed`` and counted under ``stage``."""
+
+    def decorate(func: Callable[P, None]) -> Callable[P, None]:
+        @functools.wraps(func)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+            try:
+                func(*args, **kwargs)
+            except Exception:
+                logging.getLogger(func.__module__).exception(
+                    "tamma_metrics: %s %s failed", what, func.__name__
+                )
+                count_error(stage)
+
+        return wrapper
+
+    return decorate
