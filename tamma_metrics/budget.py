@@ -146,6 +146,18 @@ def answered() -> None:
 
 
 @contextmanager
+def within(deadline: Deadline | None) -> Iterator[None]:
+    """The block's queries finish by ``deadline`` (or fail with DatabaseError); no
+    limit without one."""
+    if deadline is None:
+        yield
+        return
+    with time_limited(deadline.remaining()) as before_query:
+        before_query()
+        yield
+
+
+@contextmanager
 def time_limited(seconds: float, *, using: str = DEFAULT_DB_ALIAS) -> Iterator[Callable[[], None]]:
     """A transaction (or savepoint) whose queries must all finish within ``seconds``.
 

@@ -454,3 +454,24 @@ def owner_of(metric_name: str) -> str | None:
         if metric_name.startswith(pattern[:-1]):
             return pattern
     return None
+
+
+@dataclass(frozen=True)
+class Visibility:
+    """The families one caller may see (access decides, the scrape obeys): None families
+    means everything."""
+
+    families: frozenset[str] | None
+    uncovered: bool  # families no MetricFamily row covers (superusers only)
+
+    def allows(self, metric_name: str) -> bool:
+        if self.families is None:
+            return True
+        owner = owner_of(metric_name)
+        return self.uncovered if owner is None else owner in self.families
+
+    def allows_family(self, name: str) -> bool:
+        return self.families is None or name in self.families
+
+
+EVERYTHING = Visibility(None, True)

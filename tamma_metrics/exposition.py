@@ -22,7 +22,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from . import budget, catalogue, encoder, folder, instruments, queries
-from .access import EVERYTHING, Visibility
+from .catalogue import EVERYTHING, Visibility
 from .collectors import BuildInfoCollector, DatabaseCollector
 from .conf import on_reset
 

@@ -55,7 +55,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
     deadline = budget.Deadline(budget.database_budget(scrape_timeout))
     try:
         caller = access.authenticate(request, deadline=deadline)
-        visibility = access.visibility(caller, deadline=deadline, request=request)
+        visibility = access.visibility(caller, deadline=deadline)
     except access.NotAuthenticated:
         return _unauthorized()
     except access.NoFamilies:

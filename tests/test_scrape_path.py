@@ -19,7 +19,7 @@ from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.openmetrics import exposition as om_exposition
 
-from tamma_metrics import access, catalogue, encoder, exposition, folder, multiprocess, record
+from tamma_metrics import catalogue, encoder, exposition, folder, multiprocess, record
 from tamma_metrics.encoder import OPENMETRICS, TEXT
 from tamma_metrics.folder import FolderReader
 from tests.utils import parse, run_python
@@ -56,7 +56,7 @@ def _library_read(path: str, *, timeout: float | None = None) -> folder.FolderRe
     return folder.FolderRead(list(MultiProcessCollector.merge(files)), len(files), 0)
 
 
-def _library_body(accept: str, visibility: access.Visibility, monkeypatch) -> bytes:
+def _library_body(accept: str, visibility: catalogue.Visibility, monkeypatch) -> bytes:
     with monkeypatch.context() as patch:
         patch.setattr(folder, "read_folder", _library_read)
         registry = exposition.build_registry(visibility)
@@ -86,7 +86,7 @@ def _record_some_events() -> None:
 def test_a_scrape_is_byte_for_byte_what_prometheus_client_writes(accept, monkeypatch):
     _record_some_events()
     ours = exposition.render(accept=accept)
-    theirs = _library_body(accept, access.EVERYTHING, monkeypatch)
+    theirs = _library_body(accept, catalogue.EVERYTHING, monkeypatch)
     assert ours.content_type == encoder.negotiate(accept)[1]
     assert _normalised(ours.body) == _normalised(theirs)
     assert ours.body.count(b"\n") > 100
@@ -96,7 +96,7 @@ def test_a_scrape_is_byte_for_byte_what_prometheus_client_writes(accept, monkeyp
 def test_a_restricted_caller_gets_the_library_bytes_of_its_families(monkeypatch):
     _record_some_events()
     business = frozenset(f.name for f in catalogue.families() if f.audience == "business")
-    visibility = access.Visibility(business, False)
+    visibility = catalogue.Visibility(business, False)
     for accept in ("", PROMETHEUS_ACCEPT):
         ours = exposition.render(accept=accept, visibility=visibility).body
         assert _normalised(ours) == _normalised(_library_body(accept, visibility, monkeypatch))

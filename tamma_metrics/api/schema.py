@@ -4,7 +4,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
 
 class TokenAuthenticationScheme(OpenApiAuthenticationExtension):
-    target_class = "tamma_metrics.access.TokenAuthentication"
+    target_class = "tamma_metrics.access.authentication.TokenAuthentication"
     name = ["tammaToken", "tammaBasic"]
 
     def get_security_definition(self, auto_schema):  # noqa: ANN001, ANN201 - library hook

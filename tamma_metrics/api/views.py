@@ -275,7 +275,7 @@ class FamiliesView(DatabaseAwareView):
         try:
             visibility = access.visibility(request.auth)
         except access.NoFamilies:
-            visibility = access.Visibility(frozenset(), False)
+            visibility = catalogue.Visibility(frozenset(), False)
         rows = [
             {
                 "name": f.name,
