@@ -34,8 +34,8 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection, reset_queries  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
-from tamma_metrics import exposition, queries  # noqa: E402
 from tamma_metrics.conf import app_settings  # noqa: E402
+from tamma_metrics.scrape import exposition, queries  # noqa: E402
 
 
 def main() -> None:

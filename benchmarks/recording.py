@@ -33,7 +33,8 @@ django.setup()
 from django.core.management import call_command  # noqa: E402
 from prometheus_client import Counter  # noqa: E402
 
-from tamma_metrics import exposition, record  # noqa: E402
+from tamma_metrics import record  # noqa: E402
+from tamma_metrics.scrape import exposition  # noqa: E402
 
 
 def per_call_ns(func: Callable[[], None], calls: int) -> float:

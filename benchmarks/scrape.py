@@ -39,8 +39,8 @@ from prometheus_client.mmap_dict import MmapedDict  # noqa: E402
 from prometheus_client.multiprocess import MultiProcessCollector  # noqa: E402
 from prometheus_client.openmetrics import exposition as om_exposition  # noqa: E402
 
-from tamma_metrics import encoder, folder, multiprocess  # noqa: E402
-from tamma_metrics.encoder import GZIP_LEVEL, OPENMETRICS, TEXT  # noqa: E402
+from tamma_metrics.scrape import encoder, folder, multiprocess  # noqa: E402
+from tamma_metrics.scrape.encoder import GZIP_LEVEL, OPENMETRICS, TEXT  # noqa: E402
 
 PYTHON = sys.executable
 
@@ -220,8 +220,8 @@ import gc, os, sys, tracemalloc
 sys.path.insert(0, {root!r})
 path, mode = sys.argv[1], sys.argv[2]
 from benchmarks.scrape import library_render, our_render
-from tamma_metrics import folder
-from tamma_metrics.encoder import TEXT
+from tamma_metrics.scrape import folder
+from tamma_metrics.scrape.encoder import TEXT
 
 def rss():
     with open("/proc/self/status") as status:

@@ -10,8 +10,8 @@ requests). Command-line options still override these.
 import os
 import sys
 
-from tamma_metrics import multiprocess
 from tamma_metrics.conf import parse_port
+from tamma_metrics.scrape import multiprocess
 
 
 def _int(name: str, default: int) -> int:

@@ -1,7 +1,7 @@
 """Database work with a time budget, so a slow or locked database cannot stall a scrape.
 
-Prometheus announces how long it will wait (``X-Prometheus-Scrape-Timeout-Seconds``);
-past that the whole scrape is lost, in-process metrics included. The database gauges
+Prometheus announces how long it will wait (the view reads it from a header); past
+that the whole scrape is lost, in-process metrics included. The database gauges
 therefore get part of that time, capped by ``DATABASE_BUDGET_SECONDS``, and each query
 is stopped by the database itself when the budget runs out:
 
@@ -48,17 +48,6 @@ class Deadline:
 
     def remaining(self) -> float:
         return max(0.0, self.end - time.monotonic())
-
-
-def parse_scrape_timeout(raw: str | None) -> float | None:
-    """The seconds in an ``X-Prometheus-Scrape-Timeout-Seconds`` header, if usable."""
-    if not raw:
-        return None
-    try:
-        seconds = float(raw)
-    except ValueError:
-        return None
-    return seconds if math.isfinite(seconds) and seconds > 0 else None
 
 
 def database_budget(scrape_timeout: float | None = None) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 
@@ -11,8 +12,21 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
 
-from . import __version__, access, budget, catalogue, exposition, instruments
+from . import __version__, access, budget, catalogue, instruments
 from .conf import app_settings
+from .scrape import exposition
+
+
+def scrape_timeout(request: HttpRequest) -> float | None:
+    """The seconds of the ``X-Prometheus-Scrape-Timeout-Seconds`` header, if usable."""
+    raw = request.headers.get("X-Prometheus-Scrape-Timeout-Seconds")
+    if not raw:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds > 0 else None
 
 
 def _no_store(response: HttpResponse) -> HttpResponse:
@@ -48,11 +62,9 @@ def metrics(request: HttpRequest) -> HttpResponse:
     """Serve the caller's families in Prometheus text or OpenMetrics, by ``Accept``."""
     if not app_settings.ENABLED:
         raise Http404("metrics are disabled")
-    scrape_timeout = budget.parse_scrape_timeout(
-        request.headers.get("X-Prometheus-Scrape-Timeout-Seconds")
-    )
+    timeout = scrape_timeout(request)
     # One budget for every query of the scrape: who is calling, what they see, the gauges.
-    deadline = budget.Deadline(budget.database_budget(scrape_timeout))
+    deadline = budget.Deadline(budget.database_budget(timeout))
     try:
         caller = access.authenticate(request, deadline=deadline)
         visibility = access.visibility(caller, deadline=deadline)
@@ -71,7 +83,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
         accept_encoding=request.headers.get("Accept-Encoding", ""),
         names=request.GET.getlist("name[]"),
         visibility=visibility,
-        scrape_timeout=scrape_timeout,
+        scrape_timeout=timeout,
         deadline=deadline,
     )
     response = HttpResponse(result.body, content_type=result.content_type)

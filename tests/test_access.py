@@ -14,9 +14,10 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from guardian.shortcuts import assign_perm, remove_perm
 
-from tamma_metrics import access, catalogue, queries, record
+from tamma_metrics import access, catalogue, record
 from tamma_metrics.models import ApiToken, MetricFamily
 from tamma_metrics.roles import OPERATOR, PRODUCT_MANAGER, PROMETHEUS, seed_roles
+from tamma_metrics.scrape import queries
 from tests.utils import basic, parse
 
 pytestmark = pytest.mark.django_db

@@ -10,9 +10,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from prometheus_client import CollectorRegistry
 
-from tamma_metrics import queries
-from tamma_metrics.collectors import DatabaseCollector
 from tamma_metrics.models import Approval, AutonomousLoop, Issue, Priority
+from tamma_metrics.scrape import queries
+from tamma_metrics.scrape.collectors import DatabaseCollector
 from tests import factories
 
 pytestmark = pytest.mark.django_db

@@ -20,8 +20,9 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from guardian.shortcuts import assign_perm
 
-from tamma_metrics import budget, collectors, labels, queries
+from tamma_metrics import budget, labels, views
 from tamma_metrics.models import ApiToken, Issue, MetricFamily
+from tamma_metrics.scrape import collectors, queries
 from tests import factories
 from tests.utils import parse, run_on_sqlite_file, run_python, scrape
 
@@ -57,8 +58,9 @@ def _timeout_setting() -> str:
     [("10", 10.0), ("0.5", 0.5), (None, None), ("", None), ("soon", None), ("-1", None),
      ("0", None), ("nan", None), ("inf", None)],
 )  # fmt: skip
-def test_scrape_timeout_header_is_parsed_strictly(raw, expected):
-    assert budget.parse_scrape_timeout(raw) == expected
+def test_scrape_timeout_header_is_parsed_strictly(raw, expected, rf):
+    headers = {} if raw is None else {"X-Prometheus-Scrape-Timeout-Seconds": raw}
+    assert views.scrape_timeout(rf.get("/metrics", headers=headers)) == expected
 
 
 def test_budget_is_a_share_of_the_scrape_timeout_capped_by_the_setting(settings):

@@ -13,7 +13,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics import exposition as om_exposition
 from prometheus_client.samples import Exemplar, Timestamp
 
-from tamma_metrics import encoder
+from tamma_metrics.scrape import encoder
 
 TYPES = ["counter", "gauge", "histogram", "summary", "info", "stateset", "gaugehistogram",
          "unknown"]  # fmt: skip

@@ -30,9 +30,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.openmetrics import exposition as om_exposition
 from prometheus_client.utils import floatToGoString
 
-from tamma_metrics import encoder
-from tamma_metrics.encoder import OPENMETRICS, TEXT
-from tamma_metrics.folder import FolderReader
+from tamma_metrics.scrape import encoder
+from tamma_metrics.scrape.encoder import OPENMETRICS, TEXT
+from tamma_metrics.scrape.folder import FolderReader
 
 MODES = ("all", "liveall", "min", "livemin", "max", "livemax", "sum", "livesum",
          "mostrecent", "livemostrecent")  # fmt: skip

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from prometheus_client.mmap_dict import mmap_key
 from prometheus_client.utils import floatToGoString
 
-from tamma_metrics import mmap_keys
+from tamma_metrics.scrape import mmap_keys
 
 label_names = st.sampled_from(["a", "kind", "la", "le_x", "lz", "model", "provider", "z"])
 text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=6)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
-from tamma_metrics import multiprocess
-from tamma_metrics.folder import read_folder
-from tamma_metrics.multiprocess import FolderError, LockTimeout
+from tamma_metrics.scrape import multiprocess
+from tamma_metrics.scrape.folder import read_folder
+from tamma_metrics.scrape.multiprocess import FolderError, LockTimeout
 
 BUCKETS = ("1.0", "5.0", "+Inf")
 

@@ -1,7 +1,7 @@
 """The gauge queries read their partial indexes, not the whole table, on both databases.
 
 100,000 issues (1% queued) and 20,000 approvals (1% of them pending), statistics
-gathered, then the plans of the querysets exactly as ``tamma_metrics.queries`` builds
+gathered, then the plans of the querysets exactly as ``tamma_metrics.scrape.queries`` builds
 them: no full scan of either table. Each run of the suite checks the database it runs on.
 """
 
@@ -13,8 +13,8 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from tamma_metrics import queries
 from tamma_metrics.models import Approval, Issue
+from tamma_metrics.scrape import queries
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 

@@ -19,9 +19,10 @@ from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.openmetrics import exposition as om_exposition
 
-from tamma_metrics import catalogue, encoder, exposition, folder, multiprocess, record
-from tamma_metrics.encoder import OPENMETRICS, TEXT
-from tamma_metrics.folder import FolderReader
+from tamma_metrics import catalogue, record
+from tamma_metrics.scrape import encoder, exposition, folder, multiprocess
+from tamma_metrics.scrape.encoder import OPENMETRICS, TEXT
+from tamma_metrics.scrape.folder import FolderReader
 from tests.utils import parse, run_python
 
 PROMETHEUS_ACCEPT = (
@@ -311,7 +312,8 @@ django.setup()
 from django.core.management import call_command
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics import exposition as om
-from tamma_metrics import exposition, record
+from tamma_metrics import record
+from tamma_metrics.scrape import exposition
 call_command("migrate", verbosity=0)
 record.ai_request(provider="openai", model="gpt", request_type="chat", outcome="error",
                   duration_seconds=0.5, tokens={"input": 10})

@@ -12,7 +12,8 @@ from django.test.utils import CaptureQueriesContext
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from tamma_metrics import catalogue, encoder, record
+from tamma_metrics import catalogue, record
+from tamma_metrics.scrape import encoder
 from tests.utils import basic, parse, scrape
 
 pytestmark = pytest.mark.django_db

@@ -258,5 +258,3 @@ class CanIngest(BasePermission):
 
     def has_permission(self, request: Any, view: Any) -> bool:
         return bool(request.user and request.user.has_perm("tamma_metrics.add_event"))
-
-

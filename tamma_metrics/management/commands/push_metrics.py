@@ -17,8 +17,9 @@ from urllib.parse import urlsplit
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from prometheus_client import push_to_gateway, pushadd_to_gateway
 
-from ... import exposition, selfmetrics
+from ... import selfmetrics
 from ...conf import app_settings
+from ...scrape import exposition
 
 BACKEND = "pushgateway"
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")

@@ -21,10 +21,11 @@ from prometheus_client import REGISTRY, CollectorRegistry, PlatformCollector, Pr
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import budget, catalogue, encoder, folder, instruments, queries
-from .catalogue import EVERYTHING, Visibility
+from .. import budget, catalogue, instruments
+from ..catalogue import EVERYTHING, Visibility
+from ..conf import on_reset
+from . import encoder, folder, queries
 from .collectors import BuildInfoCollector, DatabaseCollector
-from .conf import on_reset
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ each scrape, grow without end. Here:
   histogram, summary and ``sum``/``min``/``max``/``mostrecent`` gauge files into one
   ``<type>_archive.db`` per type and deletes them; ``all`` gauges (a series per pid) of
   the dead worker are deleted, ``live*`` ones removed as prometheus_client does.
-- a scrape (``tamma_metrics.folder``) holds a shared ``flock`` while it reads the
+- a scrape (``tamma_metrics.scrape.folder``) holds a shared ``flock`` while it reads the
   files and skips files that are empty, foreign or unreadable instead of failing.
   The archive step holds the same lock exclusively, so a scrape sees a dead worker's
   values exactly once: in its own file or in the archive, never both, never neither.

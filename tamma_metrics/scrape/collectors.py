@@ -15,8 +15,9 @@ from django.core.cache import cache
 from django.db import DatabaseError
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from . import __version__, budget, catalogue, queries
-from .conf import app_settings
+from .. import __version__, budget, catalogue
+from ..conf import app_settings
+from . import queries
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,9 @@ from datetime import datetime, timedelta
 from django.db.models import Count, Min, QuerySet
 from django.utils import timezone
 
-from .conf import app_settings
-from .models import Approval, AutonomousLoop, Issue, Priority
+from .. import catalogue, labels
+from ..conf import app_settings
+from ..models import Approval, AutonomousLoop, Issue, Priority
 
 Labels = tuple[str, ...]
 
@@ -99,8 +100,6 @@ def oldest_pending_approval() -> dict[Labels, float]:
 
 def series_admitted() -> dict[Labels, float]:
     """Label combinations admitted per event family (0 included), shared by all processes."""
-    from . import catalogue, labels
-
     result = {(f.name,): 0.0 for f in catalogue.families() if f.source is catalogue.Source.EVENT}
     for family, n in labels.admitted_series().items():
         result[(family,)] = float(n)
