@@ -304,6 +304,114 @@ FAMILIES: tuple[Family, ...] = (
     ),
 )
 
+# Bounded label values derived from numbers, so a raw count never becomes a label.
+TOKEN_RANGES: tuple[tuple[int, str], ...] = (
+    (1_000, "0-1k"),
+    (10_000, "1k-10k"),
+    (100_000, "10k-100k"),
+)
+TOKEN_RANGE_MAX = "100k+"
+
+FILE_COUNT_RANGES: tuple[tuple[int, str], ...] = ((0, "0"), (1, "1"), (5, "2-5"), (20, "6-20"))
+FILE_COUNT_MAX = "21+"
+
+
+# -- label vocabularies: the one source of every label's allowed values --------------
+#
+# Closed labels: value -> how people read it. The models' choices, the default label
+# policies (seeded into LabelPolicy, then editable in the admin), the ingest API and the
+# demo data all derive from these.
+VOCABULARIES: dict[str, dict[str, str]] = {
+    "provider": {
+        "anthropic": "Anthropic",
+        "openai": "OpenAI",
+        "google": "Google",
+        "azure_openai": "Azure OpenAI",
+        "aws_bedrock": "AWS Bedrock",
+        "mistral": "Mistral",
+        "local": "Local model",
+    },
+    "platform": {
+        "github": "GitHub",
+        "gitlab": "GitLab",
+        "gitea": "Gitea",
+        "bitbucket": "Bitbucket",
+        "azure_devops": "Azure DevOps",
+    },
+    "issue_type": {
+        "feature": "Feature",
+        "bug": "Bug",
+        "refactor": "Refactor",
+        "documentation": "Documentation",
+        "test": "Test",
+        "chore": "Chore",
+    },
+    "outcome": {"success": "Success", "failure": "Failure", "timeout": "Timeout"},
+    "result": {"success": "Success", "failure": "Failure", "timeout": "Timeout"},
+    "severity": {"low": "Low", "medium": "Medium", "high": "High", "critical": "Critical"},
+    "priority": {"low": "Low", "medium": "Medium", "high": "High", "critical": "Critical"},
+    "actor": {"system": "System", "user": "User"},
+    "merge_strategy": {"merge": "Merge commit", "squash": "Squash", "rebase": "Rebase"},
+    "token_type": {
+        "input": "Input",
+        "output": "Output",
+        "cache_read": "Cache read",
+        "cache_write": "Cache write",
+    },
+    "complexity": {"low": "Low", "medium": "Medium", "high": "High", "unknown": "Unknown"},
+    "escalation_type": {
+        "blocked": "Blocked",
+        "ambiguous_requirements": "Ambiguous requirements",
+        "test_failure": "Test failure",
+        "permission": "Permission needed",
+        "budget": "Budget exceeded",
+        "safety": "Safety concern",
+    },
+    "change_type": {"create": "Create", "update": "Update", "delete": "Delete"},
+    "approval_type": {
+        "plan": "Plan",
+        "code_review": "Code review",
+        "merge": "Merge",
+        "deployment": "Deployment",
+    },
+    "method": {
+        m: m.upper() for m in ("get", "head", "post", "put", "patch", "delete", "options", "other")
+    },
+    "user_type": {"anonymous": "Anonymous", "user": "User", "staff": "Staff", "service": "Service"},
+    "token_range": {label: label for _, label in TOKEN_RANGES} | {TOKEN_RANGE_MAX: TOKEN_RANGE_MAX},
+    "file_count": {label: label for _, label in FILE_COUNT_RANGES}
+    | {FILE_COUNT_MAX: FILE_COUNT_MAX},
+}
+# Free-form labels: how many distinct values each admits before folding to ``other``.
+VALUE_CAPS: dict[str, int] = {
+    "model": 100,
+    "reason": 100,
+    "component": 50,
+    "language": 50,
+    "file_type": 50,
+    "framework": 50,
+    "request_type": 20,
+    "test_type": 20,
+    "connection_type": 20,
+    "endpoint": 200,
+    "status_code": 60,
+}
+# A family whose label differs from the label's general rule: a vocabulary or a cap.
+FAMILY_VOCABULARIES: dict[tuple[str, str], tuple[str, ...] | int] = {
+    ("approval_wait_duration_seconds", "outcome"): ("approved", "rejected", "expired"),
+    # Connections go to AI providers and to platforms such as GitHub.
+    ("active_connections", "provider"): 30,
+}
+TOKEN_TYPES: tuple[str, ...] = tuple(VOCABULARIES["token_type"])
+
+
+def choices(label: str, *, only: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
+    """(value, display) pairs of a closed label, for a model field's ``choices``;
+    ``only`` keeps some of them (a model that never takes every value)."""
+    vocabulary = VOCABULARIES[label]
+    return [(value, vocabulary[value]) for value in only or vocabulary]
+
+
 # Label names that would carry personal data or secrets: never allowed, also not in
 # custom families. Prometheus keeps label values forever and shows them to every viewer.
 FORBIDDEN_LABELS = frozenset(
@@ -406,18 +514,6 @@ def get(name: str) -> Family:
         if family.name == name:
             return family
     raise KeyError(f"unknown metric family {name!r}")
-
-
-# Bounded label values derived from numbers, so a raw count never becomes a label.
-TOKEN_RANGES: tuple[tuple[int, str], ...] = (
-    (1_000, "0-1k"),
-    (10_000, "1k-10k"),
-    (100_000, "10k-100k"),
-)
-TOKEN_RANGE_MAX = "100k+"
-
-FILE_COUNT_RANGES: tuple[tuple[int, str], ...] = ((0, "0"), (1, "1"), (5, "2-5"), (20, "6-20"))
-FILE_COUNT_MAX = "21+"
 
 
 def token_range(total_tokens: int) -> str:

@@ -63,60 +63,14 @@ class Rule:
     fold: str
 
 
-# Seeded into LabelPolicy on migrate (missing rows only: admin edits are kept).
-# label -> closed vocabulary (tuple) or the cap of a free-form label (int).
+# Seeded into LabelPolicy on migrate (missing rows only: admin edits are kept), from
+# the catalogue: label -> closed vocabulary (tuple) or the cap of a free-form label (int).
 DEFAULT_POLICIES: dict[str, tuple[str, ...] | int] = {
-    "provider": (
-        "anthropic",
-        "openai",
-        "google",
-        "azure_openai",
-        "aws_bedrock",
-        "mistral",
-        "local",
-    ),
-    "platform": ("github", "gitlab", "gitea", "bitbucket", "azure_devops"),
-    "issue_type": ("feature", "bug", "refactor", "documentation", "test", "chore"),
-    "outcome": ("success", "failure", "timeout"),
-    "result": ("success", "failure", "timeout"),
-    "severity": ("low", "medium", "high", "critical"),
-    "actor": ("system", "user"),
-    "merge_strategy": ("merge", "squash", "rebase"),
-    "token_type": ("input", "output", "cache_read", "cache_write"),
-    "complexity": ("low", "medium", "high", "unknown"),
-    "escalation_type": (
-        "blocked",
-        "ambiguous_requirements",
-        "test_failure",
-        "permission",
-        "budget",
-        "safety",
-    ),
-    "change_type": ("create", "update", "delete"),
-    "approval_type": ("plan", "code_review", "merge", "deployment"),
-    "method": ("get", "head", "post", "put", "patch", "delete", "options", "other"),
-    "user_type": ("anonymous", "user", "staff", "service"),
-    "token_range": ("0-1k", "1k-10k", "10k-100k", "100k+"),
-    "file_count": ("0", "1", "2-5", "6-20", "21+"),
-    "model": 100,
-    "reason": 100,
-    "component": 50,
-    "language": 50,
-    "file_type": 50,
-    "framework": 50,
-    "request_type": 20,
-    "test_type": 20,
-    "connection_type": 20,
-    "repository": 200,
-    "endpoint": 200,
-    "status_code": 60,
+    **{label: tuple(values) for label, values in catalogue.VOCABULARIES.items()},
+    **catalogue.VALUE_CAPS,
 }
 # Family-specific policies: (family, label) -> vocabulary or cap, as above.
-DEFAULT_FAMILY_POLICIES: dict[tuple[str, str], tuple[str, ...] | int] = {
-    ("approval_wait_duration_seconds", "outcome"): ("approved", "rejected", "expired"),
-    # Connections go to AI providers and to platforms such as GitHub.
-    ("active_connections", "provider"): 30,
-}
+DEFAULT_FAMILY_POLICIES = catalogue.FAMILY_VOCABULARIES
 
 
 def seed_policies(**kwargs: Any) -> int:

@@ -6,22 +6,22 @@ discards the callback). The previous status is read from the database in
 ``pre_save`` rather than remembered at load time, so two in-memory copies of one
 row, deferred fields and ``refresh_from_db`` cannot make a transition count twice;
 inside ``atomic`` the row is locked for the rest of the transaction (PostgreSQL).
-``QuerySet.update()`` and ``bulk_create()`` send no signals: code that uses them
-records through ``tamma_metrics.record`` itself, as ``seed_demo`` does.
+Which events a transition stands for is decided in ``transitions``; ``QuerySet.update()``
+and ``bulk_create()`` send no signals: code that uses them records the same
+``transitions`` itself once committed, as the demo's ``seed_demo`` does.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from django.db import models, transaction
 from django.db.models.signals import post_save, pre_save
 from django.dispatch import receiver
 
-from . import record, selfmetrics
+from . import selfmetrics, transitions
 from .models import Approval, Escalation, Issue, PullRequest
 
 logger = logging.getLogger(__name__)
@@ -30,10 +30,6 @@ _PREVIOUS = "_tamma_previous_status"
 
 
 _safely = selfmetrics.swallowed("receiver", "receiver")
-
-
-def _after_commit(using: str, func: Callable[..., None], **kwargs: Any) -> None:
-    transaction.on_commit(functools.partial(func, **kwargs), using=using, robust=True)
 
 
 @receiver(pre_save, sender=Issue, dispatch_uid="tamma_issue_previous")
@@ -60,28 +56,18 @@ def remember_previous_status(
     setattr(instance, _PREVIOUS, previous)
 
 
+def _after_commit(using: str, events: list[transitions.Event]) -> None:
+    for func, kwargs in events:
+        transaction.on_commit(functools.partial(func, **kwargs), using=using, robust=True)
+
+
 @receiver(post_save, sender=Issue, dispatch_uid="tamma_issue_saved")
 @_safely
 def handle_issue_saved(
     sender: type[Issue], instance: Issue, raw: bool = False, using: str = "default", **kwargs: Any
 ) -> None:
-    previous = getattr(instance, _PREVIOUS, None)
-    outcome = instance.outcome
-    if raw or outcome is None or previous in Issue.OUTCOMES:
-        return
-    duration = None
-    if instance.started_at and instance.completed_at:
-        duration = max((instance.completed_at - instance.started_at).total_seconds(), 0.0)
-    _after_commit(
-        using,
-        record.issue_processed,
-        provider=instance.provider,
-        platform=instance.platform,
-        issue_type=instance.issue_type,
-        complexity=instance.complexity,
-        outcome=outcome,
-        duration_seconds=duration,
-    )
+    if not raw:
+        _after_commit(using, transitions.issue(instance, getattr(instance, _PREVIOUS, None)))
 
 
 @receiver(post_save, sender=PullRequest, dispatch_uid="tamma_pr_saved")
@@ -94,24 +80,9 @@ def handle_pull_request_saved(
     using: str = "default",
     **kwargs: Any,
 ) -> None:
-    if raw:
-        return
-    merged_now = (
-        instance.status == PullRequest.Status.MERGED
-        and getattr(instance, _PREVIOUS, None) != PullRequest.Status.MERGED
-    )
-    if not (created or merged_now):
-        return
-    issue = instance.issue
-    common = {
-        "provider": issue.provider,
-        "platform": instance.platform,
-        "issue_type": issue.issue_type,
-    }
-    if created:
-        _after_commit(using, record.pr_created, actor=instance.actor, **common)
-    if merged_now:
-        _after_commit(using, record.pr_merged, merge_strategy=instance.merge_strategy, **common)
+    if not raw:
+        previous = getattr(instance, _PREVIOUS, None)
+        _after_commit(using, transitions.pull_request(instance, created=created, previous=previous))
 
 
 @receiver(post_save, sender=Escalation, dispatch_uid="tamma_escalation_saved")
@@ -124,15 +95,8 @@ def handle_escalation_saved(
     using: str = "default",
     **kwargs: Any,
 ) -> None:
-    if created and not raw:
-        _after_commit(
-            using,
-            record.escalation,
-            escalation_type=instance.escalation_type,
-            severity=instance.severity,
-            component=instance.component,
-            reason=instance.reason,
-        )
+    if not raw:
+        _after_commit(using, transitions.escalation(instance, created=created))
 
 
 @receiver(post_save, sender=Approval, dispatch_uid="tamma_approval_saved")
@@ -144,14 +108,5 @@ def handle_approval_saved(
     using: str = "default",
     **kwargs: Any,
 ) -> None:
-    previous = getattr(instance, _PREVIOUS, None)
-    if raw or not instance.is_decided or previous not in (None, Approval.Status.PENDING):
-        return
-    wait = max((instance.decided_at - instance.requested_at).total_seconds(), 0.0)
-    _after_commit(
-        using,
-        record.approval_decided,
-        approval_type=instance.approval_type,
-        outcome=instance.status,
-        wait_seconds=wait,
-    )
+    if not raw:
+        _after_commit(using, transitions.approval(instance, getattr(instance, _PREVIOUS, None)))

@@ -37,7 +37,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 SUCCESS, FAILURE, TIMEOUT = "success", "failure", "timeout"
-TOKEN_TYPES = ("input", "output", "cache_read", "cache_write")
+TOKEN_TYPES = catalogue.TOKEN_TYPES
 
 
 @dataclass(frozen=True)

@@ -308,3 +308,31 @@ def test_bad_custom_families_are_system_check_errors(settings, spec, message):
     errors = [e for e in checks.check_settings() if e.id == "tamma_metrics.E010"]
     assert len(errors) == 1
     assert message in errors[0].msg
+
+
+def test_every_vocabulary_belongs_to_a_label_and_the_models_share_it():
+    """One source: each default policy is for a label some family has, and a model
+    field that feeds a label offers only that label's values, with the same names."""
+    from tamma_metrics import catalogue
+    from tamma_metrics.models import Approval, Escalation, Issue, PullRequest
+
+    used = {label for family in catalogue.FAMILIES for label in family.labels}
+    assert set(labels.DEFAULT_POLICIES) <= used, set(labels.DEFAULT_POLICIES) - used
+    fields = {
+        (Issue, "provider"): "provider",
+        (Issue, "platform"): "platform",
+        (Issue, "issue_type"): "issue_type",
+        (Issue, "complexity"): "complexity",
+        (Issue, "priority"): "priority",
+        (PullRequest, "actor"): "actor",
+        (PullRequest, "merge_strategy"): "merge_strategy",
+        (Approval, "approval_type"): "approval_type",
+        (Approval, "priority"): "priority",
+        (Escalation, "escalation_type"): "escalation_type",
+        (Escalation, "severity"): "severity",
+    }
+    for (model, name), label in fields.items():
+        offered = dict(model._meta.get_field(name).choices)
+        vocabulary = catalogue.VOCABULARIES[label]
+        assert offered.items() <= vocabulary.items(), (model.__name__, name)
+    assert labels.DEFAULT_POLICIES["token_type"] == record.TOKEN_TYPES

@@ -15,7 +15,7 @@ from typing import Any
 from django.utils import timezone
 from rest_framework import serializers
 
-from .. import record
+from .. import catalogue, record
 from ..conf import app_settings, max_event_value
 
 LABEL_MAX_LENGTH = 200
@@ -101,11 +101,12 @@ class StrictSerializer(serializers.Serializer):
         return value
 
 
-class TokensSerializer(StrictSerializer):
-    input = BoundedInteger("tokens", required=False)
-    output = BoundedInteger("tokens", required=False)
-    cache_read = BoundedInteger("tokens", required=False)
-    cache_write = BoundedInteger("tokens", required=False)
+# A field per token type of the catalogue.
+TokensSerializer = type(
+    "TokensSerializer",
+    (StrictSerializer,),
+    {kind: BoundedInteger("tokens", required=False) for kind in catalogue.TOKEN_TYPES},
+)
 
 
 ENVELOPE = frozenset({"type", "event_id", "timestamp"})

@@ -13,45 +13,20 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-
-class Platform(models.TextChoices):
-    GITHUB = "github", "GitHub"
-    GITLAB = "gitlab", "GitLab"
-    GITEA = "gitea", "Gitea"
-    BITBUCKET = "bitbucket", "Bitbucket"
-    AZURE_DEVOPS = "azure_devops", "Azure DevOps"
+from .. import catalogue
 
 
-class Provider(models.TextChoices):
-    ANTHROPIC = "anthropic", "Anthropic"
-    OPENAI = "openai", "OpenAI"
-    GOOGLE = "google", "Google"
-    AZURE_OPENAI = "azure_openai", "Azure OpenAI"
-    AWS_BEDROCK = "aws_bedrock", "AWS Bedrock"
-    MISTRAL = "mistral", "Mistral"
-    LOCAL = "local", "Local model"
+def _vocabulary(name: str, label: str, only: tuple[str, ...] | None = None) -> Any:
+    """TextChoices of a label's vocabulary in the catalogue (the one source of both)."""
+    pairs = catalogue.choices(label, only=only)
+    return models.TextChoices(name, [(value.upper(), (value, shown)) for value, shown in pairs])
 
 
-class IssueType(models.TextChoices):
-    FEATURE = "feature", "Feature"
-    BUG = "bug", "Bug"
-    REFACTOR = "refactor", "Refactor"
-    DOCUMENTATION = "documentation", "Documentation"
-    TEST = "test", "Test"
-    CHORE = "chore", "Chore"
-
-
-class Complexity(models.TextChoices):
-    LOW = "low", "Low"
-    MEDIUM = "medium", "Medium"
-    HIGH = "high", "High"
-
-
-class Priority(models.TextChoices):
-    LOW = "low", "Low"
-    MEDIUM = "medium", "Medium"
-    HIGH = "high", "High"
-    CRITICAL = "critical", "Critical"
+Platform = _vocabulary("Platform", "platform")
+Provider = _vocabulary("Provider", "provider")
+IssueType = _vocabulary("IssueType", "issue_type")
+Complexity = _vocabulary("Complexity", "complexity", only=("low", "medium", "high"))
+Priority = _vocabulary("Priority", "priority")
 
 
 class Issue(models.Model):
@@ -122,14 +97,9 @@ class PullRequest(models.Model):
         MERGED = "merged", "Merged"
         CLOSED = "closed", "Closed"
 
-    class Actor(models.TextChoices):
-        SYSTEM = "system", "System"
-        USER = "user", "User"
+    Actor = _vocabulary("Actor", "actor")
 
-    class MergeStrategy(models.TextChoices):
-        MERGE = "merge", "Merge commit"
-        SQUASH = "squash", "Squash"
-        REBASE = "rebase", "Rebase"
+    MergeStrategy = _vocabulary("MergeStrategy", "merge_strategy")
 
     issue = models.ForeignKey(Issue, on_delete=models.CASCADE, related_name="pull_requests")
     platform = models.CharField(max_length=32, choices=Platform.choices)
@@ -161,11 +131,7 @@ class PullRequest(models.Model):
 
 
 class Approval(models.Model):
-    class ApprovalType(models.TextChoices):
-        PLAN = "plan", "Plan"
-        CODE_REVIEW = "code_review", "Code review"
-        MERGE = "merge", "Merge"
-        DEPLOYMENT = "deployment", "Deployment"
+    ApprovalType = _vocabulary("ApprovalType", "approval_type")
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -204,19 +170,9 @@ class Approval(models.Model):
 
 
 class Escalation(models.Model):
-    class EscalationType(models.TextChoices):
-        BLOCKED = "blocked", "Blocked"
-        AMBIGUOUS_REQUIREMENTS = "ambiguous_requirements", "Ambiguous requirements"
-        TEST_FAILURE = "test_failure", "Test failure"
-        PERMISSION = "permission", "Permission needed"
-        BUDGET = "budget", "Budget exceeded"
-        SAFETY = "safety", "Safety concern"
+    EscalationType = _vocabulary("EscalationType", "escalation_type")
 
-    class Severity(models.TextChoices):
-        LOW = "low", "Low"
-        MEDIUM = "medium", "Medium"
-        HIGH = "high", "High"
-        CRITICAL = "critical", "Critical"
+    Severity = _vocabulary("Severity", "severity")
 
     issue = models.ForeignKey(
         Issue, on_delete=models.SET_NULL, null=True, blank=True, related_name="escalations"

@@ -1,8 +1,10 @@
 """Realistic demo data for Tamma, fast enough for a million issues.
 
-Rows are inserted in bulk (no signals), so the command records the matching events
-through ``tamma_metrics.record`` itself, after each batch commits: with a shared
-multiprocess folder, /metrics then agrees with the database. Issue ``i`` always gets
+Rows are inserted in bulk (no signals), so the command records the events of each
+committed row itself, through the same ``tamma_metrics.transitions`` the signal
+receivers use: with a shared multiprocess folder, /metrics equals the database by
+construction. Work that has no table (AI requests, generated code, test runs) is
+recorded through ``tamma_metrics.record``. Issue ``i`` always gets
 the same attributes, and a run only adds the issues a previous run did not create,
 so the command is idempotent; ``--reset`` deletes the demo rows first.
 """
@@ -18,7 +20,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 from django.utils import timezone
 
-from tamma_metrics import record
+from tamma_metrics import record, transitions
 from tamma_metrics.models import Approval, AutonomousLoop, Escalation, Issue, PullRequest
 
 DEMO_PREFIX = "tamma-demo/"
@@ -89,7 +91,8 @@ class Batch:
     prs: list[tuple[int, PullRequest]] = field(default_factory=list)
     approvals: list[tuple[int, Approval]] = field(default_factory=list)
     escalations: list[tuple[int, Escalation]] = field(default_factory=list)
-    events: list[tuple] = field(default_factory=list)  # (record function, kwargs)
+    # Events of work that has no table: (record function, kwargs).
+    events: list[transitions.Event] = field(default_factory=list)
 
 
 class Command(BaseCommand):
@@ -156,11 +159,17 @@ class Command(BaseCommand):
                 (batch.escalations, Escalation),
             ):
                 for position, row in rows:
-                    row.issue_id = batch.issues[position].pk
+                    row.issue = batch.issues[position]
                 model.objects.bulk_create([row for _, row in rows])
-        # Only what committed is counted.
-        for func, kwargs in batch.events:
-            func(**kwargs)
+        # Only what committed is counted, as the receivers would count it.
+        events = [e for issue in batch.issues for e in transitions.issue(issue, None)]
+        for _, pr in batch.prs:
+            events += transitions.pull_request(pr, created=True, previous=None)
+        for _, approval in batch.approvals:
+            events += transitions.approval(approval, None)
+        for _, escalation in batch.escalations:
+            events += transitions.escalation(escalation, created=True)
+        transitions.record_all(events + batch.events)
 
     def _past(self, moment: datetime) -> datetime:
         """Nothing in the demo happens in the future."""
@@ -188,7 +197,6 @@ class Command(BaseCommand):
         )
         position = len(batch.issues)
         batch.issues.append(issue)
-        common = {"provider": provider, "platform": platform, "issue_type": issue_type}
 
         if status != "queued":
             issue.started_at = self._past(created + timedelta(seconds=rng.uniform(5, 1800)))
@@ -196,22 +204,8 @@ class Command(BaseCommand):
         if status in Issue.TERMINAL:
             hours = rng.lognormvariate(0, 0.8) * COMPLEXITY_HOURS[complexity]
             issue.completed_at = min(issue.started_at + timedelta(hours=hours), self.now)
-            if status != "cancelled":
-                batch.events.append(
-                    (
-                        record.issue_processed,
-                        {
-                            **common,
-                            "complexity": complexity,
-                            "outcome": Issue.OUTCOMES[status],
-                            "duration_seconds": (
-                                issue.completed_at - issue.started_at
-                            ).total_seconds(),
-                        },
-                    )
-                )
         if status in ("succeeded", "failed", "awaiting_approval"):
-            self._plan_pull_request(rng, index, issue, position, common, batch)
+            self._plan_pull_request(rng, index, issue, position, batch)
         if status in ("succeeded", "failed", "awaiting_approval"):
             self._plan_approval(rng, issue, position, batch)
         if rng.random() < (0.35 if status in ("failed", "timed_out") else 0.04):
@@ -224,17 +218,6 @@ class Command(BaseCommand):
                 created_at=(issue.started_at or created) + timedelta(minutes=rng.uniform(1, 60)),
             )
             batch.escalations.append((position, escalation))
-            batch.events.append(
-                (
-                    record.escalation,
-                    {
-                        "escalation_type": kind,
-                        "severity": escalation.severity,
-                        "component": component,
-                        "reason": reason,
-                    },
-                )
-            )
 
     def _plan_pull_request(
         self,
@@ -242,7 +225,6 @@ class Command(BaseCommand):
         index: int,
         issue: Issue,
         position: int,
-        common: dict,
         batch: Batch,
     ) -> None:
         if issue.status == "succeeded":
@@ -267,9 +249,6 @@ class Command(BaseCommand):
             merged_at=issue.completed_at if status == "merged" else None,
         )
         batch.prs.append((position, pr))
-        batch.events.append((record.pr_created, {**common, "actor": actor}))
-        if status == "merged":
-            batch.events.append((record.pr_merged, {**common, "merge_strategy": strategy}))
 
     def _plan_approval(self, rng: random.Random, issue: Issue, position: int, batch: Batch) -> None:
         if issue.status == "awaiting_approval":
@@ -295,17 +274,6 @@ class Command(BaseCommand):
             decided_at=decided,
         )
         batch.approvals.append((position, approval))
-        if decided is not None:
-            batch.events.append(
-                (
-                    record.approval_decided,
-                    {
-                        "approval_type": approval_type,
-                        "outcome": status,
-                        "wait_seconds": (decided - requested).total_seconds(),
-                    },
-                )
-            )
 
     def _plan_agent_work(self, rng: random.Random, issue: Issue, batch: Batch) -> None:
         """Events that have no table: AI requests, code generation, changes, test runs."""

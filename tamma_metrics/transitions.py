@@ -1,0 +1,99 @@
+"""Which events a domain row's change stands for: the one mapping from a model
+transition to ``record`` calls.
+
+The signal receivers use it for every save; code that writes rows without signals
+(``bulk_create``, ``QuerySet.update``, the demo's seeding) uses it too, so its counters
+equal the database by construction. Each function returns the events and records
+nothing: the caller records them once the rows are committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from . import record
+from .models import Approval, Escalation, Issue, PullRequest
+
+__all__ = ["Event", "approval", "escalation", "issue", "pull_request", "record_all"]
+
+# A ``record`` function and its keyword arguments.
+Event = tuple[Callable[..., None], dict[str, Any]]
+
+
+def issue(row: Issue, previous: str | None) -> list[Event]:
+    """An issue reached a terminal status that counts as processed (once)."""
+    outcome = row.outcome
+    if outcome is None or previous in Issue.OUTCOMES:
+        return []
+    duration = None
+    if row.started_at and row.completed_at:
+        duration = max((row.completed_at - row.started_at).total_seconds(), 0.0)
+    return [
+        (
+            record.issue_processed,
+            {
+                "provider": row.provider,
+                "platform": row.platform,
+                "issue_type": row.issue_type,
+                "complexity": row.complexity,
+                "outcome": outcome,
+                "duration_seconds": duration,
+            },
+        )
+    ]
+
+
+def pull_request(row: PullRequest, *, created: bool, previous: str | None) -> list[Event]:
+    """A pull request was opened, and/or merged (once)."""
+    merged_now = row.status == PullRequest.Status.MERGED and previous != PullRequest.Status.MERGED
+    if not (created or merged_now):
+        return []
+    of_issue = row.issue
+    common = {
+        "provider": of_issue.provider,
+        "platform": row.platform,
+        "issue_type": of_issue.issue_type,
+    }
+    events: list[Event] = []
+    if created:
+        events.append((record.pr_created, {**common, "actor": row.actor}))
+    if merged_now:
+        events.append((record.pr_merged, {**common, "merge_strategy": row.merge_strategy}))
+    return events
+
+
+def escalation(row: Escalation, *, created: bool) -> list[Event]:
+    """An escalation was raised."""
+    if not created:
+        return []
+    return [
+        (
+            record.escalation,
+            {
+                "escalation_type": row.escalation_type,
+                "severity": row.severity,
+                "component": row.component,
+                "reason": row.reason,
+            },
+        )
+    ]
+
+
+def approval(row: Approval, previous: str | None) -> list[Event]:
+    """An approval was decided (once): its outcome and how long it waited."""
+    if not row.is_decided or previous not in (None, Approval.Status.PENDING):
+        return []
+    wait = max((row.decided_at - row.requested_at).total_seconds(), 0.0)
+    return [
+        (
+            record.approval_decided,
+            {"approval_type": row.approval_type, "outcome": row.status, "wait_seconds": wait},
+        )
+    ]
+
+
+def record_all(events: list[Event]) -> None:
+    """Record the events now (after the rows committed)."""
+    for func, kwargs in events:
+        func(**kwargs)
