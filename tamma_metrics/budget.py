@@ -28,6 +28,16 @@ from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connec
 
 from .conf import app_settings, on_reset
 
+__all__ = [
+    "BudgetExhausted",
+    "Deadline",
+    "answered",
+    "database_budget",
+    "failed_recently",
+    "time_limited",
+    "within",
+]
+
 # Share of Prometheus' scrape timeout the database may use: the rest is for merging the
 # multiprocess files, encoding and the network.
 SCRAPE_TIMEOUT_SHARE = 0.8

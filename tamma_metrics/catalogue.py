@@ -16,12 +16,37 @@ from django.core.exceptions import ImproperlyConfigured
 
 from .conf import app_settings, on_reset
 
+__all__ = [
+    "Audience",
+    "EVERYTHING",
+    "FAMILIES",
+    "FAMILY_VOCABULARIES",
+    "FORBIDDEN_LABELS",
+    "Family",
+    "Kind",
+    "LABEL_NAME",
+    "METRIC_NAME",
+    "RESERVED_LABELS",
+    "RUNTIME_PATTERNS",
+    "Source",
+    "TOKEN_TYPES",
+    "VALUE_CAPS",
+    "VOCABULARIES",
+    "Visibility",
+    "build",
+    "choices",
+    "families",
+    "file_count_range",
+    "get",
+    "owner_of",
+    "token_range",
+]
+
 
 class Kind(StrEnum):
     COUNTER = "counter"
     HISTOGRAM = "histogram"
     GAUGE = "gauge"
-    INFO = "info"
 
 
 class Source(StrEnum):
@@ -73,8 +98,6 @@ class Family:
         full = self.full_name
         if self.kind is Kind.COUNTER and full.endswith("_total"):
             return full[: -len("_total")]
-        if self.kind is Kind.INFO and full.endswith("_info"):
-            return full[: -len("_info")]
         return full
 
 
@@ -430,8 +453,8 @@ FORBIDDEN_LABELS = frozenset(
     }
 )
 RESERVED_LABELS = frozenset({"le", "quantile"})
-_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
 def _custom_family(spec: Any) -> Family:
@@ -443,19 +466,17 @@ def _custom_family(spec: Any) -> Family:
     where = f"CUSTOM_FAMILIES[{name!r}]"
     if unknown:
         raise ImproperlyConfigured(f"{where}: unknown keys {sorted(unknown)}")
-    if not isinstance(name, str) or not _METRIC_NAME.match(name):
+    if not isinstance(name, str) or not METRIC_NAME.match(name):
         raise ImproperlyConfigured(f"{where}: name must be a metric name")
     try:
         kind = Kind(spec.get("type"))
     except ValueError:
         raise ImproperlyConfigured(f"{where}: type must be counter, histogram or gauge") from None
-    if kind is Kind.INFO:
-        raise ImproperlyConfigured(f"{where}: type must be counter, histogram or gauge")
     if (kind is Kind.COUNTER) != name.endswith("_total"):
         raise ImproperlyConfigured(f"{where}: counters, and only counters, end in _total")
     labels = tuple(spec.get("labels", ()))
     for label in labels:
-        if not isinstance(label, str) or not _LABEL_NAME.match(label) or label.startswith("__"):
+        if not isinstance(label, str) or not LABEL_NAME.match(label) or label.startswith("__"):
             raise ImproperlyConfigured(f"{where}: {label!r} is not a label name")
         if label in FORBIDDEN_LABELS | RESERVED_LABELS:
             raise ImproperlyConfigured(

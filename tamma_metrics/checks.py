@@ -12,8 +12,8 @@ from django.core.exceptions import ImproperlyConfigured
 
 from . import catalogue
 from .conf import DEFAULTS, app_settings, parse_port
+from .scrape import multiprocess
 
-METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 RATE = re.compile(r"^[1-9][0-9]*/[smhd]$")
 # Caches that one process cannot share with another, or that cannot count atomically.
 UNSHARED_CACHES = {
@@ -45,7 +45,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
         auth = app_settings.AUTH_ENABLED
     except ValueError as exc:
         return [*errors, Error(str(exc), id="tamma_metrics.E003")]
-    if not isinstance(prefix, str) or (prefix and not METRIC_NAME.match(prefix)):
+    if not isinstance(prefix, str) or (prefix and not catalogue.METRIC_NAME.match(prefix)):
         errors.append(
             Error(
                 f"PREFIX {prefix!r} is not a valid metric name prefix.",
@@ -109,17 +109,17 @@ def check_multiprocess_dir(app_configs: Any = None, **kwargs: Any) -> list:
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if path is None:
         return []  # single-process mode
-    if not os.path.isdir(path):
+    try:
+        multiprocess.check_folder(path)
+    except multiprocess.FolderError as exc:
+        if not exc.writable:
+            return [Error(str(exc), id="tamma_metrics.E008")]
         return [
             Error(
-                f"PROMETHEUS_MULTIPROC_DIR={path!r} is not a directory.",
+                str(exc),
                 hint="Create it (and empty it) before the processes start.",
                 id="tamma_metrics.E007",
             )
-        ]
-    if not os.access(path, os.W_OK):
-        return [
-            Error(f"PROMETHEUS_MULTIPROC_DIR={path!r} is not writable.", id="tamma_metrics.E008")
         ]
     return []
 

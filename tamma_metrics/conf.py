@@ -15,6 +15,17 @@ from typing import Any
 from django.conf import settings
 from django.core.signals import setting_changed
 
+__all__ = [
+    "DEFAULTS",
+    "ENV_OVERRIDES",
+    "app_settings",
+    "max_event_value",
+    "on_reset",
+    "parse_bool",
+    "parse_port",
+    "reset",
+]
+
 DEFAULTS: dict[str, Any] = {
     # Master switch: when false, recording is a no-op and /metrics answers 404.
     "ENABLED": True,

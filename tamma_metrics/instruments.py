@@ -16,6 +16,12 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram, disable_creat
 from . import catalogue
 from .catalogue import Kind
 
+__all__ = [
+    "get",
+    "get_all",
+    "multiprocess_dir",
+]
+
 _lock = threading.Lock()
 _instruments: dict[str, Any] | None = None
 

@@ -36,6 +36,24 @@ from django.db.models import Count, Max
 from . import budget, catalogue, redaction
 from .conf import app_settings, on_reset
 
+__all__ = [
+    "DEFAULT_FAMILY_POLICIES",
+    "DEFAULT_POLICIES",
+    "FOLD_VALUE",
+    "OVERFLOW_VALUE",
+    "Guarded",
+    "admit",
+    "admitted_series",
+    "connect_signals",
+    "generation",
+    "guard",
+    "invalidate",
+    "normalise",
+    "reset",
+    "rule",
+    "seed_policies",
+]
+
 logger = logging.getLogger(__name__)
 
 EMPTY_VALUE = "unknown"

@@ -31,6 +31,35 @@ from . import backends, catalogue, instruments, labels, selfmetrics
 from .catalogue import Kind, Source
 from .conf import app_settings, max_event_value, on_reset
 
+__all__ = [
+    "Adjustment",
+    "Rejected",
+    "SUCCESS",
+    "FAILURE",
+    "TIMEOUT",
+    "TOKEN_TYPES",
+    "Timer",
+    "ai_request",
+    "api_response",
+    "approval_decided",
+    "clear_cache",
+    "code_change",
+    "code_generation",
+    "connection_closed",
+    "connection_opened",
+    "escalation",
+    "issue_processed",
+    "metric",
+    "pr_created",
+    "pr_merged",
+    "reporting",
+    "test_execution",
+    "time_ai_request",
+    "time_code_generation",
+    "time_test_execution",
+    "track_connection",
+]
+
 logger = logging.getLogger(__name__)
 
 P = ParamSpec("P")

@@ -18,6 +18,11 @@ from functools import lru_cache
 
 from .conf import app_settings
 
+__all__ = [
+    "patterns",
+    "private",
+]
+
 # What is looked for, and why each is here.
 BUILT_IN_PATTERNS: dict[str, str] = {
     "email address": r"[^\s@<>()\"',;:]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",

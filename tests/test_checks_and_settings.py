@@ -60,7 +60,7 @@ def test_catalogue_is_well_formed():
     names = [family.name for family in catalogue.FAMILIES]
     assert len(names) == len(set(names))
     for family in catalogue.FAMILIES:
-        assert checks.METRIC_NAME.match(family.full_name)
+        assert catalogue.METRIC_NAME.match(family.full_name)
         assert (family.kind is catalogue.Kind.COUNTER) == family.name.endswith("_total")
         if family.kind is catalogue.Kind.HISTOGRAM:
             assert family.name.endswith("_seconds")

@@ -36,6 +36,16 @@ from .. import selfmetrics
 from ..catalogue import Family
 from ..conf import app_settings, on_reset
 
+__all__ = [
+    "Backend",
+    "Dispatcher",
+    "Sample",
+    "build",
+    "dispatcher",
+    "forward",
+    "reset",
+]
+
 logger = logging.getLogger(__name__)
 
 BUILT_IN = {

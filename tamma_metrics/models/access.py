@@ -47,10 +47,6 @@ class MetricFamily(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    @property
-    def is_pattern(self) -> bool:
-        return self.name.endswith("*")
-
 
 class MetricFamilyUserPermission(UserObjectPermissionBase):
     # Direct foreign keys: guardian joins them without the generic object_pk cast.
@@ -121,12 +117,6 @@ class ApiToken(models.Model):
         self.digest = digest(secret)
         self.save()
         return f"{TOKEN_PREFIX}_{self.prefix}_{secret}"
-
-    @property
-    def is_usable(self) -> bool:
-        return self.revoked_at is None and (
-            self.expires_at is None or self.expires_at > timezone.now()
-        )
 
     def touch(self) -> None:
         """Record use at most once a minute, so scrapes do not write on every request."""

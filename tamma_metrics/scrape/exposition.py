@@ -5,6 +5,7 @@ and gets bytes and headers back. In multiprocess mode the stored families come f
 the merged folder (every web worker, command and shell that recorded), read by this
 process's incremental reader (``folder``) and encoded from its cached lines; otherwise
 from this process's default registry. The few families computed per scrape (database
+
 gauges, process, build info) go through the same encoder (``encoder``), so the bytes
 are what prometheus_client's ``generate_latest`` would write for the same families.
 """
@@ -26,6 +27,13 @@ from ..catalogue import EVERYTHING, Visibility
 from ..conf import on_reset
 from . import encoder, folder, queries
 from .collectors import BuildInfoCollector, DatabaseCollector
+
+__all__ = [
+    "Exposition",
+    "build_registry",
+    "last_scrape",
+    "render",
+]
 
 logger = logging.getLogger(__name__)
 

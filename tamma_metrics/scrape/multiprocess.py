@@ -36,6 +36,18 @@ from dataclasses import dataclass, field
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.multiprocess import mark_process_dead
 
+__all__ = [
+    "ArchiveResult",
+    "FolderError",
+    "LockTimeout",
+    "archive_process",
+    "check_folder",
+    "empty_folder",
+    "folder_lock",
+    "process_exited",
+    "signature",
+]
+
 logger = logging.getLogger(__name__)
 
 LOCK_NAME = "tamma-archive.lock"  # not *.db: never read as metrics
@@ -92,6 +104,10 @@ _DROP = {"gauge_all"}
 class FolderError(Exception):
     """The multiprocess folder is missing, not a folder or not writable."""
 
+    def __init__(self, message: str, *, writable: bool = True) -> None:
+        super().__init__(message)
+        self.writable = writable  # False: the folder exists but cannot be written
+
 
 class LockTimeout(Exception):
     """The folder lock could not be taken in time."""
@@ -107,7 +123,7 @@ def check_folder(path: str | None) -> str:
     if not os.path.isdir(path):
         raise FolderError(f"PROMETHEUS_MULTIPROC_DIR={path!r} does not exist or is not a folder.")
     if not os.access(path, os.W_OK | os.X_OK):
-        raise FolderError(f"PROMETHEUS_MULTIPROC_DIR={path!r} is not writable.")
+        raise FolderError(f"PROMETHEUS_MULTIPROC_DIR={path!r} is not writable.", writable=False)
     return path
 
 

@@ -10,26 +10,24 @@ with the job's ``PROMETHEUS_MULTIPROC_DIR``, or call it in-process with
 
 from __future__ import annotations
 
-import re
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from prometheus_client import push_to_gateway, pushadd_to_gateway
 
-from ... import selfmetrics
+from ... import catalogue, selfmetrics
 from ...conf import app_settings
 from ...scrape import exposition
 
 BACKEND = "pushgateway"
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
 def _grouping(pairs: list[str]) -> dict[str, str]:
     grouping: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not _LABEL_NAME.match(key) or key.startswith("__"):
+        if not sep or not catalogue.LABEL_NAME.match(key) or key.startswith("__"):
             raise CommandError(f"--grouping wants key=value with a label name as key, got {pair!r}")
         if key == "job":
             raise CommandError("--grouping cannot set job: use --job")
