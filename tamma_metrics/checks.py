@@ -12,7 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from . import catalogue
 from .conf import DEFAULTS, app_settings, parse_port
-from .scrape import multiprocess
+from .scrape import conformance, multiprocess
 
 RATE = re.compile(r"^[1-9][0-9]*/[smhd]$")
 # Caches that one process cannot share with another, or that cannot count atomically.
@@ -119,6 +119,24 @@ def check_multiprocess_dir(app_configs: Any = None, **kwargs: Any) -> list:
                 str(exc),
                 hint="Create it (and empty it) before the processes start.",
                 id="tamma_metrics.E007",
+            )
+        ]
+    return []
+
+
+@register(Tags.compatibility)
+def check_prometheus_client(app_configs: Any = None, **kwargs: Any) -> list:
+    """The installed prometheus_client merges multiprocess files as the reader mirrors."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR") is None:
+        return []  # single-process mode: the reader is not used
+    problem = conformance.differences()
+    if problem:
+        return [
+            Error(
+                problem,
+                hint="Install the prometheus-client release tamma-metrics pins; until then "
+                "scrapes use prometheus_client's slower MultiProcessCollector.",
+                id="tamma_metrics.E016",
             )
         ]
     return []

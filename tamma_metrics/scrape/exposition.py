@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from django.core.cache import cache
 from prometheus_client import REGISTRY, CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from .. import budget, catalogue, instruments
 from ..catalogue import EVERYTHING, Visibility
 from ..conf import on_reset
-from . import encoder, folder, queries
+from . import conformance, encoder, folder, queries
 from .collectors import BuildInfoCollector, DatabaseCollector
 
 __all__ = [
@@ -204,9 +205,15 @@ def render(
 def _folder_chunks(
     path: str, fmt: encoder.Format, allows: Callable[[str], bool] | None, wanted: frozenset
 ) -> list[bytes]:
-    """The folder's families, from the cached chunks of this process's reader."""
+    """The folder's families, from the cached chunks of this process's reader (or from
+    prometheus_client's own collector, should the installed version merge differently)."""
     try:
-        parts, seen, snapshot = folder.reader(path).chunks(fmt, allows, wanted)
+        if conformance.verified():
+            parts, seen, snapshot = folder.reader(path).chunks(fmt, allows, wanted)
+        else:
+            metrics = list(MultiProcessCollector(None, path=path).collect())
+            parts = [encoder.encode_metrics(fmt, _restrict(metrics, allows, wanted))]
+            seen, snapshot = {metric.name for metric in metrics}, None
     except Exception:
         # Without a consistent view, serve no stored sample rather than a false
         # counter reset; the database gauges are still served.
