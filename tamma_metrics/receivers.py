@@ -22,7 +22,7 @@ from django.db.models.signals import post_save, pre_save
 from django.dispatch import receiver
 
 from . import selfmetrics, transitions
-from .models import Approval, Escalation, Issue, PullRequest
+from .models import Approval, Issue, PullRequest
 
 logger = logging.getLogger(__name__)
 
@@ -56,57 +56,23 @@ def remember_previous_status(
     setattr(instance, _PREVIOUS, previous)
 
 
-def _after_commit(using: str, events: list[transitions.Event]) -> None:
-    for func, kwargs in events:
-        transaction.on_commit(functools.partial(func, **kwargs), using=using, robust=True)
-
-
-@receiver(post_save, sender=Issue, dispatch_uid="tamma_issue_saved")
 @_safely
-def handle_issue_saved(
-    sender: type[Issue], instance: Issue, raw: bool = False, using: str = "default", **kwargs: Any
-) -> None:
-    if not raw:
-        _after_commit(using, transitions.issue(instance, getattr(instance, _PREVIOUS, None)))
-
-
-@receiver(post_save, sender=PullRequest, dispatch_uid="tamma_pr_saved")
-@_safely
-def handle_pull_request_saved(
-    sender: type[PullRequest],
-    instance: PullRequest,
+def count_transition(
+    sender: type[models.Model],
+    instance: Any,
     created: bool = False,
     raw: bool = False,
     using: str = "default",
     **kwargs: Any,
 ) -> None:
-    if not raw:
-        previous = getattr(instance, _PREVIOUS, None)
-        _after_commit(using, transitions.pull_request(instance, created=created, previous=previous))
+    """After a save of a counted model: its transition's events, recorded on commit."""
+    if raw:
+        return  # fixtures loading rows: no transition happened
+    previous = getattr(instance, _PREVIOUS, None)
+    events = transitions.BY_MODEL[sender](instance, created=created, previous=previous)
+    for func, arguments in events:
+        transaction.on_commit(functools.partial(func, **arguments), using=using, robust=True)
 
 
-@receiver(post_save, sender=Escalation, dispatch_uid="tamma_escalation_saved")
-@_safely
-def handle_escalation_saved(
-    sender: type[Escalation],
-    instance: Escalation,
-    created: bool = False,
-    raw: bool = False,
-    using: str = "default",
-    **kwargs: Any,
-) -> None:
-    if not raw:
-        _after_commit(using, transitions.escalation(instance, created=created))
-
-
-@receiver(post_save, sender=Approval, dispatch_uid="tamma_approval_saved")
-@_safely
-def handle_approval_saved(
-    sender: type[Approval],
-    instance: Approval,
-    raw: bool = False,
-    using: str = "default",
-    **kwargs: Any,
-) -> None:
-    if not raw:
-        _after_commit(using, transitions.approval(instance, getattr(instance, _PREVIOUS, None)))
+for _model in transitions.BY_MODEL:
+    post_save.connect(count_transition, sender=_model, dispatch_uid=f"tamma_{_model.__name__}")

@@ -15,13 +15,13 @@ from typing import Any
 from . import record
 from .models import Approval, Escalation, Issue, PullRequest
 
-__all__ = ["Event", "approval", "escalation", "issue", "pull_request", "record_all"]
+__all__ = ["BY_MODEL", "Event", "approval", "escalation", "issue", "pull_request", "record_all"]
 
 # A ``record`` function and its keyword arguments.
 Event = tuple[Callable[..., None], dict[str, Any]]
 
 
-def issue(row: Issue, previous: str | None) -> list[Event]:
+def issue(row: Issue, *, created: bool = False, previous: str | None = None) -> list[Event]:
     """An issue reached a terminal status that counts as processed (once)."""
     outcome = row.outcome
     if outcome is None or previous in Issue.OUTCOMES:
@@ -44,7 +44,9 @@ def issue(row: Issue, previous: str | None) -> list[Event]:
     ]
 
 
-def pull_request(row: PullRequest, *, created: bool, previous: str | None) -> list[Event]:
+def pull_request(
+    row: PullRequest, *, created: bool = False, previous: str | None = None
+) -> list[Event]:
     """A pull request was opened, and/or merged (once)."""
     merged_now = row.status == PullRequest.Status.MERGED and previous != PullRequest.Status.MERGED
     if not (created or merged_now):
@@ -63,7 +65,9 @@ def pull_request(row: PullRequest, *, created: bool, previous: str | None) -> li
     return events
 
 
-def escalation(row: Escalation, *, created: bool) -> list[Event]:
+def escalation(
+    row: Escalation, *, created: bool = False, previous: str | None = None
+) -> list[Event]:
     """An escalation was raised."""
     if not created:
         return []
@@ -80,7 +84,7 @@ def escalation(row: Escalation, *, created: bool) -> list[Event]:
     ]
 
 
-def approval(row: Approval, previous: str | None) -> list[Event]:
+def approval(row: Approval, *, created: bool = False, previous: str | None = None) -> list[Event]:
     """An approval was decided (once): its outcome and how long it waited."""
     if not row.is_decided or previous not in (None, Approval.Status.PENDING):
         return []
@@ -91,6 +95,15 @@ def approval(row: Approval, previous: str | None) -> list[Event]:
             {"approval_type": row.approval_type, "outcome": row.status, "wait_seconds": wait},
         )
     ]
+
+
+# The transition function of each model whose saves are counted.
+BY_MODEL: dict[type, Callable[..., list[Event]]] = {
+    Issue: issue,
+    PullRequest: pull_request,
+    Escalation: escalation,
+    Approval: approval,
+}
 
 
 def record_all(events: list[Event]) -> None:

@@ -8,7 +8,7 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from tamma_metrics import receivers, record
+from tamma_metrics import record, transitions
 from tamma_metrics.models import Approval, Issue, PullRequest
 from tests import factories
 from tests.utils import delta
@@ -163,7 +163,7 @@ def test_failing_metrics_code_never_breaks_the_save(metrics, monkeypatch, caplog
         raise RuntimeError("metrics bug")
 
     before = metrics()
-    monkeypatch.setattr(receivers, "_after_commit", broken)
+    monkeypatch.setitem(transitions.BY_MODEL, Issue, broken)
     issue = factories.issue(status="succeeded")  # the receiver raises inside
     assert Issue.objects.filter(pk=issue.pk, status="succeeded").exists()
     monkeypatch.undo()

@@ -162,11 +162,11 @@ class Command(BaseCommand):
                     row.issue = batch.issues[position]
                 model.objects.bulk_create([row for _, row in rows])
         # Only what committed is counted, as the receivers would count it.
-        events = [e for issue in batch.issues for e in transitions.issue(issue, None)]
+        events = [e for issue in batch.issues for e in transitions.issue(issue)]
         for _, pr in batch.prs:
-            events += transitions.pull_request(pr, created=True, previous=None)
+            events += transitions.pull_request(pr, created=True)
         for _, approval in batch.approvals:
-            events += transitions.approval(approval, None)
+            events += transitions.approval(approval)
         for _, escalation in batch.escalations:
             events += transitions.escalation(escalation, created=True)
         transitions.record_all(events + batch.events)
