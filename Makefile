@@ -80,4 +80,4 @@ bench: venv bootstrap
 	benchmarks/run.sh
 
 clean:
-	rm -rf $(VENV) $(RUN) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(RUN) .pytest_cache .ruff_cache .hypothesis .import_linter_cache
