@@ -11,12 +11,13 @@ from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, HttpResponseNotFound
 from django.urls import Resolver404, resolve
 
-from . import record
+from . import catalogue, record
 from .conf import app_settings, parse_port
 
 logger = logging.getLogger(__name__)
 
-KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# The HTTP methods the ``method`` label names; any other is recorded as ``other``.
+KNOWN_METHODS = frozenset(m.upper() for m in catalogue.VOCABULARIES["method"]) - {"OTHER"}
 
 
 def _user_type(request: HttpRequest) -> str:

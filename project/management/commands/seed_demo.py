@@ -16,11 +16,12 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 from django.utils import timezone
 
-from tamma_metrics import record, transitions
+from tamma_metrics import catalogue, record, transitions
 from tamma_metrics.models import Approval, AutonomousLoop, Escalation, Issue, PullRequest
 
 DEMO_PREFIX = "tamma-demo/"
@@ -79,6 +80,22 @@ LOOPS = [  # name, mode, environment, status, heartbeat age in seconds
     ("worker-dev-1", "worker", "development", "stopped", 7200),
 ]
 BATCH = 5000
+
+
+def _in_vocabulary(label: str, values: list[str] | tuple[str, ...]) -> None:
+    """The demo draws label values from the catalogue's vocabularies: a value outside one
+    would fold to ``other`` and the demo would not show what it meant to."""
+    unknown = set(values) - set(catalogue.VOCABULARIES[label])
+    if unknown:
+        raise ImproperlyConfigured(f"seed_demo: {label} {sorted(unknown)} not in the catalogue")
+
+
+_in_vocabulary("platform", [platform for platform, _ in REPOSITORIES])
+_in_vocabulary("provider", list(PROVIDERS))
+_in_vocabulary("issue_type", ISSUE_TYPES[0])
+_in_vocabulary("priority", PRIORITIES[0])
+_in_vocabulary("complexity", list(COMPLEXITY_HOURS))
+_in_vocabulary("escalation_type", [kind for kind, _, _ in ESCALATIONS])
 
 
 def _pick(rng: random.Random, choices: tuple[list[str], list[int]]) -> str:
