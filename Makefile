@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_ISSUES ?= 1000
 
-.PHONY: venv bootstrap run serve test test-sqlite test-postgres bench lint format clean
+.PHONY: venv bootstrap run serve test test-sqlite test-postgres bench screenshots lint format clean
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -78,6 +78,11 @@ test-postgres: venv bootstrap
 # machine and the date to benchmarks/RESULTS.md.
 bench: venv bootstrap
 	benchmarks/run.sh
+
+# Screenshots of the landing, velocity and health pages (docs/images/), as a product
+# manager sees them with the demo's data, in Debian's Chromium.
+screenshots: venv bootstrap
+	$(BIN)/python scripts/screenshots.py
 
 clean:
 	rm -rf $(VENV) $(RUN) .pytest_cache .ruff_cache .hypothesis .import_linter_cache

@@ -96,11 +96,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
         )
     errors += _check_max_event_values()
     errors += _check_redaction()
-    ttl = app_settings.LOOP_HEARTBEAT_TTL_SECONDS
-    if not isinstance(ttl, int | float) or ttl <= 0:
-        errors.append(
-            Error("LOOP_HEARTBEAT_TTL_SECONDS must be a positive number.", id="tamma_metrics.E006")
-        )
+    for name in (
+        "LOOP_HEARTBEAT_TTL_SECONDS",
+        "HEALTH_DATABASE_SECONDS",
+        "HEALTH_APPROVAL_WAIT_CRITICAL_SECONDS",
+        "HEALTH_ESCALATIONS_PER_HOUR_DEGRADED",
+        "HEALTH_QUEUE_DEPTH_DEGRADED",
+    ):
+        value = getattr(app_settings, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            errors.append(Error(f"{name} must be a positive number.", id="tamma_metrics.E006"))
     return errors
 
 

@@ -97,6 +97,15 @@ DEFAULTS: dict[str, Any] = {
     # A port (the server binds it too) on which only /metrics and /metrics/health answer;
     # None: no such port. Enforced by MetricsPortMiddleware.
     "METRICS_PORT": None,
+    # The health page's overall status (see tamma_metrics.reports.health): critical when
+    # the database does not answer within HEALTH_DATABASE_SECONDS or the oldest pending
+    # approval has waited longer than HEALTH_APPROVAL_WAIT_CRITICAL_SECONDS; degraded
+    # from HEALTH_ESCALATIONS_PER_HOUR_DEGRADED escalations in the last hour or
+    # HEALTH_QUEUE_DEPTH_DEGRADED queued issues, or with no active loop.
+    "HEALTH_DATABASE_SECONDS": 1.0,
+    "HEALTH_APPROVAL_WAIT_CRITICAL_SECONDS": 86_400,
+    "HEALTH_ESCALATIONS_PER_HOUR_DEGRADED": 5,
+    "HEALTH_QUEUE_DEPTH_DEGRADED": 100,
 }
 
 # Environment variables that override a setting, and how to parse them.

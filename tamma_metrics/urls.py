@@ -2,7 +2,7 @@ from django.contrib.auth.decorators import login_not_required
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from . import views
+from . import pages, views
 
 app_name = "tamma_metrics"
 
@@ -10,7 +10,8 @@ schema = SpectacularAPIView.as_view(
     urlconf="tamma_metrics.api.urls",
     custom_settings={
         "TITLE": "tamma-metrics API",
-        "DESCRIPTION": "Report events from Tamma's workers; read the metric catalogue.",
+        "DESCRIPTION": "Report events from Tamma's workers; read the metric catalogue, "
+        "velocity and health.",
         "VERSION": "1",
     },
 )
@@ -19,6 +20,10 @@ urlpatterns = [
     path("metrics", views.metrics, name="metrics"),
     path("metrics/health", views.health, name="health"),
     path("", include("tamma_metrics.api.urls")),
+    # Pages for people, in the admin's look (staff only; linked from the admin's index).
+    path("reports/velocity/", pages.velocity_page, name="velocity"),
+    path("reports/health/", pages.health_page, name="health-page"),
+    path("reports/families/", pages.families_page, name="families-page"),
     path("api/schema", login_not_required(schema), name="api-schema"),
     path(
         "api/docs",

@@ -413,7 +413,12 @@ def test_schema_and_docs_are_served():
         "escalation",
         "issue_transition",
     }
-    assert set(schema["paths"]) == {"/api/v1/events", "/api/v1/families"}
+    assert set(schema["paths"]) == {
+        "/api/v1/events",
+        "/api/v1/families",
+        "/api/v1/velocity",
+        "/api/v1/health",
+    }
     docs = Client().get("/api/docs")
     assert docs.status_code == 200
     assert b"swagger-ui" in docs.content

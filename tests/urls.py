@@ -1,7 +1,5 @@
-from django.contrib import admin
-from django.urls import include, path
+"""The demo site's URLs: the landing page, the admin and the app."""
 
-urlpatterns = [
-    path("admin/", admin.site.urls),
-    path("", include("tamma_metrics.urls")),
-]
+from project.urls import urlpatterns
+
+__all__ = ["urlpatterns"]

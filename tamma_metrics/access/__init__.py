@@ -27,6 +27,7 @@ from .visibility import (
     may_create_token_for,
     may_grant,
     visibility,
+    visible_families,
 )
 
 __all__ = [
@@ -48,5 +49,6 @@ __all__ = [
     "share",
     "sync_metric_families",
     "visibility",
+    "visible_families",
     "worker_processes",
 ]

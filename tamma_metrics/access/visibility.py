@@ -17,6 +17,7 @@ from guardian.shortcuts import get_objects_for_user
 from .. import budget
 from ..catalogue import EVERYTHING, Visibility
 from ..models import MetricFamily
+from ..models.access import VIEW_PERMISSION
 from . import callers
 from .callers import Caller, NoFamilies, Unavailable
 
@@ -27,11 +28,11 @@ __all__ = [
     "may_create_token_for",
     "may_grant",
     "visibility",
+    "visible_families",
 ]
 
 VERSION_KEY = "tamma_metrics:access_version"
 CACHE_SECONDS = 300
-VIEW_PERMISSION = "view_metricfamily"
 
 
 def _version() -> int:
@@ -90,16 +91,22 @@ def may_create_token_for(user: Any, owner: Any) -> bool:
     )
 
 
+def visible_families(caller: Caller, names: Iterable[str]) -> set[str]:
+    """Those of ``names`` the caller may see (a report shows only their parts)."""
+    try:
+        seen = visibility(caller)
+    except NoFamilies:
+        return set()
+    return {name for name in names if seen.allows_family(name)}
+
+
 def may_grant(user: Any, families: Iterable[MetricFamily]) -> bool:
     """Whether ``user`` may let others see ``families``: only families it sees itself,
     so nobody hands out (to others or, through a role, to itself) more than it has."""
     if user.is_superuser:
         return True
-    try:
-        seen = visibility(Caller(user, "session"))
-    except NoFamilies:
-        return False
-    return all(seen.allows_family(family.name) for family in families)
+    names = {family.name for family in families}
+    return visible_families(Caller(user, "session"), names) == names
 
 
 def connect_signals() -> None:

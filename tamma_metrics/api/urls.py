@@ -12,4 +12,10 @@ urlpatterns = [
         login_not_required(views.FamiliesView.as_view()),
         name="api-families",
     ),
+    path(
+        "api/v1/velocity",
+        login_not_required(views.VelocityView.as_view()),
+        name="api-velocity",
+    ),
+    path("api/v1/health", login_not_required(views.HealthView.as_view()), name="api-health"),
 ]

@@ -12,9 +12,15 @@ from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 from django.utils.decorators import method_decorator
-from drf_spectacular.utils import OpenApiExample, PolymorphicProxySerializer, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    PolymorphicProxySerializer,
+    extend_schema,
+)
 from rest_framework import serializers, status
-from rest_framework.exceptions import ParseError
+from rest_framework.exceptions import ParseError, PermissionDenied
 from rest_framework.parsers import JSONParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
@@ -24,6 +30,7 @@ from rest_framework.views import APIView
 from .. import access, budget, catalogue, record
 from ..conf import app_settings
 from ..models import IngestedEvent
+from ..reports import health, velocity
 from . import schema as _schema  # noqa: F401  (registers the auth scheme)
 from . import serializers as wire
 
@@ -291,3 +298,75 @@ class FamiliesView(DatabaseAwareView):
             for f in catalogue.families()
         ]
         return Response(rows)
+
+
+class _ReportView(DatabaseAwareView):
+    """A report for other tools (the Tamma CLI, a chat bot): the same figures as its page,
+    for a caller allowed to see the families they reveal; throttled like the API."""
+
+    authentication_classes = [access.TokenAuthentication]
+    permission_classes = [IsAuthenticated]
+
+    def visible(self, request: Request, names: Any) -> set[str]:
+        return access.visible_families(request.auth, names)
+
+
+def _filter_parameters() -> list[OpenApiParameter]:
+    parameters = [
+        OpenApiParameter(
+            "days", int, enum=list(velocity.WINDOWS), default=30, description="The window."
+        )
+    ]
+    for label in ("provider", "platform", "issue_type"):
+        parameters.append(
+            OpenApiParameter(
+                label, str, enum=list(catalogue.VOCABULARIES[label]), description="Optional."
+            )
+        )
+    return parameters
+
+
+class VelocityView(_ReportView):
+    """GET /api/v1/velocity: velocity and quality over a window of days."""
+
+    @extend_schema(
+        operation_id="velocity",
+        summary="Velocity and quality",
+        description=(
+            "Issues completed per day and week, cycle and lead time, pull requests, "
+            "first-time merges, autonomy, approval waits, escalations and providers, for "
+            "the last `days` days (7, 30 or 90). Needs permission to see the business "
+            "families behind them (403 otherwise); 400 names a parameter at fault."
+        ),
+        parameters=_filter_parameters(),
+        responses={200: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT, 403: OpenApiTypes.OBJECT},
+    )
+    def get(self, request: Request) -> Response:
+        if self.visible(request, velocity.FAMILIES) != set(velocity.FAMILIES):
+            raise PermissionDenied("Velocity needs permission to see the business families.")
+        try:
+            filters = velocity.Filters.parse(request.query_params)
+        except velocity.FilterError as error:
+            return Response({error.field: [str(error)]}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(velocity.velocity(filters))
+
+
+class HealthView(_ReportView):
+    """GET /api/v1/health: the health page's figures and overall status."""
+
+    @extend_schema(
+        operation_id="health",
+        summary="System health",
+        description=(
+            "Active loops, pending approvals, queue depth, recent escalations and the "
+            "metrics layer's own state, each part only for a caller who may see its family, "
+            "and an overall status (healthy, degraded or critical) with the rules that set "
+            "it. 403 for a caller who sees none of its families."
+        ),
+        responses={200: OpenApiTypes.OBJECT, 403: OpenApiTypes.OBJECT},
+    )
+    def get(self, request: Request) -> Response:
+        visible = self.visible(request, set(health.SECTIONS.values()))
+        if not visible:
+            raise PermissionDenied("Health needs permission to see one of its families.")
+        return Response(health.restricted(health.health(), visible))

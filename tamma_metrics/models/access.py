@@ -53,6 +53,10 @@ class MetricFamilyUserPermission(UserObjectPermissionBase):
     content_object = models.ForeignKey(MetricFamily, on_delete=models.CASCADE)
 
 
+# The object permission that lets a user or a role see a family.
+VIEW_PERMISSION = "view_metricfamily"
+
+
 class MetricFamilyGroupPermission(GroupObjectPermissionBase):
     content_object = models.ForeignKey(MetricFamily, on_delete=models.CASCADE)
 

@@ -1,0 +1,226 @@
+"""Pages for people, in the admin's look and linked from its index: velocity, health and
+the metric families. Staff only; what a page shows follows the same MetricFamily
+permissions as /metrics (``access.visible_families``). The figures come from
+``reports``, which the summary API serves too."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from django.contrib import admin
+from django.contrib.admin.views.decorators import staff_member_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.safestring import mark_safe
+
+from . import access, catalogue
+from .reports import charts, families, health, velocity
+from .reports.charts import Series
+
+__all__ = ["families_page", "health_page", "velocity_page"]
+
+OUTCOME_NAMES = {"success": "Succeeded", "failure": "Failed", "timeout": "Timed out"}
+
+
+def _page(
+    request: HttpRequest, template: str, title: str, status: int = 200, **context: Any
+) -> HttpResponse:
+    context = {**admin.site.each_context(request), "title": title, **context}
+    return TemplateResponse(request, f"tamma_metrics/reports/{template}", context, status=status)
+
+
+def _visible(request: HttpRequest, names: Any) -> set[str]:
+    return access.visible_families(access.Caller(request.user, "session"), names)
+
+
+def _velocity_charts(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each chart with the rows of its table (the same numbers)."""
+    days = [row["day"][5:] for row in report["completed_per_day"]]
+    weeks = [row["week_start"][5:] for row in report["throughput_per_week"]]
+    per_day = report["completed_per_day"]
+    cycle, lead = report["cycle_time_hours"], report["lead_time_hours"]
+    prs = report["pull_requests_per_day"]
+    return [
+        {
+            "id": "completed",
+            "svg": charts.bars(
+                "Issues completed per day, by outcome",
+                days,
+                [Series(name, [r[key] for r in per_day]) for key, name in OUTCOME_NAMES.items()],
+                "issues per day",
+            ),
+            "columns": ["Day", *OUTCOME_NAMES.values()],
+            "rows": [[row["day"], *(row[key] for key in OUTCOME_NAMES)] for row in per_day],
+        },
+        {
+            "id": "throughput",
+            "svg": charts.bars(
+                "Throughput per week (7-day weeks from the window's first day)",
+                weeks,
+                [Series("Completed", [row["completed"] for row in report["throughput_per_week"]])],
+                "issues per week",
+            ),
+            "columns": ["Week from", "Days", "Completed", "Succeeded"],
+            "rows": [
+                [row["week_start"], row["days"], row["completed"], row["succeeded"]]
+                for row in report["throughput_per_week"]
+            ],
+        },
+        {
+            "id": "cycle",
+            "svg": charts.lines(
+                "Cycle and lead time per week",
+                weeks,
+                [
+                    Series("Cycle median", [row["median"] for row in cycle]),
+                    Series("Cycle p95", [row["p95"] for row in cycle]),
+                    Series("Lead median", [row["median"] for row in lead]),
+                    Series("Lead p95", [row["p95"] for row in lead]),
+                ],
+                "hours",
+            ),
+            "columns": [
+                "Week from",
+                "Issues",
+                "Cycle median h",
+                "Cycle p95 h",
+                "Lead median h",
+                "Lead p95 h",
+            ],  # fmt: skip
+            "rows": [
+                [c["week_start"], c["count"], c["median"], c["p95"], le["median"], le["p95"]]
+                for c, le in zip(cycle, lead, strict=True)
+            ],
+        },
+        {
+            "id": "prs",
+            "svg": charts.lines(
+                "Pull requests opened and merged per day",
+                days,
+                [
+                    Series("Opened", [row["opened"] for row in prs]),
+                    Series("Merged", [row["merged"] for row in prs]),
+                ],
+                "pull requests per day",
+            ),
+            "columns": ["Day", "Opened", "Merged"],
+            "rows": [[row["day"], row["opened"], row["merged"]] for row in prs],
+        },
+        {
+            "id": "approvals",
+            "svg": charts.bars(
+                "Approval wait, median by type",
+                [row["approval_type"] for row in report["approval_wait_hours"]],
+                [Series("Median", [row["median"] for row in report["approval_wait_hours"]])],
+                "hours",
+            ),
+            "columns": ["Approval type", "Decided", "Median h", "p95 h"],
+            "rows": [
+                [row["approval_type"], row["count"], row["median"], row["p95"]]
+                for row in report["approval_wait_hours"]
+            ],
+        },
+    ]
+
+
+def _filter_form(filters: velocity.Filters) -> list[dict[str, Any]]:
+    """The filter selects, with the current choice selected."""
+    selects = [
+        {
+            "name": "days",
+            "title": "Window",
+            "options": [(str(d), f"last {d} days", d == filters.days) for d in velocity.WINDOWS],
+        }
+    ]
+    for label in ("provider", "platform", "issue_type"):
+        current = getattr(filters, label)
+        options = [("", "any", not current)]
+        options += [
+            (value, shown, value == current)
+            for value, shown in catalogue.VOCABULARIES[label].items()
+        ]
+        selects.append({"name": label, "title": label.replace("_", " ").capitalize(),
+                        "options": options})  # fmt: skip
+    return selects
+
+
+@staff_member_required
+def velocity_page(request: HttpRequest) -> HttpResponse:
+    if _visible(request, velocity.FAMILIES) != set(velocity.FAMILIES):
+        raise PermissionDenied("Velocity needs permission to see the business families.")
+    try:
+        filters = velocity.Filters.parse(request.GET)
+    except velocity.FilterError as error:
+        return _page(
+            request,
+            "velocity.html",
+            "Velocity",
+            status=400,
+            error={"field": error.field, "message": str(error)},
+            form=_filter_form(velocity.Filters()),
+        )
+    report = velocity.velocity(filters)
+    for chart in (rows := _velocity_charts(report)):
+        chart["svg"] = mark_safe(chart["svg"])  # noqa: S308 - built with escape()
+    return _page(
+        request, "velocity.html", "Velocity", report=report, charts=rows, form=_filter_form(filters)
+    )
+
+
+def duration(seconds: float | None) -> str:
+    """A duration as people read it: "3 d 4 h", "2 h 5 min", "40 s"."""
+    if seconds is None:
+        return "–"
+    seconds = int(seconds)
+    for unit, size, smaller, smaller_size in (
+        ("d", 86_400, "h", 3_600),
+        ("h", 3_600, "min", 60),
+        ("min", 60, "s", 1),
+    ):
+        if seconds >= size:
+            rest = (seconds % size) // smaller_size
+            return f"{seconds // size} {unit}" + (f" {rest} {smaller}" if rest else "")
+    return f"{seconds} s"
+
+
+@staff_member_required
+def health_page(request: HttpRequest) -> HttpResponse:
+    visible = _visible(request, set(health.SECTIONS.values()))
+    if not visible:
+        raise PermissionDenied("Health needs permission to see one of its families.")
+    report = health.restricted(health.health(), visible)
+    for row in [*report.get("approvals", []), *report.get("recent_escalations", [])]:
+        row["age"] = duration(row.get("oldest_age_seconds", row.get("age_seconds")))
+    if report.get("last_scrape"):
+        report["last_scrape"]["when"] = datetime.fromtimestamp(report["last_scrape"]["time"], UTC)
+    report["rules"]["approval_wait_critical"] = duration(
+        report["rules"]["approval_wait_critical_seconds"]
+    )
+    approvals = report.get("approvals", [])
+    chart = None
+    if approvals:
+        chart = mark_safe(  # noqa: S308 - built with escape()
+            charts.bars(
+                "Pending approvals by type",
+                [row["approval_type"] for row in approvals],
+                [Series("Pending", [row["pending"] for row in approvals])],
+                "approvals",
+            )
+        )
+    return _page(request, "health.html", "System health", report=report, chart=chart)
+
+
+@staff_member_required
+def families_page(request: HttpRequest) -> HttpResponse:
+    if not request.user.has_perm("tamma_metrics.view_metricfamily"):
+        raise PermissionDenied("The metric families page needs the view permission on them.")
+    rows = families.families()
+    policies = reverse("admin:tamma_metrics_labelpolicy_changelist")
+    for row in rows:
+        # The policies of its labels: the general ones and any for this family alone.
+        labels = ",".join(row["labels"])
+        row["policy_url"] = f"{policies}?label__in={labels}" if labels else None
+    return _page(request, "families.html", "Metric families", families=rows)

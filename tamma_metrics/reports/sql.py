@@ -1,0 +1,74 @@
+"""Database expressions the reports share: seconds between datetimes and nearest-rank
+percentiles, the same on SQLite and PostgreSQL, computed by the database."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import connection
+from django.db.models import Expression, FloatField, Func, QuerySet
+
+__all__ = ["Epoch", "percentiles", "seconds_between"]
+
+
+class Epoch(Func):
+    """Seconds since 1970-01-01 UTC of a datetime column."""
+
+    output_field = FloatField()
+    arity = 1
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list]:
+        # Django stores UTC text that julianday() reads; 2440587.5 is the Unix epoch.
+        return self.as_sql(
+            compiler, connection, template="((julianday(%(expressions)s) - 2440587.5) * 86400.0)"
+        )
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list]:
+        return self.as_sql(
+            compiler, connection, template="EXTRACT(EPOCH FROM %(expressions)s)::float8"
+        )
+
+
+def seconds_between(start: str, end: str) -> Expression:
+    """``end - start`` in seconds, as a float expression."""
+    return Epoch(end) - Epoch(start)
+
+
+def percentiles(
+    rows: QuerySet, value: Expression, group: Expression, ranks: Iterable[int] = (50, 95)
+) -> dict[Any, dict[str, float]]:
+    """{group: {"p50": ..., "p95": ..., "n": count}} of ``value`` over ``rows``.
+
+    Nearest-rank percentiles (the value at rank ceil(p% of n)), computed by the database
+    with window functions in one query whatever the number of rows; rows whose value is
+    NULL are left out.
+    """
+    ranks = tuple(ranks)
+    inner = (
+        rows.order_by()
+        .annotate(grp=group, val=value)
+        .filter(val__isnull=False)
+        .values("grp", "val")
+    )
+    sql, params = inner.query.sql_with_params()
+    # Integer arithmetic: ceil(n * p / 100) as (n * p + 99) / 100 on both databases.
+    wanted = " OR ".join(f"rn = (n * {int(p)} + 99) / 100" for p in ranks)
+    query = (
+        "SELECT grp, val, rn, n FROM ("
+        " SELECT t.grp AS grp, t.val AS val,"
+        " ROW_NUMBER() OVER (PARTITION BY t.grp ORDER BY t.val) AS rn,"
+        " COUNT(*) OVER (PARTITION BY t.grp) AS n"
+        f" FROM ({sql}) t) ranked WHERE {wanted}"
+    )
+    result: dict[Any, dict[str, float]] = defaultdict(dict)
+    with connection.cursor() as cursor:
+        cursor.execute(query, params)
+        for grp, val, rn, n in cursor.fetchall():
+            entry = result[grp]
+            entry["n"] = n
+            for p in ranks:
+                if rn == (n * p + 99) // 100:
+                    entry[f"p{p}"] = float(val)
+    return dict(result)
