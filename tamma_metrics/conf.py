@@ -103,6 +103,8 @@ DEFAULTS: dict[str, Any] = {
     # from HEALTH_ESCALATIONS_PER_HOUR_DEGRADED escalations in the last hour or
     # HEALTH_QUEUE_DEPTH_DEGRADED queued issues, or with no active loop.
     "HEALTH_DATABASE_SECONDS": 1.0,
+    # How long a velocity report is reused for the same filters (0: computed each time).
+    "REPORTS_CACHE_SECONDS": 60,
     "HEALTH_APPROVAL_WAIT_CRITICAL_SECONDS": 86_400,
     "HEALTH_ESCALATIONS_PER_HOUR_DEGRADED": 5,
     "HEALTH_QUEUE_DEPTH_DEGRADED": 100,

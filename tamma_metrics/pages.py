@@ -162,12 +162,31 @@ def velocity_page(request: HttpRequest) -> HttpResponse:
             error={"field": error.field, "message": str(error)},
             form=_filter_form(velocity.Filters()),
         )
-    report = velocity.velocity(filters)
+    report = velocity.cached(filters)
+    percent = {
+        "success": _percent(report["totals"]["success_rate"]),
+        "first_merge": _percent(report["first_time_merge"]["rate"]),
+        "autonomy": _percent(report["autonomy"]["rate"]),
+    }
+    providers = [{**row, "success": _percent(row["success_rate"])} for row in report["providers"]]
+    until = datetime.fromisoformat(report["window"]["until"])
     for chart in (rows := _velocity_charts(report)):
         chart["svg"] = mark_safe(chart["svg"])  # noqa: S308 - built with escape()
     return _page(
-        request, "velocity.html", "Velocity", report=report, charts=rows, form=_filter_form(filters)
+        request,
+        "velocity.html",
+        "Velocity",
+        report=report,
+        charts=rows,
+        form=_filter_form(filters),
+        percent=percent,
+        providers=providers,
+        until=until,
     )
+
+
+def _percent(rate: float | None) -> str:
+    return "–" if rate is None else f"{rate * 100:.1f}%"
 
 
 def duration(seconds: float | None) -> str:

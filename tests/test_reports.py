@@ -154,7 +154,7 @@ def test_the_number_of_queries_does_not_grow_with_the_data(scenario):
                                 completed_at=at(22 + n % 8), provider=provider)  # fmt: skip
         factories.pull_request(issue, created_at=at(21, 5), status="merged", merged_at=at(22))
         factories.escalation(issue=issue, reason=f"r{n % 7}", created_at=at(23))
-    assert queries() == few == 12
+    assert queries() == few == 11
 
 
 @pytest.mark.parametrize(
@@ -334,3 +334,23 @@ def test_durations_read_as_people_read_them(seconds, shown):
     from tamma_metrics.pages import duration
 
     assert duration(seconds) == shown
+
+
+def test_a_daylight_saving_change_inside_the_window_keeps_days_local(db):
+    """New York leaves daylight-saving time at 06:00 UTC on 1 November 2026 (02:00 EDT
+    becomes 01:00 EST): the offset changes inside a 30-day window ending 30 November."""
+    for completed in (at(1, 5.5), at(2, 4.5), at(2, 5.5)):
+        factories.issue(status="succeeded", created_at=at(1) - timedelta(days=2),
+                        started_at=at(1) - timedelta(days=1), completed_at=completed)  # fmt: skip
+    factories.issue(
+        status="succeeded",
+        created_at=at(1) - timedelta(days=3),
+        started_at=at(1) - timedelta(days=2),
+        completed_at=at(1) - timedelta(hours=20.01),
+    )  # fmt: skip  23:59 EDT, 30 Oct
+    with timezone.override("America/New_York"):
+        report = velocity.velocity(velocity.Filters(days=30), now=NOW)
+    per_day = {row["day"]: row["success"] for row in report["completed_per_day"]}
+    # 01:30 EDT and 23:30 EST on the 1st; 00:30 EST on the 2nd; the 30 October one is out.
+    assert (per_day["2026-11-01"], per_day["2026-11-02"]) == (2, 1)
+    assert report["totals"]["completed"] == 3

@@ -348,7 +348,7 @@ class VelocityView(_ReportView):
             filters = velocity.Filters.parse(request.query_params)
         except velocity.FilterError as error:
             return Response({error.field: [str(error)]}, status=status.HTTP_400_BAD_REQUEST)
-        return Response(velocity.velocity(filters))
+        return Response(velocity.cached(filters))
 
 
 class HealthView(_ReportView):

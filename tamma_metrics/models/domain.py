@@ -120,6 +120,8 @@ class PullRequest(models.Model):
                 fields=["platform", "repository", "number"], name="tamma_pr_unique_number"
             ),
         ]
+        # An issue's first pull request (velocity's first-time merges) is one index seek.
+        indexes = [models.Index(fields=["issue", "created_at"], name="tamma_pr_issue_created")]
 
     def __str__(self) -> str:
         return f"{self.repository}!{self.number}"

@@ -59,8 +59,9 @@ def self_metrics() -> dict[str, Any]:
     totals: dict[str, dict[str, float]] = {name: defaultdict(float) for name in wanted.values()}
     files = None
     if path:
-        read = folder.read_folder(path)
-        metrics, files = read.metrics, read.files
+        # This process's incremental reader: what it has indexed is not read again.
+        snapshot = folder.reader(path).read()
+        metrics, files = [m.as_metric() for m in snapshot.metrics], snapshot.files
     else:
         instruments.get_all()
         metrics = list(REGISTRY.collect())

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection
-from django.db.models import Expression, FloatField, Func, QuerySet
+from django.db.models import Case, Expression, FloatField, Func, QuerySet, Value, When
+from django.db.models.functions import Floor
+from django.db.models.lookups import GreaterThanOrEqual
+from django.utils import timezone
 
-__all__ = ["Epoch", "percentiles", "seconds_between"]
+__all__ = ["Epoch", "day_index", "percentiles", "seconds_between"]
 
 
 class Epoch(Func):
@@ -29,6 +33,49 @@ class Epoch(Func):
         return self.as_sql(
             compiler, connection, template="EXTRACT(EPOCH FROM %(expressions)s)::float8"
         )
+
+
+def _offsets(start: datetime, end: datetime) -> tuple[float, list[tuple[float, float]]]:
+    """The current time zone's UTC offset at ``start`` (seconds) and its changes up to
+    ``end``: [(from this Unix time, the new offset)], found hour by hour, then to the
+    quarter hour."""
+    zone = timezone.get_current_timezone()
+
+    def offset(moment: datetime) -> float:
+        return moment.astimezone(zone).utcoffset().total_seconds()
+
+    first = current = offset(start)
+    changes = []
+    moment = start
+    while moment < end:
+        following = moment + timedelta(hours=1)
+        if offset(following) != current:
+            step = moment
+            while offset(step) == current:
+                step += timedelta(minutes=15)
+            current = offset(step)
+            changes.append((step.timestamp(), current))
+        moment = following
+    return first, changes
+
+
+def day_index(field: str, start: datetime, end: datetime) -> Expression:
+    """The calendar day, in the current time zone, of a datetime column, counted from
+    ``start`` (a local midnight) as 0. Computed by the database from the zone's offsets
+    in the window (daylight-saving changes included), so no per-row function call."""
+    first, changes = _offsets(start, end)
+    offset: Expression = Value(first)
+    if changes:
+        offset = Case(
+            *(
+                When(GreaterThanOrEqual(Epoch(field), Value(at)), then=Value(seconds))
+                for at, seconds in reversed(changes)
+            ),
+            default=Value(first),
+            output_field=FloatField(),
+        )
+    base = start.timestamp() + first  # the first midnight in local seconds
+    return Floor((Epoch(field) + offset - Value(base)) / Value(86_400.0))
 
 
 def seconds_between(start: str, end: str) -> Expression:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from django.core.cache import cache
 from django.db.models import (
     Count,
     Exists,
@@ -31,14 +32,15 @@ from django.db.models import (
     Subquery,
     Value,
 )
-from django.db.models.functions import Floor, TruncDate
+from django.db.models.functions import Floor
 from django.utils import timezone
 
 from .. import catalogue
+from ..conf import app_settings
 from ..models import Approval, Escalation, Issue, PullRequest
-from .sql import Epoch, percentiles, seconds_between
+from .sql import day_index, percentiles, seconds_between
 
-__all__ = ["FAMILIES", "WINDOWS", "FilterError", "Filters", "velocity"]
+__all__ = ["FAMILIES", "WINDOWS", "FilterError", "Filters", "cached", "velocity"]
 
 WINDOWS = (7, 30, 90)
 # The families whose figures the report shows: a caller must see them all.
@@ -52,7 +54,6 @@ FAMILIES = (
 )
 OUTCOME_OF_STATUS = {str(status): outcome for status, outcome in Issue.OUTCOMES.items()}
 HOUR = 3600.0
-WEEK = 7 * 86400.0
 
 
 class FilterError(ValueError):
@@ -145,17 +146,24 @@ def velocity(filters: Filters, now: datetime | None = None) -> dict[str, Any]:
         completed_at__lte=now,
     )
 
-    # Issues completed per day, by outcome (1 query); weeks are sums of their days.
+    # Issues completed per day, by outcome and provider (1 query): the days, the weeks
+    # (sums of their days) and the providers' counts all come from these rows.
     per_day = {day: dict.fromkeys(("success", "failure", "timeout"), 0) for day in days}
+    by_provider: dict[str, dict[str, int]] = {}
+    day_of = day_index("completed_at", start, now)
     rows = (
         completed.order_by()
-        .annotate(day=TruncDate("completed_at"))
-        .values_list("day", "status")
+        .annotate(day=day_of)
+        .values_list("day", "status", "provider")
         .annotate(n=Count("id"))
     )
-    for day, status, n in rows:
-        if day in per_day:
-            per_day[day][OUTCOME_OF_STATUS[status]] += n
+    for day, status, provider, n in rows:
+        if 0 <= day < len(days):
+            per_day[days[int(day)]][OUTCOME_OF_STATUS[status]] += n
+        counts = by_provider.setdefault(provider, {"issues": 0, "succeeded": 0})
+        counts["issues"] += n
+        if status == Issue.Status.SUCCEEDED:
+            counts["succeeded"] += n
     throughput = []
     for index, week in enumerate(weeks):
         week_days = days[index * 7 : index * 7 + 7]
@@ -169,7 +177,7 @@ def velocity(filters: Filters, now: datetime | None = None) -> dict[str, Any]:
         )
 
     # Cycle and lead time per week: median and p95 (2 queries).
-    bucket = Floor((Epoch("completed_at") - Value(start.timestamp())) / Value(WEEK))
+    bucket = Floor(day_of / Value(7))
     cycle = percentiles(completed, seconds_between("started_at", "completed_at"), bucket)
     lead = percentiles(completed, seconds_between("created_at", "completed_at"), bucket)
     cycle_weeks, lead_weeks = [], []
@@ -184,13 +192,13 @@ def velocity(filters: Filters, now: datetime | None = None) -> dict[str, Any]:
         rows = (
             prs.filter(**{f"{field}__gte": start, f"{field}__lte": now})
             .order_by()
-            .annotate(day=TruncDate(field))
+            .annotate(day=day_index(field, start, now))
             .values_list("day")
             .annotate(n=Count("id"))
         )
         for day, n in rows:
-            if day in pr_days:
-                pr_days[day][key] += n
+            if 0 <= day < len(days):
+                pr_days[days[int(day)]][key] += n
     merged = prs.filter(status=PullRequest.Status.MERGED, merged_at__gte=start, merged_at__lte=now)
     to_merge = percentiles(merged, seconds_between("created_at", "merged_at"), Value(0))
 
@@ -224,13 +232,7 @@ def velocity(filters: Filters, now: datetime | None = None) -> dict[str, Any]:
         key=lambda row: (-severities.index(row["severity"]), -row["count"], row["reason"]),
     )
 
-    # Providers compared (2 queries).
-    by_provider = {
-        provider: {"issues": n, "succeeded": ok}
-        for provider, n, ok in completed.order_by()
-        .values_list("provider")
-        .annotate(n=Count("id"), ok=Count("id", filter=Q(status=Issue.Status.SUCCEEDED)))
-    }
+    # Providers compared (their counts above, 1 query for the cycle times).
     provider_cycle = percentiles(
         completed, seconds_between("started_at", "completed_at"), F("provider")
     )
@@ -282,3 +284,21 @@ def velocity(filters: Filters, now: datetime | None = None) -> dict[str, Any]:
         "escalations": escalations,
         "providers": providers,
     }
+
+
+def cached(filters: Filters) -> dict[str, Any]:
+    """``velocity(filters)``, computed at most once per REPORTS_CACHE_SECONDS for the
+    same filters and time zone in every process sharing the cache (the pages and the
+    API use this; 0 turns the cache off)."""
+    seconds = float(app_settings.REPORTS_CACHE_SECONDS)
+    if seconds <= 0:
+        return velocity(filters)
+    zone = timezone.get_current_timezone_name()
+    key = "tamma_metrics:velocity:" + ":".join(
+        [zone, *(str(value) for value in filters.as_dict().values())]
+    )
+    report = cache.get(key)
+    if report is None:
+        report = velocity(filters)
+        cache.set(key, report, seconds)
+    return report
