@@ -31,7 +31,16 @@ from ..conf import app_settings
 from ..models import Escalation
 from ..scrape import exposition, folder, queries
 
-__all__ = ["CRITICAL", "DEGRADED", "HEALTHY", "SECTIONS", "health", "restricted", "self_metrics"]
+__all__ = [
+    "CRITICAL",
+    "DEGRADED",
+    "HEALTHY",
+    "HIDDEN_REASON",
+    "SECTIONS",
+    "health",
+    "restricted",
+    "self_metrics",
+]
 
 HEALTHY, DEGRADED, CRITICAL = "healthy", "degraded", "critical"
 RECENT_ESCALATIONS = 20
@@ -45,6 +54,7 @@ SECTIONS = {
     "escalations_last_hour": "escalations_total",
     "metrics_layer": "metrics_collector_up",
     "last_scrape": "metrics_collector_up",
+    "database_up": "metrics_collector_up",
 }
 
 
@@ -139,30 +149,34 @@ def _database(now: datetime) -> dict[str, Any]:
     }
 
 
-def _status(database: dict[str, Any]) -> tuple[str, list[str]]:
-    """The overall status and the rules that set it."""
+def _status(database: dict[str, Any]) -> tuple[str, list[dict[str, str]]]:
+    """The overall status and the rules that set it, each with the family it is about."""
     if not database["up"]:
-        return CRITICAL, ["the database did not answer"]
+        return CRITICAL, [_reason("metrics_collector_up", "the database did not answer")]
     critical, degraded = [], []
     limit = float(app_settings.HEALTH_APPROVAL_WAIT_CRITICAL_SECONDS)
     for row in database["approvals"]:
         if row["oldest_age_seconds"] is not None and row["oldest_age_seconds"] > limit:
-            critical.append(
-                f"a {row['approval_type']} approval has waited more than {limit / 3600:g} h"
-            )
+            text = f"a {row['approval_type']} approval has waited more than {limit / 3600:g} h"
+            critical.append(_reason("pending_approvals", text))
     escalations = int(app_settings.HEALTH_ESCALATIONS_PER_HOUR_DEGRADED)
     if database["escalations_last_hour"] >= escalations:
-        degraded.append(f"{database['escalations_last_hour']} escalations in the last hour")
+        text = f"{database['escalations_last_hour']} escalations in the last hour"
+        degraded.append(_reason("escalations_total", text))
     queued = sum(row["queued"] for row in database["queue_depth"])
     if queued >= int(app_settings.HEALTH_QUEUE_DEPTH_DEGRADED):
-        degraded.append(f"{queued} issues queued")
+        degraded.append(_reason("queue_depth", f"{queued} issues queued"))
     if not any(row["active"] for row in database["active_loops"]):
-        degraded.append("no autonomous loop is active")
+        degraded.append(_reason("active_autonomous_loops", "no autonomous loop is active"))
     if critical:
         return CRITICAL, critical + degraded
     if degraded:
         return DEGRADED, degraded
     return HEALTHY, []
+
+
+def _reason(family: str, text: str) -> dict[str, str]:
+    return {"about": family, "reason": text}
 
 
 def health(now: datetime | None = None) -> dict[str, Any]:
@@ -189,10 +203,20 @@ def health(now: datetime | None = None) -> dict[str, Any]:
     }
 
 
+# What a caller who may not see a reason's family reads instead of its figures.
+HIDDEN_REASON = "a figure you may not see passed its threshold"
+
+
 def restricted(report: dict[str, Any], visible: set[str]) -> dict[str, Any]:
-    """``report`` without the parts whose family is not in ``visible``."""
-    return {
+    """``report`` without the parts whose family is not in ``visible``: the status stays,
+    a reason about a family the caller may not see keeps no figure."""
+    kept = {
         key: value
         for key, value in report.items()
         if key not in SECTIONS or SECTIONS[key] in visible
     }
+    kept["reasons"] = [
+        reason if reason["about"] in visible else {"about": "", "reason": HIDDEN_REASON}
+        for reason in report["reasons"]
+    ]
+    return kept
