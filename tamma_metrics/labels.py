@@ -37,7 +37,6 @@ from . import budget, catalogue, redaction
 from .conf import app_settings, on_reset
 
 __all__ = [
-    "DEFAULT_FAMILY_POLICIES",
     "DEFAULT_POLICIES",
     "FOLD_VALUE",
     "OVERFLOW_VALUE",
@@ -87,8 +86,6 @@ DEFAULT_POLICIES: dict[str, tuple[str, ...] | int] = {
     **{label: tuple(values) for label, values in catalogue.VOCABULARIES.items()},
     **catalogue.VALUE_CAPS,
 }
-# Family-specific policies: (family, label) -> vocabulary or cap, as above.
-DEFAULT_FAMILY_POLICIES = catalogue.FAMILY_VOCABULARIES
 
 
 def seed_policies(**kwargs: Any) -> int:
@@ -98,7 +95,7 @@ def seed_policies(**kwargs: Any) -> int:
     existing = set(LabelPolicy.objects.values_list("label", "family"))
     rows = []
     items = [(("", label), spec) for label, spec in DEFAULT_POLICIES.items()]
-    items += list(DEFAULT_FAMILY_POLICIES.items())
+    items += list(catalogue.FAMILY_VOCABULARIES.items())
     for (family, label), spec in items:
         if (label, family) in existing:
             continue
@@ -215,7 +212,7 @@ def rule(family: str, label: str) -> Rule:
     rules = _state.rules
     found = rules.get((family, label)) or rules.get(("", label))
     if found is None:  # no row (yet, or deleted): the shipped default applies
-        spec = DEFAULT_FAMILY_POLICIES.get((family, label)) or DEFAULT_POLICIES.get(label)
+        spec = catalogue.FAMILY_VOCABULARIES.get((family, label)) or DEFAULT_POLICIES.get(label)
         if isinstance(spec, tuple):
             return Rule(True, frozenset(spec), 0, FOLD_VALUE)
         return Rule(False, frozenset(), spec or int(app_settings.DEFAULT_MAX_VALUES), FOLD_VALUE)

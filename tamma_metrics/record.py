@@ -115,8 +115,9 @@ class _Series:
         for counter in self.side_effects:  # every folded or overflowing event is counted
             counter.inc()
         getattr(self.child, operation)(value)
-        if backends.dispatcher() is not None:
-            backends.forward(backends.Sample(self.family, operation, value, self.labels))
+        target = backends.dispatcher()
+        if target is not None:
+            target.put(backends.Sample(self.family, operation, value, self.labels))
         report = getattr(_local, "report", None)
         if report is not None and (self.folded or self.overflow):
             report.append(Adjustment(self.family.name, self.folded, self.overflow))

@@ -1,6 +1,6 @@
 """Optional push sinks (StatsD, OpenTelemetry, ...) behind one small interface.
 
-Every recorded event that passed the label guard is handed to ``forward()``; when no
+Every recorded event that passed the label guard is handed to the dispatcher; when no
 backend is configured that is one attribute check. With backends, events go into a
 bounded queue drained by one daemon thread per process, so a slow or dead backend never
 slows or breaks the caller: a full queue drops the event for the backends (Prometheus
@@ -42,7 +42,6 @@ __all__ = [
     "Sample",
     "build",
     "dispatcher",
-    "forward",
     "reset",
 ]
 
@@ -201,13 +200,6 @@ def _forget_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
-
-
-def forward(sample: Sample) -> None:
-    """Hand one event to the backends, if any; never blocks."""
-    target = dispatcher()
-    if target is not None:
-        target.put(sample)
 
 
 @atexit.register

@@ -29,7 +29,7 @@ from prometheus_client import REGISTRY
 from .. import budget, catalogue, instruments
 from ..conf import app_settings
 from ..models import Escalation
-from ..scrape import exposition, folder, queries
+from ..scrape import exposition, queries
 
 __all__ = [
     "CRITICAL",
@@ -69,9 +69,8 @@ def self_metrics() -> dict[str, Any]:
     totals: dict[str, dict[str, float]] = {name: defaultdict(float) for name in wanted.values()}
     files = None
     if path:
-        # This process's incremental reader: what it has indexed is not read again.
-        snapshot = folder.reader(path).read()
-        metrics, files = [m.as_metric() for m in snapshot.metrics], snapshot.files
+        read = exposition.merged_folder(path)
+        metrics, files = read.metrics, read.files
     else:
         instruments.get_all()
         metrics = list(REGISTRY.collect())

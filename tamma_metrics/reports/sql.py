@@ -14,7 +14,7 @@ from django.db.models.functions import Floor
 from django.db.models.lookups import GreaterThanOrEqual
 from django.utils import timezone
 
-__all__ = ["Epoch", "day_index", "percentiles", "seconds_between"]
+__all__ = ["Epoch", "Offsets", "day_index", "offsets", "percentiles", "seconds_between"]
 
 
 class Epoch(Func):
@@ -35,7 +35,10 @@ class Epoch(Func):
         )
 
 
-def _offsets(start: datetime, end: datetime) -> tuple[float, list[tuple[float, float]]]:
+Offsets = tuple[float, list[tuple[float, float]]]
+
+
+def offsets(start: datetime, end: datetime) -> Offsets:
     """The current time zone's UTC offset at ``start`` (seconds) and its changes up to
     ``end``: [(from this Unix time, the new offset)], found hour by hour, then to the
     quarter hour."""
@@ -59,11 +62,12 @@ def _offsets(start: datetime, end: datetime) -> tuple[float, list[tuple[float, f
     return first, changes
 
 
-def day_index(field: str, start: datetime, end: datetime) -> Expression:
+def day_index(field: str, start: datetime, zone_offsets: Offsets) -> Expression:
     """The calendar day, in the current time zone, of a datetime column, counted from
     ``start`` (a local midnight) as 0. Computed by the database from the zone's offsets
-    in the window (daylight-saving changes included), so no per-row function call."""
-    first, changes = _offsets(start, end)
+    in the window (``offsets(start, end)``, daylight-saving changes included), so no
+    per-row function call."""
+    first, changes = zone_offsets
     offset: Expression = Value(first)
     if changes:
         offset = Case(

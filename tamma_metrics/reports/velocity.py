@@ -38,7 +38,7 @@ from django.utils import timezone
 from .. import catalogue
 from ..conf import app_settings
 from ..models import Approval, Escalation, Issue, PullRequest
-from .sql import day_index, percentiles, seconds_between
+from .sql import day_index, offsets, percentiles, seconds_between
 
 __all__ = ["FAMILIES", "WINDOWS", "FilterError", "Filters", "cached", "velocity"]
 
@@ -137,6 +137,7 @@ def velocity(filters: Filters, now: datetime | None = None) -> dict[str, Any]:
     """Every velocity and quality figure for ``filters``; see the module docstring."""
     now = now or timezone.now()
     start, days = _window(filters.days, now)
+    zone_offsets = offsets(start, now)  # the time zone over the window, for day buckets
     weeks = [days[n] for n in range(0, len(days), 7)]
     on_issue = filters.issue_filter()
     completed = Issue.objects.filter(
@@ -150,7 +151,7 @@ def velocity(filters: Filters, now: datetime | None = None) -> dict[str, Any]:
     # (sums of their days) and the providers' counts all come from these rows.
     per_day = {day: dict.fromkeys(("success", "failure", "timeout"), 0) for day in days}
     by_provider: dict[str, dict[str, int]] = {}
-    day_of = day_index("completed_at", start, now)
+    day_of = day_index("completed_at", start, zone_offsets)
     rows = (
         completed.order_by()
         .annotate(day=day_of)
@@ -192,7 +193,7 @@ def velocity(filters: Filters, now: datetime | None = None) -> dict[str, Any]:
         rows = (
             prs.filter(**{f"{field}__gte": start, f"{field}__lte": now})
             .order_by()
-            .annotate(day=day_index(field, start, now))
+            .annotate(day=day_index(field, start, zone_offsets))
             .values_list("day")
             .annotate(n=Count("id"))
         )

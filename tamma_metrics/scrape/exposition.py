@@ -5,14 +5,15 @@ and gets bytes and headers back. In multiprocess mode the stored families come f
 the merged folder (every web worker, command and shell that recorded), read by this
 process's incremental reader (``folder``) and encoded from its cached lines; otherwise
 from this process's default registry. The few families computed per scrape (database
-
 gauges, process, build info) go through the same encoder (``encoder``), so the bytes
 are what prometheus_client's ``generate_latest`` would write for the same families.
 """
 
 from __future__ import annotations
 
+import glob
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ __all__ = [
     "Exposition",
     "build_registry",
     "last_scrape",
+    "merged_folder",
     "render",
 ]
 
@@ -53,6 +55,16 @@ class _DefaultRegistry:
         return REGISTRY.collect()
 
 
+def merged_folder(path: str) -> folder.FolderRead:
+    """The folder merged once into prometheus_client Metrics: by the reader, or by
+    prometheus_client's own collector should the installed release merge differently
+    (``conformance``)."""
+    if conformance.verified():
+        return folder.read_folder(path)
+    files = glob.glob(os.path.join(glob.escape(path), "*.db"))
+    return folder.FolderRead(list(MultiProcessCollector(None, path=path).collect()), len(files), 0)
+
+
 class _MergedFolder:
     """The merged multiprocess folder, plus HELP and TYPE of families not yet recorded.
 
@@ -65,7 +77,7 @@ class _MergedFolder:
 
     def collect(self) -> Iterator[Metric]:
         try:
-            read = folder.read_folder(self.path)
+            read = merged_folder(self.path)
         except Exception:
             logger.exception("tamma_metrics: could not read the multiprocess folder")
             read = None
@@ -211,9 +223,9 @@ def _folder_chunks(
         if conformance.verified():
             parts, seen, snapshot = folder.reader(path).chunks(fmt, allows, wanted)
         else:
-            metrics = list(MultiProcessCollector(None, path=path).collect())
-            parts = [encoder.encode_metrics(fmt, _restrict(metrics, allows, wanted))]
-            seen, snapshot = {metric.name for metric in metrics}, None
+            snapshot = merged_folder(path)
+            parts = [encoder.encode_metrics(fmt, _restrict(snapshot.metrics, allows, wanted))]
+            seen = {metric.name for metric in snapshot.metrics}
     except Exception:
         # Without a consistent view, serve no stored sample rather than a false
         # counter reset; the database gauges are still served.
