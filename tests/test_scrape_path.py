@@ -58,15 +58,16 @@ def _library_read(path: str, *, timeout: float | None = None) -> folder.FolderRe
 
 
 def _library_body(accept: str, visibility: catalogue.Visibility, monkeypatch) -> bytes:
-    with monkeypatch.context() as patch:
-        patch.setattr(folder, "read_folder", _library_read)
-        registry = exposition.build_registry(visibility)
     chosen, _ = encoder.negotiate(accept)
-    if chosen.openmetrics:
-        return om_exposition.generate_latest(
-            registry, escaping=chosen.escaping, version=chosen.version
-        )
-    return generate_latest(registry, escaping=chosen.escaping)
+    # The registry collects when encoded: the library's merge must be in place then.
+    with monkeypatch.context() as patch:
+        patch.setattr(exposition, "merged_folder", _library_read)
+        registry = exposition.build_registry(visibility)
+        if chosen.openmetrics:
+            return om_exposition.generate_latest(
+                registry, escaping=chosen.escaping, version=chosen.version
+            )
+        return generate_latest(registry, escaping=chosen.escaping)
 
 
 def _record_some_events() -> None:
@@ -111,9 +112,9 @@ def test_name_filter_serves_the_samples_the_library_serves(monkeypatch):
     wanted = ["tamma_ai_tokens_total", "tamma_metrics_collector_up", "tamma_queue_depth"]
     ours = exposition.render(names=wanted).body.decode()
     with monkeypatch.context() as patch:
-        patch.setattr(folder, "read_folder", _library_read)
+        patch.setattr(exposition, "merged_folder", _library_read)
         registry = exposition.build_registry().restricted_registry(wanted)
-    theirs = generate_latest(registry).decode()
+        theirs = generate_latest(registry).decode()
     # The library collects a restricted registry from a set: its family order varies.
     assert parse(ours) == parse(theirs)
     assert set(ours.splitlines()) == set(theirs.splitlines())

@@ -56,11 +56,13 @@ class _DefaultRegistry:
 
 
 def merged_folder(path: str) -> folder.FolderRead:
-    """The folder merged once into prometheus_client Metrics: by the reader, or by
-    prometheus_client's own collector should the installed release merge differently
-    (``conformance``)."""
+    """The folder merged into prometheus_client Metrics: by this process's reader (what
+    it has indexed is not read again), or by prometheus_client's own collector should
+    the installed release merge differently (``conformance``)."""
     if conformance.verified():
-        return folder.read_folder(path)
+        snapshot = folder.reader(path).read()
+        metrics = [metric.as_metric() for metric in snapshot.metrics]
+        return folder.FolderRead(metrics, snapshot.files, snapshot.skipped)
     files = glob.glob(os.path.join(glob.escape(path), "*.db"))
     return folder.FolderRead(list(MultiProcessCollector(None, path=path).collect()), len(files), 0)
 
