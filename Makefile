@@ -19,9 +19,11 @@ $(BIN)/.installed: requirements.txt pyproject.toml
 venv: $(BIN)/.installed
 
 # System packages the tests use (promtool from Debian's prometheus, the PostgreSQL
-# server), when missing.
+# server, Node.js), when missing; then the TypeScript client is built (type-checked)
+# when its dist/ is missing or older than its sources.
 bootstrap:
 	scripts/bootstrap.sh
+	scripts/build-client.sh
 
 # The multiprocess folder is emptied first: old files would add a previous run's
 # counts. seed_demo --reset recreates the demo rows so the counters served equal
@@ -36,6 +38,7 @@ run: venv
 	$(BIN)/python manage.py seed_roles && \
 	$(BIN)/python manage.py demo_admin && \
 	$(BIN)/python manage.py demo_scrape_token --target $(HOST):$(PORT) && \
+	$(BIN)/python manage.py demo_orchestrator_token --target $(HOST):$(PORT) && \
 	echo "Admin: http://$(HOST):$(PORT)/admin/  Metrics: http://$(HOST):$(PORT)/metrics  API docs: http://$(HOST):$(PORT)/api/docs" && \
 	exec $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
@@ -48,6 +51,7 @@ serve: venv
 	$(BIN)/python manage.py migrate --noinput && \
 	$(BIN)/python manage.py seed_roles && \
 	$(BIN)/python manage.py demo_scrape_token --target $(HOST):$(or $(METRICS_PORT),$(PORT)) && \
+	$(BIN)/python manage.py demo_orchestrator_token --target $(HOST):$(PORT) && \
 	echo "Metrics: http://$(HOST):$(or $(METRICS_PORT),$(PORT))/metrics  Site: http://$(HOST):$(PORT)/" && \
 	exec $(BIN)/gunicorn -c project/gunicorn.conf.py
 

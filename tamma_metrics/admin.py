@@ -50,7 +50,8 @@ class IssueAdmin(LargeTableAdmin):
     list_filter = ("status", "provider", "platform", "issue_type", "priority", "complexity")
     search_fields = ("repository", "external_id", "title")
     date_hierarchy = "created_at"
-    readonly_fields = ("created_at",)
+    # observed_at: the newest observation the state API applied (older ones are stale).
+    readonly_fields = ("created_at", "observed_at")
 
 
 @admin.register(PullRequest)
@@ -68,6 +69,7 @@ class PullRequestAdmin(LargeTableAdmin):
     search_fields = ("repository", "number")
     list_select_related = ("issue",)
     raw_id_fields = ("issue",)
+    readonly_fields = ("observed_at",)
 
 
 @admin.register(Approval)
@@ -75,6 +77,7 @@ class ApprovalAdmin(LargeTableAdmin):
     list_display = (
         "id",
         "issue",
+        "external_id",
         "approval_type",
         "priority",
         "status",
@@ -82,15 +85,17 @@ class ApprovalAdmin(LargeTableAdmin):
         "decided_at",
     )
     list_filter = ("status", "approval_type", "priority")
-    search_fields = ("issue__repository", "issue__external_id")
+    search_fields = ("issue__repository", "issue__external_id", "external_id")
     list_select_related = ("issue",)
     raw_id_fields = ("issue",)
+    readonly_fields = ("observed_at",)
 
 
 @admin.register(Escalation)
 class EscalationAdmin(LargeTableAdmin):
     list_display = (
         "id",
+        "external_id",
         "escalation_type",
         "severity",
         "component",
@@ -99,9 +104,10 @@ class EscalationAdmin(LargeTableAdmin):
         "created_at",
     )
     list_filter = ("escalation_type", "severity", "component")
-    search_fields = ("component", "reason", "issue__repository")
+    search_fields = ("external_id", "component", "reason", "issue__repository")
     list_select_related = ("issue",)
     raw_id_fields = ("issue",)
+    readonly_fields = ("observed_at",)
 
 
 @admin.register(AutonomousLoop)

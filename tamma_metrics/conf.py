@@ -85,6 +85,9 @@ DEFAULTS: dict[str, Any] = {
         "value": 1_000_000_000,  # record.metric: one increment, observation or |gauge|
     },
     "INGEST_MAX_FUTURE_SECONDS": 300,
+    # Items per request of the state API (POST /api/v1/issues and the like); a batch is one
+    # transaction, so this bounds how long it holds its rows.
+    "STATE_MAX_BATCH": 500,
     # Free-form label values that look like personal data or secrets (emails, URLs with
     # credentials or a query, API keys and tokens) are recorded as REDACTED_VALUE; more
     # regular expressions to redact (see tamma_metrics.redaction).

@@ -47,6 +47,7 @@ __all__ = [
     "generation",
     "guard",
     "invalidate",
+    "judge",
     "normalise",
     "reset",
     "rule",
@@ -308,6 +309,29 @@ class Guarded:
     redacted: tuple[str, ...] = ()  # names of the labels whose value looked private
 
 
+KEPT, FOLDED, REDACTED = "kept", "folded", "redacted"
+
+
+def judge(
+    family: str, label: str, raw_value: Any, deadline: budget.Deadline | None = None
+) -> tuple[str, str]:
+    """The value ``label`` of ``family`` is recorded as, and whether it was kept, folded or
+    redacted (the series cap aside). The state API stores this value in the row, so a row
+    and the counter of its transition carry the same labels."""
+    policy = rule(family, label)
+    if not policy.closed and redaction.private(raw_value):
+        # Never admitted, never stored: not even in the admissions table.
+        return normalise(app_settings.REDACTED_VALUE), REDACTED
+    value = normalise(raw_value, lowercase=policy.closed)
+    if policy.closed:
+        allowed = value in policy.values
+    else:
+        allowed = admit(f"value:{label}", value, policy.max_values, deadline)
+    if not allowed and value != policy.fold:
+        return policy.fold, FOLDED
+    return value, KEPT
+
+
 def guard(family: catalogue.Family, raw: tuple[Any, ...]) -> Guarded:
     """Apply normalisation, vocabularies, value caps and the series cap to one label set."""
     generation()
@@ -315,21 +339,12 @@ def guard(family: catalogue.Family, raw: tuple[Any, ...]) -> Guarded:
     deadline = budget.Deadline(POLICY_QUERY_SECONDS)
     values, folded, redacted = [], [], []
     for label, raw_value in zip(family.labels, raw, strict=True):
-        policy = rule(family.name, label)
-        if not policy.closed and redaction.private(raw_value):
-            # Never admitted, never stored: not even in the admissions table.
-            values.append(normalise(app_settings.REDACTED_VALUE))
-            redacted.append(label)
-            continue
-        value = normalise(raw_value, lowercase=policy.closed)
-        if policy.closed:
-            allowed = value in policy.values
-        else:
-            allowed = admit(f"value:{label}", value, policy.max_values, deadline)
-        if not allowed and value != policy.fold:
-            value = policy.fold
-            folded.append(label)
+        value, verdict = judge(family.name, label, raw_value, deadline)
         values.append(value)
+        if verdict == REDACTED:
+            redacted.append(label)
+        elif verdict == FOLDED:
+            folded.append(label)
     series_key = "\x1f".join(values)
     if not admit(f"series:{family.name}", series_key, max_series(family.name), deadline):
         return Guarded((OVERFLOW_VALUE,) * len(values), tuple(folded), True, tuple(redacted))

@@ -27,6 +27,14 @@ from .models import Approval, Issue, PullRequest
 logger = logging.getLogger(__name__)
 
 _PREVIOUS = "_tamma_previous_status"
+_KNOWN = "_tamma_status_read_under_lock"
+
+
+def previous_status_known(instance: models.Model, status: str) -> None:
+    """Tell the next save of ``instance`` its previous status: the caller read the row
+    ``FOR UPDATE`` in the transaction the save runs in (the state API does), so the
+    ``pre_save`` query would read the same value again."""
+    setattr(instance, _KNOWN, status)
 
 
 _safely = selfmetrics.swallowed("receiver", "receiver")
@@ -45,7 +53,10 @@ def remember_previous_status(
     **kwargs: Any,
 ) -> None:
     previous = None
-    if not instance._state.adding and instance.pk is not None:
+    known = instance.__dict__.pop(_KNOWN, None)
+    if known is not None and transaction.get_connection(using).in_atomic_block:
+        previous = known
+    elif not instance._state.adding and instance.pk is not None:
         if update_fields is not None and "status" not in update_fields:
             previous = instance.status  # the status column is not written: no transition
         else:

@@ -11,6 +11,7 @@ from .models import MetricFamily
 
 PROMETHEUS, OPERATOR, PRODUCT_MANAGER = "prometheus", "operator", "product-manager"
 WORKER = "worker"  # reports events through the ingest API; sees no family
+ORCHESTRATOR = "orchestrator"  # writes Tamma's state (and reports events); sees no family
 
 
 def preset_families() -> dict[str, set[str]]:
@@ -45,8 +46,10 @@ def seed_roles() -> dict[str, int]:
     for name, families in preset_families().items():
         group, _ = Group.objects.get_or_create(name=name)
         granted[name] = grant(group, families)
-    worker, _ = Group.objects.get_or_create(name=WORKER)
-    worker.permissions.add(
-        Permission.objects.get(content_type__app_label="tamma_metrics", codename="add_event")
+    add_event, change_domain = (
+        Permission.objects.get(content_type__app_label="tamma_metrics", codename=codename)
+        for codename in ("add_event", "change_domain")
     )
+    Group.objects.get_or_create(name=WORKER)[0].permissions.add(add_event)
+    Group.objects.get_or_create(name=ORCHESTRATOR)[0].permissions.add(add_event, change_domain)
     return granted

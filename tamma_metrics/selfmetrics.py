@@ -10,7 +10,7 @@ from typing import ParamSpec
 
 from . import instruments
 
-__all__ = ["count_backend_error", "count_error", "swallowed"]
+__all__ = ["count_backend_error", "count_error", "count_label_change", "swallowed"]
 
 logger = logging.getLogger("tamma_metrics")
 
@@ -33,6 +33,16 @@ def count_backend_error(backend: str) -> None:
         instruments.get("metrics_backend_errors_total").labels(backend).inc()
     except Exception:  # pragma: no cover
         logger.exception("tamma_metrics could not count a backend error")
+
+
+def count_label_change(family: str, label: str, *, redacted: bool) -> None:
+    """Count a label value the policy recorded as something else (folded, or redacted)
+    outside ``record`` (the state API judges values before it stores them)."""
+    name = "metrics_label_redactions_total" if redacted else "metrics_label_folds_total"
+    try:
+        instruments.get(name).labels(family, label).inc()
+    except Exception:  # pragma: no cover
+        logger.exception("tamma_metrics could not count a label change")
 
 
 def swallowed(stage: str, what: str) -> Callable[[Callable[P, None]], Callable[P, None]]:

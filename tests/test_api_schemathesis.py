@@ -18,7 +18,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
 from tamma_metrics.models import ApiToken, IngestedEvent
-from tamma_metrics.roles import OPERATOR, WORKER, seed_roles
+from tamma_metrics.roles import OPERATOR, ORCHESTRATOR, seed_roles
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
@@ -38,8 +38,8 @@ def wsgi_app():
 def worker_headers() -> dict[str, str]:
     seed_roles()
     user = User.objects.create_user("fuzz-worker")
-    # Reports events and sees every family: every operation can answer 200.
-    user.groups.add(Group.objects.get(name=WORKER), Group.objects.get(name=OPERATOR))
+    # Reports events, writes state and sees every family: every operation can answer 200.
+    user.groups.add(Group.objects.get(name=ORCHESTRATOR), Group.objects.get(name=OPERATOR))
     return {"Authorization": f"Bearer {ApiToken.create_for(user, 'fuzz')[1]}"}
 
 
@@ -53,6 +53,11 @@ def test_no_input_makes_a_server_error(wsgi_app, worker_headers, settings, mode)
         "GET /api/v1/families",
         "GET /api/v1/velocity",
         "GET /api/v1/health",
+        "POST /api/v1/issues",
+        "POST /api/v1/pull-requests",
+        "POST /api/v1/approvals",
+        "POST /api/v1/escalations",
+        "POST /api/v1/loops/heartbeat",
     }
     statuses: set[int] = set()
     for operation in operations:
@@ -70,3 +75,4 @@ def test_no_input_makes_a_server_error(wsgi_app, worker_headers, settings, mode)
     assert statuses & {200, 400}
     if mode is GenerationMode.POSITIVE:
         assert IngestedEvent.objects.exists() or 200 in statuses
+        assert 201 in statuses  # valid state items were generated and written

@@ -30,6 +30,23 @@ def test_demo_scrape_token_prints_a_working_token_and_config(tmp_path):
     assert ApiToken.objects.filter(revoked_at__isnull=True).count() == 1
 
 
+def test_demo_orchestrator_token_writes_state(tmp_path):
+    path = tmp_path / "orchestrator.token"
+    out = io.StringIO()
+    call_command("demo_orchestrator_token", file=str(path), stdout=out)
+    token = path.read_text().strip()
+    assert token in out.getvalue()
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    # The printed example, as Tamma would send it.
+    body = out.getvalue().split("-d '")[1].split("'")[0]
+    tamma = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
+    response = tamma.post("/api/v1/issues", body, content_type="application/json")
+    assert response.status_code == 201, response.content
+    assert tamma.get("/metrics").status_code == 403  # it writes state and reads nothing
+    call_command("demo_orchestrator_token", file=str(path), stdout=io.StringIO())
+    assert Client(HTTP_AUTHORIZATION=f"Bearer {token}").get("/api/v1/families").status_code == 401
+
+
 def test_demo_admin_prints_a_working_login():
     out = io.StringIO()
     call_command("demo_admin", stdout=out)

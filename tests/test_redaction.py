@@ -11,7 +11,7 @@ from django.test import Client
 
 from tamma_metrics import checks, record, redaction
 from tamma_metrics.models import Admission, ApiToken, Escalation
-from tamma_metrics.roles import PRODUCT_MANAGER, WORKER, seed_roles
+from tamma_metrics.roles import ORCHESTRATOR, PRODUCT_MANAGER, seed_roles
 from tests import factories
 from tests.utils import delta, scrape
 
@@ -79,10 +79,10 @@ def _token(role: str, username: str) -> str:
 
 
 def test_private_values_reach_no_output_from_any_recording_path(client, caplog):
-    """Seed every private value through record, a model save and the ingest API; read
+    """Seed every private value through record, a model save and the state API; read
     /metrics as the product manager and as a superuser, the admissions and the logs."""
     seed_roles()
-    worker = Client(HTTP_AUTHORIZATION=f"Bearer {_token(WORKER, 'worker-1')}")
+    tamma = Client(HTTP_AUTHORIZATION=f"Bearer {_token(ORCHESTRATOR, 'tamma')}")
     manager = Client(HTTP_AUTHORIZATION=f"Bearer {_token(PRODUCT_MANAGER, 'pm-1')}")
     before = scrape(client)
     caplog.set_level(logging.DEBUG)
@@ -90,14 +90,18 @@ def test_private_values_reach_no_output_from_any_recording_path(client, caplog):
         record.escalation(escalation_type="safety", severity="high", component=value, reason=value)
         # A model keeps what its column holds (64 characters): still private.
         factories.escalation(reason=value[:REASON_LENGTH], component="reviewer")
-        event = {"type": "escalation", "event_id": f"pii-{n}", "escalation_type": "safety",
-                 "severity": "low", "component": "git", "reason": value}  # fmt: skip
-        response = worker.post("/api/v1/events", event, content_type="application/json")
-        assert response.status_code == 200, response.content
+        item = {"external_id": f"pii-{n}", "escalation_type": "safety", "severity": "low",
+                "component": "git", "reason": value[:REASON_LENGTH],
+                "observed_at": "2026-12-01T10:00:00Z"}  # fmt: skip
+        response = tamma.post("/api/v1/escalations", item, content_type="application/json")
+        assert response.status_code == 201, response.content
         reported = response.json()["results"][0]["folded"]
-        assert {"family": "escalations_total", "label": "reason", "recorded_as": "redacted"} in (
-            reported
-        )
+        assert reported == [
+            {"family": "escalations_total", "label": "reason", "recorded_as": "redacted"}
+        ]
+    # The row holds what the counter records: not the private value.
+    assert set(Escalation.objects.filter(external_id__startswith="pii-").values_list(
+        "reason", flat=True)) == {"redacted"}  # fmt: skip
     outputs = {
         "product manager": manager.get("/metrics").content.decode(),
         "superuser": client.get("/metrics").content.decode(),

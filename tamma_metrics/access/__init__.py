@@ -13,6 +13,7 @@ The scrape never imports this package: the view hands it a ``catalogue.Visibilit
 from .authentication import (
     CHALLENGE,
     CanIngest,
+    CanWriteState,
     TokenAuthentication,
     authenticate,
     share,
@@ -34,6 +35,7 @@ __all__ = [
     "CHALLENGE",
     "VIEW_PERMISSION",
     "CanIngest",
+    "CanWriteState",
     "Caller",
     "NoFamilies",
     "NotAuthenticated",

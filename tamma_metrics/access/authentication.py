@@ -38,6 +38,7 @@ from .callers import Caller, NotAuthenticated, Throttled, Unavailable
 __all__ = [
     "CHALLENGE",
     "CanIngest",
+    "CanWriteState",
     "PrincipalThrottle",
     "TokenAuthentication",
     "authenticate",
@@ -251,10 +252,23 @@ class TokenAuthentication(BaseAuthentication):
         return CHALLENGE
 
 
-class CanIngest(BasePermission):
-    """Reporting events needs ``tamma_metrics.add_event`` (the ``worker`` role has it)."""
-
-    message = "Reporting events needs the tamma_metrics.add_event permission."
+class _HasPermission(BasePermission):
+    permission = ""
 
     def has_permission(self, request: Any, view: Any) -> bool:
-        return bool(request.user and request.user.has_perm("tamma_metrics.add_event"))
+        return bool(request.user and request.user.has_perm(self.permission))
+
+
+class CanIngest(_HasPermission):
+    """Reporting events needs ``tamma_metrics.add_event`` (the ``worker`` role has it)."""
+
+    permission = "tamma_metrics.add_event"
+    message = "Reporting events needs the tamma_metrics.add_event permission."
+
+
+class CanWriteState(_HasPermission):
+    """Writing Tamma's state needs ``tamma_metrics.change_domain`` (the ``orchestrator``
+    role has it)."""
+
+    permission = "tamma_metrics.change_domain"
+    message = "Writing state needs the tamma_metrics.change_domain permission."

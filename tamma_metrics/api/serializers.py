@@ -23,7 +23,8 @@ LABEL_MAX_LENGTH = 200
 
 def Label(**kwargs: Any) -> serializers.CharField:  # noqa: N802 - reads like a field class
     """A label value: any text; the label policy makes it safe."""
-    return serializers.CharField(max_length=LABEL_MAX_LENGTH, trim_whitespace=False, **kwargs)
+    kwargs.setdefault("max_length", LABEL_MAX_LENGTH)
+    return serializers.CharField(trim_whitespace=False, **kwargs)
 
 
 class FiniteFloatField(serializers.FloatField):
@@ -179,34 +180,16 @@ class CodeChangeSerializer(EventSerializer):
     count = BoundedInteger("count", default=1)
 
 
-class EscalationSerializer(EventSerializer):
-    recorder = record.escalation
-    escalation_type = Label()
-    severity = Label()
-    component = Label()
-    reason = Label()
-
-
-class IssueTransitionSerializer(EventSerializer):
-    """An issue reached a terminal status on a platform that reports over HTTP."""
-
-    recorder = record.issue_processed
-    provider = Label()
-    platform = Label()
-    issue_type = Label()
-    outcome = Label(help_text="success, failure or timeout")
-    complexity = Label(required=False, default="unknown")
-    duration_seconds = DurationField(required=False, help_text="Started to completed.")
-
-
 EVENT_TYPES: dict[str, type[EventSerializer]] = {
     "ai_request": AiRequestSerializer,
     "test_execution": TestExecutionSerializer,
     "code_generation": CodeGenerationSerializer,
     "code_change": CodeChangeSerializer,
-    "escalation": EscalationSerializer,
-    "issue_transition": IssueTransitionSerializer,
 }
+
+# Domain events are state: a row holds them, and its transition counts them. An event of
+# one would count on /metrics and be missing from every page.
+MOVED_TO_STATE = {"issue_transition": "/api/v1/issues", "escalation": "/api/v1/escalations"}
 
 for _kind, _serializer in EVENT_TYPES.items():
     # Each type's schema names its own value: the discriminator of the OpenAPI union.
@@ -220,6 +203,13 @@ def for_event(data: Any) -> EventSerializer | dict:
     kind = data.get("type")
     if kind is None:
         return {"type": ["This field is required."]}
+    if kind in MOVED_TO_STATE:
+        return {
+            "type": [
+                f"{kind} is state, not an event: POST it to {MOVED_TO_STATE[kind]} (the state "
+                "API), so the row and the counter agree."
+            ]
+        }
     if not isinstance(kind, str) or kind not in EVENT_TYPES:
         return {"type": [f"Unknown event type; one of {', '.join(EVENT_TYPES)}."]}
     return EVENT_TYPES[kind](data=data)

@@ -4,6 +4,7 @@ from django.contrib.auth.decorators import login_not_required
 from django.urls import path
 
 from . import views
+from .state import StateView
 
 urlpatterns = [
     path("api/v1/events", login_not_required(views.EventsView.as_view()), name="api-events"),
@@ -18,4 +19,15 @@ urlpatterns = [
         name="api-velocity",
     ),
     path("api/v1/health", login_not_required(views.HealthView.as_view()), name="api-health"),
+    # The state API (docs/state.md): rows by natural key.
+    *(
+        path(f"api/v1/{route}", login_not_required(StateView.of(kind)), name=f"api-{kind}")
+        for route, kind in (
+            ("issues", "issues"),
+            ("pull-requests", "pull-requests"),
+            ("approvals", "approvals"),
+            ("escalations", "escalations"),
+            ("loops/heartbeat", "loops"),
+        )
+    ),
 ]

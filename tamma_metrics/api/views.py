@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from datetime import timedelta
 from typing import Any
 
-from django.core.exceptions import RequestDataTooBig
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.decorators import method_decorator
 from drf_spectacular.types import OpenApiTypes
@@ -20,65 +18,24 @@ from drf_spectacular.utils import (
     extend_schema,
 )
 from rest_framework import serializers, status
-from rest_framework.exceptions import ParseError, PermissionDenied
-from rest_framework.parsers import JSONParser
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from .. import access, budget, catalogue, record
 from ..conf import app_settings
 from ..models import IngestedEvent
 from ..reports import health, velocity
+from . import bodies
 from . import schema as _schema  # noqa: F401  (registers the auth scheme)
 from . import serializers as wire
+from .bodies import DatabaseAwareView, LenientJSONParser
 
 logger = logging.getLogger(__name__)
 
 _last_prune = 0.0
 PRUNE_EVERY_SECONDS = 60
-
-
-class LenientJSONParser(JSONParser):
-    """Accept NaN and Infinity literals so the field at fault can be named (400), instead
-    of failing the whole body; refuse nesting deeper than any event has (400) before
-    parsing, so no body can drive the parser into a RecursionError (a 500)."""
-
-    strict = False
-
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None):
-        body = stream.read() if stream is not None else b""
-        if _nesting(body) > MAX_JSON_DEPTH:
-            raise ParseError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels.")
-        return super().parse(io.BytesIO(body), media_type, parser_context)
-
-
-# A batch of events nests four deep ({"events": [{"tokens": {...}}]}); leave room.
-MAX_JSON_DEPTH = 16
-_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
-
-
-def _nesting(body: bytes) -> int:
-    """How deep ``body``'s arrays and objects nest (counting stops past the limit).
-
-    Brackets inside strings do not count: escaped backslashes and quotes are dropped,
-    then every other piece between quotes is outside a string. All of it C-speed but
-    the walk over the brackets, which stops as soon as the limit is passed."""
-    unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
-    outside = b"".join(unescaped.split(b'"')[::2])
-    depth = deepest = 0
-    for byte in outside.translate(None, _NOT_BRACKETS):
-        depth += 1 if byte in b"[{" else -1
-        if depth > deepest:
-            deepest = depth
-            if deepest > MAX_JSON_DEPTH:
-                break
-    return deepest
-
-
-class PayloadTooLarge(Exception):
-    pass
 
 
 def _event_union(**kwargs: Any) -> PolymorphicProxySerializer:
@@ -106,30 +63,6 @@ def _prune() -> None:
         _last_prune = now
         cutoff = timezone.now() - timedelta(seconds=app_settings.INGEST_DEDUP_SECONDS)
         IngestedEvent.objects.filter(received_at__lt=cutoff).delete()
-
-
-def _events(request: Request) -> list[Any]:
-    length = request.META.get("CONTENT_LENGTH") or "0"
-    limit = app_settings.INGEST_MAX_BODY_BYTES
-    if not length.isdigit() or int(length) > limit:
-        raise PayloadTooLarge(f"The body exceeds {limit} bytes.")
-    try:
-        payload = request.data
-    except RequestDataTooBig:
-        raise PayloadTooLarge(f"The body exceeds {limit} bytes.") from None
-    if isinstance(payload, dict) and "events" in payload:
-        if set(payload) != {"events"} or not isinstance(payload["events"], list):
-            raise ParseError('A batch is {"events": [ ... ]} and nothing else.')
-        events = payload["events"]
-        if not events:
-            raise ParseError("The batch is empty.")
-    elif isinstance(payload, dict):
-        events = [payload]
-    else:
-        raise ParseError('Send one event object or {"events": [ ... ]}.')
-    if len(events) > app_settings.INGEST_MAX_BATCH:
-        raise PayloadTooLarge(f"At most {app_settings.INGEST_MAX_BATCH} events per request.")
-    return events
 
 
 def _ingest(index: int, raw: Any, user: Any) -> dict:
@@ -169,29 +102,6 @@ def _ingest(index: int, raw: Any, user: Any) -> dict:
     if overflow:
         result["overflow"] = overflow
     return result
-
-
-class DatabaseAwareView(APIView):
-    """An API view that answers 503 with Retry-After, in JSON, when the database fails
-    (down, locked past its timeout), rather than a 500 page."""
-
-    def handle_exception(self, exc: Exception) -> Response:
-        if isinstance(exc, DatabaseError | access.Unavailable):
-            logger.warning("tamma_metrics: API request failed, database unavailable: %s", exc)
-            response = Response(
-                {"detail": "The database is unavailable; try again shortly."},
-                status=status.HTTP_503_SERVICE_UNAVAILABLE,
-            )
-            response["Retry-After"] = str(access.Unavailable.retry_after)
-            return response
-        return super().handle_exception(exc)
-
-
-def _chunked(request: Request) -> bool:
-    meta = request.META
-    return "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower() and not meta.get(
-        "CONTENT_LENGTH"
-    )
 
 
 @method_decorator(transaction.non_atomic_requests, name="dispatch")
@@ -238,19 +148,9 @@ class EventsView(DatabaseAwareView):
         ],
     )
     def post(self, request: Request) -> Response:
-        if _chunked(request):
-            # Django reads a body by its Content-Length: a chunked one would arrive empty.
-            return Response(
-                {
-                    "detail": "Send the body with a Content-Length; chunked transfer "
-                    "encoding is not supported."
-                },  # fmt: skip
-                status=status.HTTP_411_LENGTH_REQUIRED,
-            )
-        try:
-            events = _events(request)
-        except PayloadTooLarge as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+        events = bodies.items(request, "events", app_settings.INGEST_MAX_BATCH)
+        if isinstance(events, Response):
+            return events
         _prune()
         results = [_ingest(index, raw, request.user) for index, raw in enumerate(events)]
         counts = {

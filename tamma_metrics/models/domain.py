@@ -57,6 +57,9 @@ class Issue(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # When Tamma saw the state this row holds (the state API); null for rows written
+    # another way. An observation older than this one changes nothing.
+    observed_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -64,6 +67,10 @@ class Issue(models.Model):
             models.UniqueConstraint(
                 fields=["platform", "repository", "external_id"], name="tamma_issue_unique_external"
             ),
+        ]
+        # Writing Tamma's state over HTTP (the state API); the orchestrator role has it.
+        permissions = [
+            ("change_domain", "Can write issues, pull requests, approvals, escalations and loops")
         ]
         indexes = [
             # queue_depth reads only queued rows: a partial index stays tiny at 1M issues.
@@ -112,6 +119,9 @@ class PullRequest(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now)
     merged_at = models.DateTimeField(null=True, blank=True)
+    # When Tamma saw the state this row holds (the state API); null for rows written
+    # another way. An observation older than this one changes nothing.
+    observed_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -142,14 +152,31 @@ class Approval(models.Model):
         EXPIRED = "expired", "Expired"
 
     issue = models.ForeignKey(Issue, on_delete=models.CASCADE, related_name="approvals")
+    external_id = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="Tamma's id of the request, per issue.",
+    )
     approval_type = models.CharField(max_length=32, choices=ApprovalType.choices)
     priority = models.CharField(max_length=16, choices=Priority.choices, default=Priority.MEDIUM)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     requested_at = models.DateTimeField(default=timezone.now)
     decided_at = models.DateTimeField(null=True, blank=True)
+    # When Tamma saw the state this row holds (the state API); null for rows written
+    # another way. An observation older than this one changes nothing.
+    observed_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-requested_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["issue", "external_id"],
+                condition=~Q(external_id=""),
+                name="tamma_approval_unique_external",
+            ),
+        ]
         indexes = [
             models.Index(
                 fields=["approval_type", "priority", "requested_at"],
@@ -179,14 +206,31 @@ class Escalation(models.Model):
     issue = models.ForeignKey(
         Issue, on_delete=models.SET_NULL, null=True, blank=True, related_name="escalations"
     )
+    external_id = models.CharField(
+        max_length=128,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="Tamma's id of the escalation.",
+    )
     escalation_type = models.CharField(max_length=32, choices=EscalationType.choices)
     severity = models.CharField(max_length=16, choices=Severity.choices, default=Severity.MEDIUM)
     component = models.CharField(max_length=64, help_text="Part of Tamma that escalated.")
     reason = models.CharField(max_length=64, help_text="A short reason code, not free text.")
     created_at = models.DateTimeField(default=timezone.now)
+    # When Tamma saw the state this row holds (the state API); null for rows written
+    # another way. An observation older than this one changes nothing.
+    observed_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["external_id"],
+                condition=~Q(external_id=""),
+                name="tamma_escalation_unique_external",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.escalation_type} ({self.severity})"

@@ -81,15 +81,15 @@ def test_3000_events_through_the_api_equal_prometheus_and_the_database(
 def test_retries_on_other_workers_count_once(
     e2e_site, gunicorn_server, prometheus_server, worker_token
 ):
-    before = prometheus_server.value('sum(tamma_escalations_total{job="tamma"})') or 0
+    before = prometheus_server.value('sum(tamma_code_changes_total{job="tamma"})') or 0
     events = [
         {
-            "type": "escalation",
+            "type": "code_change",
             "event_id": f"retry-{n:04d}",
-            "escalation_type": "blocked",
-            "severity": "high",
-            "component": "orchestrator",
-            "reason": "missing_context",
+            "change_type": "update",
+            "language": "python",
+            "actor": "system",
+            "file_type": "py",
         }
         for n in range(300)
     ]
@@ -99,7 +99,7 @@ def test_retries_on_other_workers_count_once(
     assert sum(answer["counted"] for answer in answers) == 300
     assert sum(answer["duplicates"] for answer in answers) == 600
     assert len(gunicorn_server.answered_by("/api/v1/events")) >= 2
-    prometheus_server.wait_for('sum(tamma_escalations_total{job="tamma"})', before + 300)
+    prometheus_server.wait_for('sum(tamma_code_changes_total{job="tamma"})', before + 300)
     assert (
         e2e_site.sql(
             "SELECT COUNT(*) FROM tamma_metrics_ingestedevent WHERE event_id LIKE 'retry-%'"

@@ -3,15 +3,10 @@
 from pathlib import Path
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
-from django.utils import timezone
 
-from tamma_metrics.models import ApiToken
-from tamma_metrics.roles import PROMETHEUS, seed_roles
-
-TOKEN_NAME = "make-run"
+from project.tokens import rotate
+from tamma_metrics.roles import PROMETHEUS
 
 SNIPPET = """\
 # prometheus.yml
@@ -37,19 +32,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, target: str, file: str, **options):
-        seed_roles()
-        user, _ = get_user_model().objects.get_or_create(username="prometheus")
-        user.set_unusable_password()  # the scraper signs in with its token only
-        user.save()
-        user.groups.add(Group.objects.get(name=PROMETHEUS))
-        ApiToken.objects.filter(user=user, name=TOKEN_NAME, revoked_at__isnull=True).update(
-            revoked_at=timezone.now()
-        )
-        _, secret = ApiToken.create_for(user, TOKEN_NAME)
         path = Path(file)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secret + "\n")
-        path.chmod(0o600)
+        secret = rotate("prometheus", PROMETHEUS, path)
         self.stdout.write(f"Scrape token of role '{PROMETHEUS}' (shown once, also in {path}):")
         self.stdout.write(f"  {secret}")
         self.stdout.write(f"  curl -H 'Authorization: Bearer {secret}' http://{target}/metrics")

@@ -228,6 +228,8 @@ class Command(BaseCommand):
         if rng.random() < (0.35 if status in ("failed", "timed_out") else 0.04):
             kind, component, reason = rng.choice(ESCALATIONS)
             escalation = Escalation(
+                # Natural keys, as Tamma sends them: the state API can update these rows.
+                external_id=f"demo-escalation-{index + 1}",
                 escalation_type=kind,
                 severity=_pick(rng, (["low", "medium", "high", "critical"], [30, 40, 22, 8])),
                 component=component,
@@ -284,6 +286,7 @@ class Command(BaseCommand):
         if status != "pending":
             decided = self._past(requested + timedelta(seconds=rng.lognormvariate(7.5, 1.2)))
         approval = Approval(
+            external_id=f"{approval_type}-1",
             approval_type=approval_type,
             priority=issue.priority,
             status=status,

@@ -1,0 +1,119 @@
+"""What every writing endpoint does with a request body before it looks at an item: the
+size, the framing, the nesting and the one-or-batch shape, each refused with a clear
+status; and a database that fails answered 503, not 500."""
+
+from __future__ import annotations
+
+import io
+import logging
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError
+from rest_framework import status
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import JSONParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from .. import access
+from ..conf import app_settings
+
+__all__ = ["MAX_JSON_DEPTH", "DatabaseAwareView", "LenientJSONParser", "items"]
+
+logger = logging.getLogger(__name__)
+
+# A batch nests four deep ({"events": [{"tokens": {...}}]}); leave room.
+MAX_JSON_DEPTH = 16
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+
+
+class LenientJSONParser(JSONParser):
+    """Accept NaN and Infinity literals so the field at fault can be named (400), instead
+    of failing the whole body; refuse nesting deeper than any item has (400) before
+    parsing, so no body can drive the parser into a RecursionError (a 500)."""
+
+    strict = False
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None):
+        body = stream.read() if stream is not None else b""
+        if _nesting(body) > MAX_JSON_DEPTH:
+            raise ParseError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels.")
+        return super().parse(io.BytesIO(body), media_type, parser_context)
+
+
+def _nesting(body: bytes) -> int:
+    """How deep ``body``'s arrays and objects nest (counting stops past the limit).
+
+    Brackets inside strings do not count: escaped backslashes and quotes are dropped,
+    then every other piece between quotes is outside a string. All of it C-speed but
+    the walk over the brackets, which stops as soon as the limit is passed."""
+    unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    outside = b"".join(unescaped.split(b'"')[::2])
+    depth = deepest = 0
+    for byte in outside.translate(None, _NOT_BRACKETS):
+        depth += 1 if byte in b"[{" else -1
+        if depth > deepest:
+            deepest = depth
+            if deepest > MAX_JSON_DEPTH:
+                break
+    return deepest
+
+
+def _too_large(detail: str) -> Response:
+    return Response({"detail": detail}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+
+
+def items(request: Request, key: str, limit: int) -> list[Any] | Response:
+    """The items of a body that is one object or ``{key: [...]}`` (at most ``limit``),
+    or the Response that refuses it (411, 413); ParseError (400) for a bad shape."""
+    meta = request.META
+    if "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower() and not meta.get(
+        "CONTENT_LENGTH"
+    ):
+        # Django reads a body by its Content-Length: a chunked one would arrive empty.
+        return Response(
+            {
+                "detail": "Send the body with a Content-Length; chunked transfer encoding is "
+                "not supported."
+            },  # fmt: skip
+            status=status.HTTP_411_LENGTH_REQUIRED,
+        )
+    length = meta.get("CONTENT_LENGTH") or "0"
+    body_limit = app_settings.INGEST_MAX_BODY_BYTES
+    if not length.isdigit() or int(length) > body_limit:
+        return _too_large(f"The body exceeds {body_limit} bytes.")
+    try:
+        payload = request.data
+    except RequestDataTooBig:
+        return _too_large(f"The body exceeds {body_limit} bytes.")
+    if isinstance(payload, dict) and key in payload:
+        if set(payload) != {key} or not isinstance(payload[key], list):
+            raise ParseError(f'A batch is {{"{key}": [ ... ]}} and nothing else.')
+        found = payload[key]
+        if not found:
+            raise ParseError("The batch is empty.")
+    elif isinstance(payload, dict):
+        found = [payload]
+    else:
+        raise ParseError(f'Send one object or {{"{key}": [ ... ]}}.')
+    if len(found) > limit:
+        return _too_large(f"At most {limit} {key} per request.")
+    return found
+
+
+class DatabaseAwareView(APIView):
+    """An API view that answers 503 with Retry-After, in JSON, when the database fails
+    (down, locked past its timeout), rather than a 500 page."""
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, DatabaseError | access.Unavailable):
+            logger.warning("tamma_metrics: API request failed, database unavailable: %s", exc)
+            response = Response(
+                {"detail": "The database is unavailable; try again shortly."},
+                status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            )
+            response["Retry-After"] = str(access.Unavailable.retry_after)
+            return response
+        return super().handle_exception(exc)

@@ -1,0 +1,181 @@
+"""What each kind of state is: its model, natural key, lifecycle, counted labels and the
+fields that stop changing once a counter has used them.
+
+The rule behind ``frozen``: a counter is an event-time snapshot that can never be
+re-labelled, so a row may not change what its counted transition recorded; otherwise
+the rows and ``/metrics`` would disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db import models
+
+from ..models import Approval, AutonomousLoop, Escalation, Issue, PullRequest
+
+__all__ = ["CREATED_AT", "KINDS", "Kind", "iso"]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One endpoint's kind of row."""
+
+    name: str
+    model: type[models.Model]
+    # Wire fields of the natural key; ``lookup`` turns them into the row's filter.
+    key: tuple[str, ...]
+    # Column -> (family, label) whose label policy the value passes before it is stored.
+    labels: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # Column holding the newest observation's time.
+    observed: str = "observed_at"
+    status: str | None = "status"
+    # Lifecycle rank of each status: at the same observed_at the higher one wins.
+    rank: dict[str, int] = field(default_factory=dict)
+    # May a row in the first status take the second? (None: any move is allowed.)
+    allowed: Callable[[str, str], bool] | None = None
+    # The fields a row no longer changes, given the row and the fields an item changes.
+    frozen: Callable[[Any, set[str]], frozenset[str]] = lambda row, changed: frozenset()
+    # Fields stamped with observed_at when the item leaves them out and the row has none:
+    # field -> whether the new state calls for it.
+    stamps: dict[str, Callable[[dict[str, Any]], bool]] = field(default_factory=dict)
+    # Whether items name an issue (by issue_external_id in their platform and repository).
+    issue: str = ""  # "", "required" or "optional"
+
+    def lifecycle_rank(self, values: dict[str, Any]) -> int:
+        return self.rank.get(values.get(self.status or "", ""), 0)
+
+
+def _issue_allowed(current: str, new: str) -> bool:
+    return current == new or current not in Issue.TERMINAL
+
+
+_ISSUE_COUNTED = frozenset({"provider", "issue_type"})
+
+
+def _issue_frozen(row: Issue, changed: set[str]) -> frozenset[str]:
+    if row.status in Issue.TERMINAL:
+        every = {f.attname for f in Issue._meta.concrete_fields}
+        return frozenset(every - {"title", "observed_at", "id"})
+    # The pull requests' counters carry the issue's provider and type (asked only when
+    # an item would change them).
+    if changed & _ISSUE_COUNTED and row.pull_requests.exists():
+        return _ISSUE_COUNTED
+    return frozenset()
+
+
+def _pr_allowed(current: str, new: str) -> bool:
+    return current == new or current != PullRequest.Status.MERGED
+
+
+def _pr_frozen(row: PullRequest, changed: set[str]) -> frozenset[str]:
+    if row.status == PullRequest.Status.MERGED:
+        return frozenset({"issue_id", "actor", "merge_strategy", "created_at", "merged_at"})
+    return frozenset({"issue_id", "actor"})
+
+
+def _approval_allowed(current: str, new: str) -> bool:
+    return current == new or current == Approval.Status.PENDING
+
+
+def _approval_frozen(row: Approval, changed: set[str]) -> frozenset[str]:
+    if row.is_decided:
+        return frozenset({"approval_type", "priority", "requested_at", "decided_at"})
+    return frozenset()
+
+
+_ESCALATION_FIELDS = frozenset(
+    {"escalation_type", "severity", "component", "reason", "created_at", "issue_id"}
+)
+
+
+def _terminal(values: dict[str, Any]) -> bool:
+    return values.get("status") in Issue.TERMINAL
+
+
+def _started(values: dict[str, Any]) -> bool:
+    return values.get("status") != Issue.Status.QUEUED
+
+
+KINDS: dict[str, Kind] = {
+    kind.name: kind
+    for kind in (
+        Kind(
+            "issues",
+            Issue,
+            ("platform", "repository", "external_id"),
+            labels={
+                "provider": ("issues_processed_total", "provider"),
+                "issue_type": ("issues_processed_total", "issue_type"),
+                "complexity": ("issue_completion_duration_seconds", "complexity"),
+            },
+            rank={
+                **dict.fromkeys(Issue.Status.values, 0),
+                Issue.Status.IN_PROGRESS: 1,
+                Issue.Status.AWAITING_APPROVAL: 2,
+                **dict.fromkeys(Issue.TERMINAL, 3),
+            },
+            allowed=_issue_allowed,
+            frozen=_issue_frozen,
+            stamps={"started_at": _started, "completed_at": _terminal},
+        ),
+        Kind(
+            "pull-requests",
+            PullRequest,
+            ("platform", "repository", "number"),
+            labels={
+                "actor": ("prs_created_total", "actor"),
+                "merge_strategy": ("prs_merged_total", "merge_strategy"),
+            },
+            rank={"open": 0, "closed": 1, "merged": 2},
+            allowed=_pr_allowed,
+            frozen=_pr_frozen,
+            stamps={"merged_at": lambda v: v.get("status") == PullRequest.Status.MERGED},
+            issue="required",
+        ),
+        Kind(
+            "approvals",
+            Approval,
+            ("platform", "repository", "issue_external_id", "external_id"),
+            labels={"approval_type": ("approval_wait_duration_seconds", "approval_type")},
+            rank={**dict.fromkeys(Approval.Status.values, 1), Approval.Status.PENDING: 0},
+            allowed=_approval_allowed,
+            frozen=_approval_frozen,
+            stamps={"decided_at": lambda v: v.get("status") != Approval.Status.PENDING},
+            issue="required",
+        ),
+        Kind(
+            "escalations",
+            Escalation,
+            ("external_id",),
+            labels={
+                label: ("escalations_total", label)
+                for label in ("escalation_type", "severity", "component", "reason")
+            },
+            status=None,
+            frozen=lambda row, changed: _ESCALATION_FIELDS,
+            issue="optional",
+        ),
+        Kind(
+            "loops",
+            AutonomousLoop,
+            ("name",),
+            observed="last_heartbeat",
+        ),
+    )
+}
+
+# The column a new row takes observed_at into when the item does not say.
+CREATED_AT: dict[str, str] = {
+    "issues": "created_at",
+    "pull-requests": "created_at",
+    "approvals": "requested_at",
+    "escalations": "created_at",
+}
+
+
+def iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
