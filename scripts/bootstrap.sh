@@ -2,7 +2,8 @@
 # System packages the tests need, installed only when missing (Debian, as root):
 # promtool and prometheus, a PostgreSQL server for the second run of the suite,
 # chromium for the admin tests, a Pushgateway and collectd (a real StatsD server with
-# a Prometheus endpoint) for the push-backend end-to-end tests.
+# a Prometheus endpoint) for the push-backend end-to-end tests, Node.js and npm for the
+# TypeScript client (clients/typescript: its build and its end-to-end test).
 set -euo pipefail
 
 need=()
@@ -17,6 +18,8 @@ for lib in libprotobuf-c1 libmicrohttpd12; do
   dpkg-query -W -f='${Status}' "$lib" 2>/dev/null | grep -q "install ok installed" || need+=("$lib")
 done
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+command -v node >/dev/null 2>&1 || need+=(nodejs)  # the TypeScript client (Node 18+)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
