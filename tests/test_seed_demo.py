@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
+from django.contrib.auth.models import Group, User
 from django.core.management import call_command
 from django.db.models import Count, F
+from django.test import Client
 from django.utils import timezone
 
-from tamma_metrics.models import Approval, AutonomousLoop, Escalation, Issue, PullRequest
+from tamma_metrics.models import (
+    ApiToken,
+    Approval,
+    AutonomousLoop,
+    Escalation,
+    Issue,
+    PullRequest,
+)
+from tamma_metrics.roles import ORCHESTRATOR, seed_roles
 from tests.utils import delta
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -108,3 +119,73 @@ def test_reset_recreates_the_same_rows():
     )
     assert first == again
     assert Issue.objects.count() == 120
+
+
+def test_tamma_takes_over_the_seeded_rows_through_the_state_api(metrics):
+    """The demo's rows carry the natural keys Tamma sends, so the state API finds them:
+    an issue awaiting approval is decided and ends, counted once; a seeded escalation
+    sent again changes nothing."""
+    call_command("seed_demo", issues=200, stdout=io.StringIO())
+    seed_roles()
+    user = User.objects.create_user("tamma")
+    user.groups.add(Group.objects.get(name=ORCHESTRATOR))
+    tamma = Client(HTTP_AUTHORIZATION=f"Bearer {ApiToken.create_for(user, 'demo')[1]}")
+
+    def post(path: str, item: dict) -> list[str]:
+        body = json.dumps({"items": [item]})
+        answer = tamma.post(f"/api/v1/{path}", body, content_type="application/json")
+        return [r["status"] for r in answer.json()["results"]]
+
+    waiting = Approval.objects.filter(status="pending").select_related("issue").first()
+    assert waiting is not None
+    issue = waiting.issue
+    key = {"platform": issue.platform, "repository": issue.repository}
+    now = timezone.now().replace(microsecond=0).isoformat()
+    before = metrics()
+    approval = {
+        **key,
+        "issue_external_id": issue.external_id,
+        "external_id": waiting.external_id,
+        "approval_type": waiting.approval_type,
+        "priority": waiting.priority,
+        "requested_at": waiting.requested_at.isoformat(),
+        "status": "approved",
+        "observed_at": now,
+    }
+    assert post("approvals", approval) == ["updated"]
+    ended = {
+        **key,
+        "external_id": issue.external_id,
+        "issue_type": issue.issue_type,
+        "complexity": issue.complexity,
+        "priority": issue.priority,
+        "provider": issue.provider,
+        "status": "succeeded",
+        "created_at": issue.created_at.isoformat(),
+        "started_at": issue.started_at.isoformat(),
+        "observed_at": now,
+    }
+    assert post("issues", ended) == ["updated"]
+    assert post("issues", ended) == ["unchanged"]
+    seeded = Escalation.objects.exclude(issue=None).select_related("issue").first()
+    assert seeded is not None
+    again = {
+        "external_id": seeded.external_id,
+        "platform": seeded.issue.platform,
+        "repository": seeded.issue.repository,
+        "issue_external_id": seeded.issue.external_id,
+        "escalation_type": seeded.escalation_type,
+        "severity": seeded.severity,
+        "component": seeded.component,
+        "reason": seeded.reason,
+        "created_at": seeded.created_at.isoformat(),
+        "observed_at": now,
+    }
+    assert post("escalations", again) == ["unchanged"]
+
+    change = delta(metrics(), before)
+    assert change.total("tamma_issues_processed_total", outcome="success") == 1
+    assert change.total("tamma_approval_wait_duration_seconds_count", outcome="approved") == 1
+    assert change.total("tamma_escalations_total") == 0
+    issue.refresh_from_db()
+    assert issue.status == "succeeded"
