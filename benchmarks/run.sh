@@ -22,6 +22,10 @@ out=benchmarks/RESULTS.md
   echo
   scripts/with-postgres.sh .venv/bin/python benchmarks/gauges_at_scale.py | grep -v '^with-postgres:'
   echo
+  echo "## state_api on PostgreSQL"
+  echo
+  scripts/with-postgres.sh .venv/bin/python benchmarks/state_api.py | grep -v '^with-postgres:'
+  echo
   cat benchmarks/notes.md
 } > "$out.tmp"
 mv "$out.tmp" "$out"
