@@ -20,7 +20,9 @@ from .models import (
     ApiToken,
     Approval,
     AutonomousLoop,
+    Deployment,
     Escalation,
+    Incident,
     Issue,
     LabelPolicy,
     MetricFamily,
@@ -107,6 +109,43 @@ class EscalationAdmin(LargeTableAdmin):
     search_fields = ("external_id", "component", "reason", "issue__repository")
     list_select_related = ("issue",)
     raw_id_fields = ("issue",)
+    readonly_fields = ("observed_at",)
+
+
+@admin.register(Deployment)
+class DeploymentAdmin(LargeTableAdmin):
+    list_display = (
+        "__str__",
+        "platform",
+        "environment",
+        "status",
+        "commit_sha",
+        "started_at",
+        "finished_at",
+    )
+    list_filter = ("status", "platform", "environment")
+    search_fields = ("repository", "external_id", "commit_sha")
+    date_hierarchy = "started_at"
+    raw_id_fields = ("pull_requests",)
+    readonly_fields = ("observed_at",)
+
+
+@admin.register(Incident)
+class IncidentAdmin(LargeTableAdmin):
+    list_display = (
+        "__str__",
+        "platform",
+        "severity",
+        "status",
+        "opened_at",
+        "resolved_at",
+        "deployment",
+        "attributed",
+    )
+    list_filter = ("status", "severity", "platform", "attributed")
+    search_fields = ("repository", "external_id")
+    list_select_related = ("deployment",)
+    raw_id_fields = ("deployment",)
     readonly_fields = ("observed_at",)
 
 

@@ -134,6 +134,21 @@ FAMILIES: tuple[Family, ...] = (
         audience=B,
     ),
     Family(
+        "deployments_total",
+        Kind.COUNTER,
+        "Deployments by outcome: success when one succeeded (deployment frequency), "
+        "rolled_back when a deployment was rolled back, failure when one failed.",
+        ("platform", "environment", "outcome"),
+        audience=B,
+    ),
+    Family(
+        "incidents_total",
+        Kind.COUNTER,
+        "Incidents opened (failures in production).",
+        ("severity",),
+        audience=B,
+    ),
+    Family(
         "ai_requests_total",
         Kind.COUNTER,
         "Requests made to AI providers, by outcome.",
@@ -194,6 +209,15 @@ FAMILIES: tuple[Family, ...] = (
         "Time from an approval request to its decision.",
         ("approval_type", "outcome"),
         (60, 300, 900, 3600, 14400, 28800, 86400, 259200, 604800),
+        audience=B,
+    ),
+    Family(
+        "failed_deployment_recovery_seconds",
+        Kind.HISTOGRAM,
+        "Time from an incident opening to its resolution (DORA's recovery time).",
+        ("platform", "severity"),
+        # DORA's band edges: an hour, a day, a week, a month, six months.
+        (600, 1800, 3600, 14400, 86400, 259200, 604800, 2592000, 15552000),
         audience=B,
     ),
     Family(
@@ -422,6 +446,9 @@ VALUE_CAPS: dict[str, int] = {
 # A family whose label differs from the label's general rule: a vocabulary or a cap.
 FAMILY_VOCABULARIES: dict[tuple[str, str], tuple[str, ...] | int] = {
     ("approval_wait_duration_seconds", "outcome"): ("approved", "rejected", "expired"),
+    ("deployments_total", "outcome"): ("success", "failure", "rolled_back"),
+    # Environments are the team's own names (production, staging, preview-1, ...).
+    ("deployments_total", "environment"): 20,
     # Connections go to AI providers and to platforms such as GitHub.
     ("active_connections", "provider"): 30,
 }

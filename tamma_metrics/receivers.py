@@ -22,7 +22,7 @@ from django.db.models.signals import post_save, pre_save
 from django.dispatch import receiver
 
 from . import selfmetrics, transitions
-from .models import Approval, Issue, PullRequest
+from .models import Approval, Deployment, Incident, Issue, PullRequest
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ _safely = selfmetrics.swallowed("receiver", "receiver")
 @receiver(pre_save, sender=Issue, dispatch_uid="tamma_issue_previous")
 @receiver(pre_save, sender=PullRequest, dispatch_uid="tamma_pr_previous")
 @receiver(pre_save, sender=Approval, dispatch_uid="tamma_approval_previous")
+@receiver(pre_save, sender=Deployment, dispatch_uid="tamma_deployment_previous")
+@receiver(pre_save, sender=Incident, dispatch_uid="tamma_incident_previous")
 @_safely
 def remember_previous_status(
     sender: type[models.Model],

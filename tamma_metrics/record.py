@@ -47,7 +47,10 @@ __all__ = [
     "code_generation",
     "connection_closed",
     "connection_opened",
+    "deployment_finished",
     "escalation",
+    "incident_opened",
+    "incident_resolved",
     "issue_processed",
     "metric",
     "pr_created",
@@ -317,6 +320,26 @@ def approval_decided(*, approval_type: str, outcome: str, wait_seconds: float) -
     """An approval request was decided (approved, rejected or expired)."""
     _child("approval_wait_duration_seconds", (approval_type, outcome)).observe(
         _bounded(wait_seconds, "wait_seconds", "duration_seconds")
+    )
+
+
+@_guarded
+def deployment_finished(*, platform: str, environment: str, outcome: str) -> None:
+    """A deployment succeeded, failed or was rolled back."""
+    _child("deployments_total", (platform, environment, outcome)).inc()
+
+
+@_guarded
+def incident_opened(*, severity: str) -> None:
+    """An incident opened: a failure in production."""
+    _child("incidents_total", (severity,)).inc()
+
+
+@_guarded
+def incident_resolved(*, platform: str, severity: str, recovery_seconds: float) -> None:
+    """An incident was resolved, ``recovery_seconds`` after it opened."""
+    _child("failed_deployment_recovery_seconds", (platform, severity)).observe(
+        _bounded(recovery_seconds, "recovery_seconds", "duration_seconds")
     )
 
 

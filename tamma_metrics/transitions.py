@@ -13,9 +13,19 @@ from collections.abc import Callable
 from typing import Any
 
 from . import record
-from .models import Approval, Escalation, Issue, PullRequest
+from .models import Approval, Deployment, Escalation, Incident, Issue, PullRequest
 
-__all__ = ["BY_MODEL", "Event", "approval", "escalation", "issue", "pull_request", "record_all"]
+__all__ = [
+    "BY_MODEL",
+    "Event",
+    "approval",
+    "deployment",
+    "escalation",
+    "incident",
+    "issue",
+    "pull_request",
+    "record_all",
+]
 
 # A ``record`` function and its keyword arguments.
 Event = tuple[Callable[..., None], dict[str, Any]]
@@ -97,12 +107,47 @@ def approval(row: Approval, *, created: bool = False, previous: str | None = Non
     ]
 
 
+def deployment(
+    row: Deployment, *, created: bool = False, previous: str | None = None
+) -> list[Event]:
+    """A deployment finished (once) or a deployed one was rolled back (once more): a
+    rolled-back deployment had been deployed, so it counts as a success too."""
+    common = {"platform": row.platform, "environment": row.environment}
+    was_deployed = previous in Deployment.DEPLOYED
+    outcomes = []
+    if row.status == Deployment.Status.FAILED and previous != row.status:
+        outcomes.append("failure")
+    if row.status in Deployment.DEPLOYED and not was_deployed:
+        outcomes.append("success")
+    if row.status == Deployment.Status.ROLLED_BACK and previous != row.status:
+        outcomes.append("rolled_back")
+    return [(record.deployment_finished, {**common, "outcome": o}) for o in outcomes]
+
+
+def incident(row: Incident, *, created: bool = False, previous: str | None = None) -> list[Event]:
+    """An incident opened (once), and was resolved (once): the time to recover."""
+    events: list[Event] = []
+    if created:
+        events.append((record.incident_opened, {"severity": row.severity}))
+    if row.status == Incident.Status.RESOLVED and previous != row.status:
+        recovery = max((row.resolved_at - row.opened_at).total_seconds(), 0.0)
+        events.append(
+            (
+                record.incident_resolved,
+                {"platform": row.platform, "severity": row.severity, "recovery_seconds": recovery},
+            )
+        )
+    return events
+
+
 # The transition function of each model whose saves are counted.
 BY_MODEL: dict[type, Callable[..., list[Event]]] = {
     Issue: issue,
     PullRequest: pull_request,
     Escalation: escalation,
     Approval: approval,
+    Deployment: deployment,
+    Incident: incident,
 }
 
 

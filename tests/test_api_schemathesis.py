@@ -58,6 +58,8 @@ def test_no_input_makes_a_server_error(wsgi_app, worker_headers, settings, mode)
         "POST /api/v1/approvals",
         "POST /api/v1/escalations",
         "POST /api/v1/loops/heartbeat",
+        "POST /api/v1/deployments",
+        "POST /api/v1/incidents",
     }
     statuses: set[int] = set()
     for operation in operations:

@@ -156,7 +156,7 @@ def test_custom_gauges_are_set_and_other_histograms_sent_raw(settings, use_stats
     record.metric("review_rounds", 3, repository="acme/app")
     record.metric("backlog_size", 42, platform="github")
     record.metric("backlog_size", -2.5, platform="github")
-    record.metric("deployments_total", 2, environment="prod", service="api")
+    record.metric("releases_total", 2, environment="prod", service="api")
     backends.dispatcher().flush()
     assert lines(received(listener)) == [
         "tamma_review_rounds:3|h|#repository:acme/app",
@@ -164,7 +164,7 @@ def test_custom_gauges_are_set_and_other_histograms_sent_raw(settings, use_stats
         # "-2.5" alone would be a delta in StatsD: a negative value is reached from 0.
         "tamma_backlog_size:0|g|#platform:github",
         "tamma_backlog_size:-2.5|g|#platform:github",
-        "tamma_deployments:2|c|#environment:prod,service:api",
+        "tamma_releases:2|c|#environment:prod,service:api",
     ]
 
 

@@ -226,9 +226,9 @@ def test_other_processes_see_policy_edits_within_the_refresh_interval(settings, 
 
 CUSTOM = [
     {
-        "name": "deployments_total",
+        "name": "releases_total",
         "type": "counter",
-        "help": "Deployments made by Tamma.",
+        "help": "Releases made by Tamma.",
         "labels": ["environment", "service"],
     },
     {
@@ -256,14 +256,14 @@ def custom_families(settings):
 
 def test_custom_families_record_by_name_with_the_same_policy(custom_families, metrics):
     before = metrics()
-    record.metric("deployments_total", environment="Prod", service="api\n")
-    record.metric("deployments_total", 2, environment="prod", service="api")
+    record.metric("releases_total", environment="Prod", service="api\n")
+    record.metric("releases_total", 2, environment="prod", service="api")
     record.metric("review_rounds", 3, repository="acme/app")
     record.metric("backlog_size", 42, platform="sourcehut")
     after = metrics()
     change = delta(after, before)
-    assert change.value("tamma_deployments_total", environment="Prod", service="api") == 1
-    assert change.value("tamma_deployments_total", environment="prod", service="api") == 2
+    assert change.value("tamma_releases_total", environment="Prod", service="api") == 1
+    assert change.value("tamma_releases_total", environment="prod", service="api") == 2
     assert change.value("tamma_review_rounds_count", repository="acme/app") == 1
     assert change.value("tamma_review_rounds_bucket", repository="acme/app", le="2.0") == 0
     assert change.value("tamma_review_rounds_bucket", repository="acme/app", le="3.0") == 1
@@ -272,11 +272,9 @@ def test_custom_families_record_by_name_with_the_same_policy(custom_families, me
 
 def test_custom_families_get_rows_and_role_permissions(custom_families, anonymous):
     seed_roles()
-    assert MetricFamily.objects.filter(name="deployments_total", audience="business").exists()
+    assert MetricFamily.objects.filter(name="releases_total", audience="business").exists()
     pm = Group.objects.get(name=PRODUCT_MANAGER)
-    assert pm.metricfamilygrouppermission_set.filter(
-        content_object__name="deployments_total"
-    ).exists()
+    assert pm.metricfamilygrouppermission_set.filter(content_object__name="releases_total").exists()
     assert not pm.metricfamilygrouppermission_set.filter(
         content_object__name="backlog_size"
     ).exists()
@@ -286,7 +284,7 @@ def test_unknown_family_or_label_is_a_clear_error(custom_families):
     with pytest.raises(ValueError, match="unknown metric family 'deploys_total'"):
         record.metric("deploys_total")
     with pytest.raises(ValueError, match=r"unknown \['env'\], missing \['environment'\]"):
-        record.metric("deployments_total", env="prod", service="api")
+        record.metric("releases_total", env="prod", service="api")
     with pytest.raises(ValueError, match="computed, not recorded"):
         record.metric("queue_depth", queue_type="issues", priority="low")
 

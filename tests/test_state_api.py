@@ -615,11 +615,11 @@ def test_a_database_failure_writes_nothing_of_the_batch_and_answers_503(
     calls = []
     original = writer._create
 
-    def fail_on_second(kind, values, issue_row):
+    def fail_on_second(kind, values, issue_row, link):
         calls.append(values["external_id"])
         if len(calls) == 2:
             raise DatabaseError("disk I/O error")
-        return original(kind, values, issue_row)
+        return original(kind, values, issue_row, link)
 
     monkeypatch.setattr(writer, "_create", fail_on_second)
     items = [issue("succeeded", 30, external_id=str(n)) for n in range(3)]

@@ -19,7 +19,16 @@ from rest_framework.response import Response
 from .. import access, state
 from ..conf import app_settings
 from ..models import Approval as ApprovalRow
-from ..models import AutonomousLoop, Escalation, Issue, Platform, Priority, PullRequest
+from ..models import (
+    AutonomousLoop,
+    Deployment,
+    Escalation,
+    Incident,
+    Issue,
+    Platform,
+    Priority,
+    PullRequest,
+)
 from . import bodies
 from .serializers import FoldSerializer, Label, StrictIntegerField, StrictSerializer
 
@@ -187,12 +196,50 @@ class LoopHeartbeat(StateItem):
                                "is running and this is younger than the TTL.")  # fmt: skip
 
 
+class DeploymentItem(StateItem):
+    times = ("started_at", "finished_at")
+    platform = _platform()
+    repository = _repository()
+    external_id = Text(_column(Deployment, "external_id"))
+    environment = Label(max_length=_column(Deployment, "environment"), required=False)
+    status = serializers.ChoiceField(Deployment.Status.values)
+    commit_sha = Text(_column(Deployment, "commit_sha"), required=False, allow_blank=True)
+    started_at = ObservedTime(required=False)
+    finished_at = ObservedTime(required=False)
+    pull_requests = serializers.ListField(
+        child=StrictIntegerField(min_value=1, max_value=2**31 - 1),
+        required=False,
+        max_length=1000,
+        help_text="Numbers of the pull requests it shipped, in the same repository "
+        "(they only grow: numbers left out stay linked).",
+    )
+
+
+class IncidentItem(StateItem):
+    times = ("opened_at", "resolved_at")
+    platform = _platform()
+    repository = _repository()
+    external_id = Text(_column(Incident, "external_id"))
+    severity = Label(max_length=_column(Incident, "severity"))
+    status = serializers.ChoiceField(Incident.Status.values)
+    opened_at = ObservedTime(required=False)
+    resolved_at = ObservedTime(required=False)
+    deployment_external_id = Text(
+        _column(Deployment, "external_id"),
+        required=False,
+        help_text="The deployment that caused it, in the same repository. Left out: the "
+        "last production deployment deployed before it opened.",
+    )
+
+
 SERIALIZERS: dict[str, type[StateItem]] = {
     "issues": IssueItem,
     "pull-requests": PullRequestItem,
     "approvals": ApprovalItem,
     "escalations": EscalationItem,
     "loops": LoopHeartbeat,
+    "deployments": DeploymentItem,
+    "incidents": IncidentItem,
 }
 
 # -- answers ------------------------------------------------------------------------
@@ -253,6 +300,10 @@ DESCRIPTIONS = {
     "approvals": "Approval requests by (platform, repository, issue_external_id, external_id).",
     "escalations": "Escalations by external_id, optionally of an issue.",
     "loops": "Heartbeats of autonomous loops by name.",
+    "deployments": "Deployments by (platform, repository, external_id), with the pull "
+    "requests they shipped by number.",
+    "incidents": "Incidents by (platform, repository, external_id), each attributed to a "
+    "deployment (named, or the last production one before it).",
 }
 
 
@@ -267,7 +318,7 @@ def _schema(kind: str) -> Any:
             f'{DESCRIPTIONS[kind]} One item or {{"items": [...]}} (at most STATE_MAX_BATCH), '
             "one transaction; each item is answered created, updated, unchanged, stale "
             "(older than the row), rejected (400, errors name the fields), not_found (404: "
-            "its issue does not exist yet) or conflict (409: the lifecycle or an already "
+            "a row it names does not exist yet) or conflict (409: the lifecycle or an already "
             "counted field forbids it). A single item's HTTP status is its own; a batch "
             "answers 200 when any item was accepted. 411 for a chunked body, 413 over the "
             "size or batch limit, 403 without tamma_metrics.change_domain, 503 with "

@@ -28,6 +28,8 @@ urlpatterns = [
             ("approvals", "approvals"),
             ("escalations", "escalations"),
             ("loops/heartbeat", "loops"),
+            ("deployments", "deployments"),
+            ("incidents", "incidents"),
         )
     ),
 ]

@@ -1,4 +1,5 @@
-"""Domain models of Tamma's work: issues, pull requests, approvals, escalations, loops.
+"""Domain models of Tamma's work: issues, pull requests, approvals, escalations, loops,
+and what reaches production: deployments and incidents.
 
 Their lifecycle feeds the counters (see receivers.py); the gauges are computed from
 them at scrape time (see queries.py). Choices double as the known label values that
@@ -234,6 +235,116 @@ class Escalation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.escalation_type} ({self.severity})"
+
+
+class Deployment(models.Model):
+    """A deployment of a repository to an environment, and the pull requests it shipped."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        IN_PROGRESS = "in_progress", "In progress"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        ROLLED_BACK = "rolled_back", "Rolled back"
+
+    # Statuses that end a deployment. A succeeded deployment may still be rolled back;
+    # failed and rolled back are final.
+    FINISHED = frozenset({Status.SUCCEEDED, Status.FAILED, Status.ROLLED_BACK})
+    FINAL = frozenset({Status.FAILED, Status.ROLLED_BACK})
+    # A rolled-back deployment had been deployed: it counts as a success too.
+    DEPLOYED = frozenset({Status.SUCCEEDED, Status.ROLLED_BACK})
+    PRODUCTION = "production"
+
+    platform = models.CharField(max_length=32, choices=Platform.choices)
+    repository = models.CharField(max_length=200)
+    external_id = models.CharField(max_length=128, help_text="The platform's deployment id.")
+    environment = models.CharField(
+        max_length=64, default=PRODUCTION, help_text="production, staging, ... (a label)."
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    commit_sha = models.CharField(max_length=64, blank=True, default="")
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    pull_requests = models.ManyToManyField(
+        PullRequest, blank=True, related_name="deployments", help_text="What it shipped."
+    )
+    # When Tamma or a webhook saw the state this row holds; older observations change
+    # nothing.
+    observed_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["platform", "repository", "external_id"],
+                name="tamma_deployment_unique_external",
+            ),
+        ]
+        indexes = [
+            # An incident's deployment: the last one to production before it opened.
+            models.Index(
+                fields=["platform", "repository", "environment", "finished_at"],
+                name="tamma_deployment_finished",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.repository} {self.external_id} to {self.environment}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.status in self.FINISHED and self.finished_at is None:
+            self.finished_at = timezone.now()
+        super().save(*args, **kwargs)
+
+    @property
+    def outcome(self) -> str | None:
+        return {
+            self.Status.SUCCEEDED: "success",
+            self.Status.FAILED: "failure",
+            self.Status.ROLLED_BACK: "rolled_back",
+        }.get(self.status)
+
+
+class Incident(models.Model):
+    """A failure in production, attributed to the deployment that caused it."""
+
+    Severity = _vocabulary("Severity", "severity")
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        RESOLVED = "resolved", "Resolved"
+
+    platform = models.CharField(max_length=32, choices=Platform.choices)
+    repository = models.CharField(max_length=200)
+    external_id = models.CharField(max_length=128, help_text="The platform's issue or alert id.")
+    severity = models.CharField(max_length=16, choices=Severity.choices, default=Severity.HIGH)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    opened_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    deployment = models.ForeignKey(
+        Deployment, on_delete=models.SET_NULL, null=True, blank=True, related_name="incidents"
+    )
+    # True when no deployment was named and the last production deployment of the
+    # repository before the incident opened was taken (as Apache DevLake does).
+    attributed = models.BooleanField(default=False)
+    observed_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-opened_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["platform", "repository", "external_id"],
+                name="tamma_incident_unique_external",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.repository} incident {self.external_id} ({self.severity})"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.status == self.Status.RESOLVED and self.resolved_at is None:
+            self.resolved_at = timezone.now()
+        super().save(*args, **kwargs)
 
 
 class AutonomousLoop(models.Model):

@@ -15,7 +15,15 @@ from typing import Any
 
 from django.db import models
 
-from ..models import Approval, AutonomousLoop, Escalation, Issue, PullRequest
+from ..models import (
+    Approval,
+    AutonomousLoop,
+    Deployment,
+    Escalation,
+    Incident,
+    Issue,
+    PullRequest,
+)
 
 __all__ = ["CREATED_AT", "KINDS", "Kind", "iso"]
 
@@ -44,6 +52,8 @@ class Kind:
     stamps: dict[str, Callable[[dict[str, Any]], bool]] = field(default_factory=dict)
     # Whether items name an issue (by issue_external_id in their platform and repository).
     issue: str = ""  # "", "required" or "optional"
+    # Wire fields naming other rows (resolved by ``links``), never columns themselves.
+    references: tuple[str, ...] = ()
 
     def lifecycle_rank(self, values: dict[str, Any]) -> int:
         return self.rank.get(values.get(self.status or "", ""), 0)
@@ -168,12 +178,71 @@ KINDS: dict[str, Kind] = {
     )
 }
 
+
+def _deployment_allowed(current: str, new: str) -> bool:
+    if current == new or current not in Deployment.FINISHED:
+        return True
+    return current == Deployment.Status.SUCCEEDED and new == Deployment.Status.ROLLED_BACK
+
+
+def _deployment_frozen(row: Deployment, changed: set[str]) -> frozenset[str]:
+    # deployments_total carries the environment from the first finish on.
+    if row.status in Deployment.FINISHED:
+        return frozenset({"environment", "finished_at", "started_at"})
+    return frozenset()
+
+
+def _incident_frozen(row: Incident, changed: set[str]) -> frozenset[str]:
+    # incidents_total counted the severity when it opened; the recovery time, its times.
+    if row.status == Incident.Status.RESOLVED:
+        return frozenset({"severity", "opened_at", "resolved_at"})
+    return frozenset({"severity"})
+
+
+KINDS.update(
+    {
+        kind.name: kind
+        for kind in (
+            Kind(
+                "deployments",
+                Deployment,
+                ("platform", "repository", "external_id"),
+                labels={"environment": ("deployments_total", "environment")},
+                rank={
+                    Deployment.Status.PENDING: 0,
+                    Deployment.Status.IN_PROGRESS: 1,
+                    Deployment.Status.SUCCEEDED: 2,
+                    Deployment.Status.FAILED: 2,
+                    Deployment.Status.ROLLED_BACK: 3,
+                },
+                allowed=_deployment_allowed,
+                frozen=_deployment_frozen,
+                stamps={"finished_at": lambda v: v.get("status") in Deployment.FINISHED},
+                references=("pull_requests",),
+            ),
+            Kind(
+                "incidents",
+                Incident,
+                ("platform", "repository", "external_id"),
+                labels={"severity": ("incidents_total", "severity")},
+                rank={Incident.Status.OPEN: 0, Incident.Status.RESOLVED: 1},
+                allowed=lambda current, new: current == new or current == Incident.Status.OPEN,
+                frozen=_incident_frozen,
+                stamps={"resolved_at": lambda v: v.get("status") == Incident.Status.RESOLVED},
+                references=("deployment_external_id",),
+            ),
+        )
+    }
+)
+
 # The column a new row takes observed_at into when the item does not say.
 CREATED_AT: dict[str, str] = {
     "issues": "created_at",
     "pull-requests": "created_at",
     "approvals": "requested_at",
     "escalations": "created_at",
+    "deployments": "started_at",
+    "incidents": "opened_at",
 }
 
 

@@ -25,6 +25,7 @@ from django.db.models import Model, Q
 
 from .. import labels, receivers, selfmetrics
 from ..models import Issue
+from . import links
 from .kinds import CREATED_AT, KINDS, Kind, iso
 
 __all__ = ["ATTEMPTS", "Outcome", "apply"]
@@ -201,6 +202,11 @@ def _write(kind: Kind, prepared: list[tuple[dict[str, Any], list]]) -> list[Outc
             )
         else:
             todo.append((index, issue))
+    linked = links.resolve(kind.name, {i: prepared[i][0] for i, _ in todo})
+    for index, link in linked.items():
+        if link.missing:
+            outcomes[index] = Outcome("not_found", errors=link.missing)
+    todo = [(i, issue) for i, issue in todo if not (i in linked and linked[i].missing)]
     keys = {_db_key(kind, prepared[i][0], issue) for i, issue in todo}
     rows = _locked_rows(kind, keys)
     # Key order, so concurrent batches insert (and lock) in the same order; items of one
@@ -210,13 +216,14 @@ def _write(kind: Kind, prepared: list[tuple[dict[str, Any], list]]) -> list[Outc
         values, folded = prepared[index]
         key = _db_key(kind, values, issue)
         row = rows.get(key)
+        link = linked.get(index) or links.Link()
         if row is None:
-            rows[key] = _create(kind, values, issue)
+            rows[key] = _create(kind, values, issue, link)
             outcome = Outcome("created")
         else:
             if issue is not None and getattr(row, "issue_id", None) == issue.pk:
                 row.issue = issue  # the transition reads its labels without a query
-            outcome = _update(kind, row, values, issue)
+            outcome = _update(kind, row, values, issue, link)
         if outcome.status in ("created", "updated"):
             _count_label_changes(folded)
         outcome.folded = [
@@ -228,7 +235,7 @@ def _write(kind: Kind, prepared: list[tuple[dict[str, Any], list]]) -> list[Outc
 
 def _columns(kind: Kind, values: dict[str, Any], issue: Issue | None) -> dict[str, Any]:
     """The item's values as the row's columns (attnames), less its observation time."""
-    skip = {"observed_at", "issue_external_id"}
+    skip = {"observed_at", "issue_external_id", *kind.references}
     if kind.issue and not _has_column(kind.model, "platform"):
         skip |= {"platform", "repository"}  # they name the issue only
     columns = {name: value for name, value in values.items() if name not in skip}
@@ -252,9 +259,9 @@ def _stamp(kind: Kind, columns: dict[str, Any], row: Model | None, observed: dat
             columns[name] = observed
 
 
-def _create(kind: Kind, values: dict[str, Any], issue: Issue | None) -> Model:
+def _create(kind: Kind, values: dict[str, Any], issue: Issue | None, link: links.Link) -> Model:
     observed = values["observed_at"]
-    columns = _columns(kind, values, issue)
+    columns = {**_columns(kind, values, issue), **link.on_create, **link.columns}
     created = CREATED_AT.get(kind.name)
     if created and columns.get(created) is None:
         columns[created] = observed
@@ -265,7 +272,22 @@ def _create(kind: Kind, values: dict[str, Any], issue: Issue | None) -> Model:
         columns["issue"] = issue  # the transition reads its labels without a query
     row = kind.model(**columns)
     row.save()
+    for name, related in link.many.items():
+        getattr(row, name).add(*related)
     return row
+
+
+def _add_related(row: Model, link: links.Link) -> bool:
+    """Add the related rows the row does not hold yet (a deployment's pull requests only
+    grow); whether any was added."""
+    added = False
+    for name, related in link.many.items():
+        held = set(getattr(row, name).values_list("pk", flat=True))
+        new = [other for other in related if other.pk not in held]
+        if new:
+            getattr(row, name).add(*new)
+            added = True
+    return added
 
 
 def _current(kind: Kind, row: Model) -> dict[str, Any]:
@@ -275,19 +297,22 @@ def _current(kind: Kind, row: Model) -> dict[str, Any]:
     return current
 
 
-def _update(kind: Kind, row: Model, values: dict[str, Any], issue: Issue | None) -> Outcome:
+def _update(
+    kind: Kind, row: Model, values: dict[str, Any], issue: Issue | None, link: links.Link
+) -> Outcome:
     observed = values["observed_at"]
     held = getattr(row, kind.observed)
     if held is not None and observed < held:
         return Outcome("stale", current=_current(kind, row))
-    columns = _columns(kind, values, issue)
+    columns = {**_columns(kind, values, issue), **link.columns}
     _stamp(kind, columns, row, observed)
     changes = {name: v for name, v in columns.items() if getattr(row, name) != v}
     if not changes:
+        added = _add_related(row, link)
         if held is None or observed > held:
             type(row)._base_manager.filter(pk=row.pk).update(**{kind.observed: observed})
             setattr(row, kind.observed, observed)
-        return Outcome("unchanged")
+        return Outcome("updated" if added else "unchanged")
     if held is not None and observed == held:
         new, old = kind.lifecycle_rank(columns), kind.lifecycle_rank(vars(row))
         if new < old:
@@ -325,6 +350,7 @@ def _update(kind: Kind, row: Model, values: dict[str, Any], issue: Issue | None)
     if kind.status:
         receivers.previous_status_known(row, previous)
     row.save(update_fields=[*changes, kind.observed])
+    _add_related(row, link)
     return Outcome("updated")
 
 

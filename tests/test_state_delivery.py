@@ -1,0 +1,305 @@
+"""Deployments and incidents through the state API: rows by natural key, each outcome
+counted once, incidents attributed to the deployment that caused them, and the counters
+equal to the rows. (Issue #17, first step: the rows and their counters.)"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.test import Client
+from django.utils import timezone
+
+from tamma_metrics.models import ApiToken, Deployment, Incident, PullRequest
+from tamma_metrics.roles import ORCHESTRATOR, seed_roles
+from tests.utils import delta
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+T0 = timezone.now().replace(microsecond=0) - timedelta(days=1)
+WHERE = {"platform": "github", "repository": "acme/shop"}
+DEPLOYS = "tamma_deployments_total"
+RECOVERY = "tamma_failed_deployment_recovery_seconds"
+
+
+def at(minutes: float) -> str:
+    return (T0 + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+
+
+def deployment(external_id: str, status: str, minutes: float, **fields) -> dict:
+    return {
+        **WHERE,
+        "external_id": external_id,
+        "environment": "production",
+        "status": status,
+        "started_at": at(0),
+        "observed_at": at(minutes),
+        **fields,
+    }
+
+
+def incident(external_id: str, status: str, minutes: float, **fields) -> dict:
+    return {
+        **WHERE,
+        "external_id": external_id,
+        "severity": "high",
+        "status": status,
+        "observed_at": at(minutes),
+        **fields,
+    }
+
+
+@pytest.fixture
+def tamma() -> Client:
+    seed_roles()
+    user = User.objects.create_user("tamma")
+    user.groups.add(Group.objects.get(name=ORCHESTRATOR))
+    return Client(HTTP_AUTHORIZATION=f"Bearer {ApiToken.create_for(user, 't')[1]}")
+
+
+def post(client: Client, path: str, *items: dict):
+    body = json.dumps(items[0] if len(items) == 1 else {"items": list(items)})
+    return client.post(f"/api/v1/{path}", body, content_type="application/json")
+
+
+def answers(response) -> list[dict]:
+    return [
+        {k: v for k, v in r.items() if k not in ("index", "key")}
+        for r in response.json()["results"]
+    ]
+
+
+@pytest.fixture
+def shipped(tamma) -> list[int]:
+    """Two merged pull requests of one issue, ready to be deployed."""
+    issue = {
+        **WHERE,
+        "external_id": "42",
+        "issue_type": "feature",
+        "provider": "anthropic",
+        "status": "succeeded",
+        "created_at": at(-120),
+        "started_at": at(-110),
+        "observed_at": at(-10),
+    }
+    assert post(tamma, "issues", issue).status_code == 201
+    prs = [
+        {
+            **WHERE,
+            "number": number,
+            "issue_external_id": "42",
+            "status": "merged",
+            "created_at": at(-100),
+            "merged_at": at(-20),
+            "observed_at": at(-20),
+        }
+        for number in (7, 8)
+    ]
+    assert post(tamma, "pull-requests", *prs).status_code == 200
+    return [7, 8]
+
+
+def test_a_deployment_succeeds_once_with_what_it_shipped(tamma, shipped, metrics):
+    before = metrics()
+    started = post(tamma, "deployments", deployment("d-1", "in_progress", 1, pull_requests=[7]))
+    assert started.status_code == 201
+    done = deployment("d-1", "succeeded", 9, pull_requests=shipped, commit_sha="abc123")
+    assert answers(post(tamma, "deployments", done)) == [{"status": "updated"}]
+    assert answers(post(tamma, "deployments", done)) == [{"status": "unchanged"}]
+    # Numbers left out stay linked: what a deployment shipped only grows.
+    assert answers(post(tamma, "deployments", {**done, "pull_requests": [8]})) == [
+        {"status": "unchanged"}
+    ]
+
+    row = Deployment.objects.get()
+    assert (row.status, row.commit_sha, row.environment) == ("succeeded", "abc123", "production")
+    assert row.finished_at == T0 + timedelta(minutes=9)  # from the observation, not the clock
+    assert sorted(row.pull_requests.values_list("number", flat=True)) == shipped
+    change = delta(metrics(), before)
+    labels = {"platform": "github", "environment": "production"}
+    assert change.value(DEPLOYS, **labels, outcome="success") == 1
+    assert change.total(DEPLOYS) == 1
+
+
+def test_a_rollback_counts_once_more_and_is_final(tamma, metrics):
+    before = metrics()
+    post(tamma, "deployments", deployment("d-1", "succeeded", 5))
+    rolled = post(tamma, "deployments", deployment("d-1", "rolled_back", 30))
+    assert answers(rolled) == [{"status": "updated"}]
+    back = post(tamma, "deployments", deployment("d-1", "succeeded", 40))
+    assert back.status_code == 409
+    assert answers(back)[0]["errors"] == {"status": ["It is rolled_back, which is final."]}
+    # Deployed, then rolled back: a success (it reached production) and a rollback.
+    post(tamma, "deployments", deployment("d-2", "rolled_back", 50))
+    post(tamma, "deployments", deployment("d-3", "failed", 50))
+
+    change = delta(metrics(), before)
+    for outcome, rows, statuses in (
+        ("success", 2, ("succeeded", "rolled_back")),
+        ("rolled_back", 2, ("rolled_back",)),
+        ("failure", 1, ("failed",)),
+    ):
+        assert Deployment.objects.filter(status__in=statuses).count() == rows
+        assert change.total(DEPLOYS, outcome=outcome) == rows, outcome
+
+
+def test_a_finished_deployment_keeps_its_environment(tamma):
+    post(tamma, "deployments", deployment("d-1", "succeeded", 5))
+    moved = post(tamma, "deployments", deployment("d-1", "succeeded", 6, environment="staging"))
+    assert moved.status_code == 409
+    assert answers(moved)[0]["errors"] == {
+        "environment": ["Already counted as production; it no longer changes."]
+    }
+
+
+def test_a_deployment_naming_a_missing_pull_request_is_not_found(tamma, shipped):
+    missing = post(tamma, "deployments", deployment("d-1", "succeeded", 5, pull_requests=[7, 99]))
+    assert missing.status_code == 404
+    assert answers(missing) == [
+        {
+            "status": "not_found",
+            "errors": {
+                "pull_requests": [
+                    "No pull request 99 in github acme/shop: send it to "
+                    "POST /api/v1/pull-requests first, then this item again."
+                ]
+            },
+        }
+    ]
+    assert not Deployment.objects.exists()
+
+
+def test_an_incident_is_attributed_to_the_last_production_deployment_before_it(tamma, metrics):
+    post(
+        tamma,
+        "deployments",
+        deployment("d-old", "succeeded", 5),
+        deployment("d-cause", "succeeded", 20),
+        deployment("d-staging", "succeeded", 25, environment="staging"),
+        deployment("d-failed", "failed", 26),
+        deployment("d-later", "succeeded", 90),
+    )
+    before = metrics()
+    opened = post(tamma, "incidents", incident("inc-1", "open", 31, opened_at=at(30)))
+    assert opened.status_code == 201
+    row = Incident.objects.get()
+    assert (row.deployment.external_id, row.attributed) == ("d-cause", True)
+
+    resolved = incident("inc-1", "resolved", 75, opened_at=at(30), resolved_at=at(75))
+    assert answers(post(tamma, "incidents", resolved)) == [{"status": "updated"}]
+    assert answers(post(tamma, "incidents", resolved)) == [{"status": "unchanged"}]
+    reopened = post(tamma, "incidents", incident("inc-1", "open", 80))
+    assert reopened.status_code == 409
+
+    change = delta(metrics(), before)
+    assert change.value("tamma_incidents_total", severity="high") == 1
+    labels = {"platform": "github", "severity": "high"}
+    assert change.value(f"{RECOVERY}_count", **labels) == 1
+    assert change.value(f"{RECOVERY}_sum", **labels) == pytest.approx(45 * 60, abs=1e-6)
+    assert change.value(f"{RECOVERY}_bucket", **labels, le="3600.0") == 1
+    assert change.value(f"{RECOVERY}_bucket", **labels, le="1800.0") == 0
+
+
+def test_an_incident_may_name_its_deployment(tamma):
+    post(tamma, "deployments", deployment("d-1", "succeeded", 5))
+    named = incident("inc-1", "open", 40, deployment_external_id="d-1")
+    assert post(tamma, "incidents", named).status_code == 201
+    row = Incident.objects.get()
+    assert (row.deployment.external_id, row.attributed) == ("d-1", False)
+
+    missing = post(tamma, "incidents", incident("inc-2", "open", 41, deployment_external_id="x"))
+    assert missing.status_code == 404
+    assert set(answers(missing)[0]["errors"]) == {"deployment_external_id"}
+    # Before any deployment: nothing to attribute it to.
+    Deployment.objects.all().delete()
+    alone = post(tamma, "incidents", incident("inc-3", "open", 42))
+    assert alone.status_code == 201
+    row = Incident.objects.get(external_id="inc-3")
+    assert (row.deployment, row.attributed) == (None, False)
+
+
+def test_an_incident_keeps_the_severity_it_was_counted_with(tamma):
+    post(tamma, "incidents", incident("inc-1", "open", 5))
+    changed = post(tamma, "incidents", incident("inc-1", "open", 6, severity="low"))
+    assert changed.status_code == 409
+    assert set(answers(changed)[0]["errors"]) == {"severity"}
+
+
+@pytest.mark.parametrize(
+    ("path", "item", "errors"),
+    [
+        (
+            "deployments",
+            deployment("d-1", "shipped", 5),
+            {"status": ['"shipped" is not a valid choice.']},
+        ),
+        (
+            "deployments",
+            deployment("d-1", "succeeded", 5, finished_at=at(-5)),
+            {"finished_at": ["Must not be before started_at."]},
+        ),
+        (
+            "deployments",
+            deployment("d-1", "succeeded", 5, pull_requests=["seven"]),
+            {"pull_requests": {"0": ["A valid integer is required."]}},
+        ),
+        (
+            "incidents",
+            incident("inc-1", "open", 5, opened_at=at(10), resolved_at=at(9)),
+            {"resolved_at": ["Must not be before opened_at."]},
+        ),
+        (
+            "incidents",
+            {k: v for k, v in incident("inc-1", "open", 5).items() if k != "severity"},
+            {"severity": ["This field is required."]},
+        ),
+    ],
+)
+def test_bad_items_are_rejected_with_their_field(tamma, path, item, errors):
+    response = post(tamma, path, item)
+    assert response.status_code == 400
+    assert answers(response) == [{"status": "rejected", "errors": errors}]
+    assert not Deployment.objects.exists() and not Incident.objects.exists()
+
+
+def test_environments_go_through_the_label_policy(tamma, metrics):
+    before = metrics()
+    post(tamma, "deployments", deployment("d-1", "succeeded", 5, environment="Preview 7"))
+    row = Deployment.objects.get()
+    change = delta(metrics(), before)
+    assert (
+        change.value(DEPLOYS, platform="github", environment=row.environment, outcome="success")
+        == 1
+    )
+    assert row.environment == "Preview_7"  # made label-safe, case kept
+
+
+def test_only_the_orchestrator_writes_deployments(tamma):
+    seed_roles()
+    user = User.objects.create_user("worker")
+    user.groups.add(Group.objects.get(name="worker"))
+    worker = Client(HTTP_AUTHORIZATION=f"Bearer {ApiToken.create_for(user, 'w')[1]}")
+    assert post(worker, "deployments", deployment("d-1", "succeeded", 5)).status_code == 403
+    assert post(worker, "incidents", incident("i-1", "open", 5)).status_code == 403
+    assert not Deployment.objects.exists()
+
+
+def test_deleting_a_pull_request_keeps_the_deployment(tamma, shipped):
+    post(tamma, "deployments", deployment("d-1", "succeeded", 5, pull_requests=shipped))
+    PullRequest.objects.filter(number=7).delete()
+    assert list(Deployment.objects.get().pull_requests.values_list("number", flat=True)) == [8]
+
+
+def test_the_admin_lists_and_shows_deployments_and_incidents(tamma, client):
+    post(tamma, "deployments", deployment("d-1", "succeeded", 5))
+    post(tamma, "incidents", incident("inc-1", "open", 40))
+    for model, row in (
+        ("deployment", Deployment.objects.get()),
+        ("incident", Incident.objects.get()),
+    ):
+        listed = client.get(f"/admin/tamma_metrics/{model}/")
+        assert listed.status_code == 200
+        assert str(row).encode() in listed.content
+        assert client.get(f"/admin/tamma_metrics/{model}/{row.pk}/change/").status_code == 200
