@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
 
-from tests.utils import ROOT, parse, run_python
+from tests.utils import ROOT, parse, process_env, run_python
 
 pytestmark = pytest.mark.slow
 
@@ -44,16 +43,7 @@ print(Client(HTTP_HOST="127.0.0.1").get("/metrics", {"name[]": "tamma_ai_request
 def test_two_processes_share_one_series_cap(tmp_path, process_database_url):
     # On the PostgreSQL run the processes race on PostgreSQL, where the advisory lock
     # per scope is what keeps two of them from both taking the last place.
-    folder = tmp_path / "multiproc"
-    folder.mkdir()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "project.settings",
-        "DATABASE_URL": process_database_url,
-        "SECRET_KEY": "s" * 50,
-        "PROMETHEUS_MULTIPROC_DIR": str(folder),
-        "METRICS_AUTH_ENABLED": "false",
-    }
+    env = process_env(tmp_path, process_database_url)
 
     def run(*args: str) -> str:
         return run_python(*args, env=env).stdout

@@ -6,22 +6,19 @@ import io
 import json
 
 import pytest
-from django.contrib.auth.models import Group, User
 from django.core.management import call_command
 from django.db.models import Count, F
-from django.test import Client
 from django.utils import timezone
 
 from tamma_metrics.models import (
-    ApiToken,
     Approval,
     AutonomousLoop,
     Escalation,
     Issue,
     PullRequest,
 )
-from tamma_metrics.roles import ORCHESTRATOR, seed_roles
-from tests.utils import delta
+from tamma_metrics.roles import ORCHESTRATOR
+from tests.utils import client_of, delta
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -126,10 +123,7 @@ def test_tamma_takes_over_the_seeded_rows_through_the_state_api(metrics):
     an issue awaiting approval is decided and ends, counted once; a seeded escalation
     sent again changes nothing."""
     call_command("seed_demo", issues=200, stdout=io.StringIO())
-    seed_roles()
-    user = User.objects.create_user("tamma")
-    user.groups.add(Group.objects.get(name=ORCHESTRATOR))
-    tamma = Client(HTTP_AUTHORIZATION=f"Bearer {ApiToken.create_for(user, 'demo')[1]}")
+    tamma = client_of(ORCHESTRATOR, "tamma")
 
     def post(path: str, item: dict) -> list[str]:
         body = json.dumps({"items": [item]})

@@ -8,7 +8,6 @@ import json
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Group, User
 from django.db import DatabaseError, IntegrityError, connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -16,16 +15,15 @@ from django.utils import timezone
 
 from tamma_metrics import state
 from tamma_metrics.models import (
-    ApiToken,
     Approval,
     AutonomousLoop,
     Escalation,
     Issue,
     PullRequest,
 )
-from tamma_metrics.roles import ORCHESTRATOR, PROMETHEUS, WORKER, seed_roles
+from tamma_metrics.roles import ORCHESTRATOR, PROMETHEUS, WORKER
 from tamma_metrics.state import writer
-from tests.utils import delta
+from tests.utils import client_of, delta
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -93,16 +91,9 @@ LOOP = {
 }
 
 
-def token_of(role: str, username: str) -> str:
-    user = User.objects.create_user(username)
-    user.groups.add(Group.objects.get(name=role))
-    return ApiToken.create_for(user, "t")[1]
-
-
 @pytest.fixture
 def tamma() -> Client:
-    seed_roles()
-    return Client(HTTP_AUTHORIZATION=f"Bearer {token_of(ORCHESTRATOR, 'tamma')}")
+    return client_of(ORCHESTRATOR, "tamma")
 
 
 def post(client: Client, path: str, body, **extra):
@@ -572,8 +563,8 @@ def test_a_chunked_body_gets_411(tamma):
 
 
 def test_only_the_change_domain_permission_may_write_state(tamma):
-    worker = Client(HTTP_AUTHORIZATION=f"Bearer {token_of(WORKER, 'worker-1')}")
-    scraper = Client(HTTP_AUTHORIZATION=f"Bearer {token_of(PROMETHEUS, 'prom')}")
+    worker = client_of(WORKER, "worker-1")
+    scraper = client_of(PROMETHEUS, "prom")
     for client in (worker, scraper):
         refused = post(client, "issues", issue())
         assert refused.status_code == 403

@@ -11,7 +11,6 @@ tests/e2e/test_state_gunicorn.py.)
 from __future__ import annotations
 
 import json
-import os
 from datetime import timedelta
 
 import pytest
@@ -21,7 +20,7 @@ from django.utils import timezone
 from tamma_metrics import state
 from tamma_metrics.api.state import SERIALIZERS
 from tamma_metrics.models import Issue
-from tests.utils import delta, parse, run_python
+from tests.utils import delta, parse, process_env, run_python
 
 THREADS = 8
 
@@ -91,16 +90,7 @@ print(json.dumps({
 def race(tmp_path, process_database_url):
     """Call with (before, race): requests posted one by one, then the racing ones, one
     per thread; the answers, the rows and the samples of /metrics afterwards."""
-    folder = tmp_path / "multiproc"
-    folder.mkdir()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "project.settings",
-        "DATABASE_URL": process_database_url,
-        "SECRET_KEY": "s" * 50,
-        "PROMETHEUS_MULTIPROC_DIR": str(folder),
-        "METRICS_AUTH_ENABLED": "false",
-    }
+    env = process_env(tmp_path, process_database_url)
     run_python("manage.py", "migrate", "-v0", env=env)
 
     def run(before: list, racing: list) -> dict:

@@ -8,13 +8,12 @@ import json
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Group, User
 from django.test import Client
 from django.utils import timezone
 
-from tamma_metrics.models import ApiToken, Deployment, Incident, PullRequest
-from tamma_metrics.roles import ORCHESTRATOR, seed_roles
-from tests.utils import delta
+from tamma_metrics.models import Deployment, Incident, PullRequest
+from tamma_metrics.roles import ORCHESTRATOR, WORKER
+from tests.utils import client_of, delta
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -53,10 +52,7 @@ def incident(external_id: str, status: str, minutes: float, **fields) -> dict:
 
 @pytest.fixture
 def tamma() -> Client:
-    seed_roles()
-    user = User.objects.create_user("tamma")
-    user.groups.add(Group.objects.get(name=ORCHESTRATOR))
-    return Client(HTTP_AUTHORIZATION=f"Bearer {ApiToken.create_for(user, 't')[1]}")
+    return client_of(ORCHESTRATOR, "tamma")
 
 
 def post(client: Client, path: str, *items: dict):
@@ -277,10 +273,7 @@ def test_environments_go_through_the_label_policy(tamma, metrics):
 
 
 def test_only_the_orchestrator_writes_deployments(tamma):
-    seed_roles()
-    user = User.objects.create_user("worker")
-    user.groups.add(Group.objects.get(name="worker"))
-    worker = Client(HTTP_AUTHORIZATION=f"Bearer {ApiToken.create_for(user, 'w')[1]}")
+    worker = client_of(WORKER, "worker")
     assert post(worker, "deployments", deployment("d-1", "succeeded", 5)).status_code == 403
     assert post(worker, "incidents", incident("i-1", "open", 5)).status_code == 403
     assert not Deployment.objects.exists()

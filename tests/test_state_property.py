@@ -18,15 +18,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import pytest
-from django.contrib.auth.models import Group, User
 from django.test import Client
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tamma_metrics.models import ApiToken, Approval, Escalation, Issue, PullRequest
-from tamma_metrics.roles import ORCHESTRATOR, PRODUCT_MANAGER, seed_roles
-from tests.utils import delta
+from tamma_metrics.models import Approval, Escalation, Issue, PullRequest
+from tamma_metrics.roles import ORCHESTRATOR, PRODUCT_MANAGER
+from tests.utils import client_of, delta
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -174,12 +173,6 @@ def deliveries(draw) -> tuple[list[Life], list[tuple[str, list[dict]]]]:
     return drawn, requests
 
 
-def client_of(role: str, username: str) -> Client:
-    user = User.objects.create_user(username)
-    user.groups.add(Group.objects.get(name=role))
-    return Client(HTTP_AUTHORIZATION=f"Bearer {ApiToken.create_for(user, 't')[1]}")
-
-
 def post(client: Client, path: str, items: list[dict]) -> list[dict]:
     response = client.post(
         f"/api/v1/{path}", json.dumps({"items": items}), content_type="application/json"
@@ -190,7 +183,6 @@ def post(client: Client, path: str, items: list[dict]) -> list[dict]:
 
 @pytest.fixture
 def clients():
-    seed_roles()
     return client_of(ORCHESTRATOR, "tamma"), client_of(PRODUCT_MANAGER, "pm")
 
 

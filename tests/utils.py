@@ -71,6 +71,36 @@ def basic(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(raw).decode("ascii")
 
 
+def client_of(role: str, username: str):
+    """A Django test client with a bearer token of a new user in ``role`` (the preset
+    roles are seeded first)."""
+    from django.contrib.auth.models import Group, User
+    from django.test import Client
+
+    from tamma_metrics.models import ApiToken
+    from tamma_metrics.roles import seed_roles
+
+    seed_roles()
+    user = User.objects.create_user(username)
+    user.groups.add(Group.objects.get(name=role))
+    return Client(HTTP_AUTHORIZATION=f"Bearer {ApiToken.create_for(user, 'test')[1]}")
+
+
+def process_env(tmp_path: Path, database_url: str) -> dict[str, str]:
+    """The environment of another process on the demo site's settings, this run's
+    database (``process_database_url``) and a multiprocess folder of its own."""
+    folder = tmp_path / "multiproc"
+    folder.mkdir()
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "project.settings",
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": "s" * 50,
+        "PROMETHEUS_MULTIPROC_DIR": str(folder),
+        "METRICS_AUTH_ENABLED": "false",
+    }
+
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
