@@ -228,6 +228,26 @@ def test_a_file_truncated_in_place_is_read_again_without_a_crash(tmp_path):
     assert _text(reader) == _library_text(tmp_path)
 
 
+def test_a_merge_that_fails_halfway_leaves_nothing_stale(tmp_path, monkeypatch):
+    """Values read but not merged must not count as unchanged at the next scrape: the
+    reader rebuilds from the files after a failure instead of serving old values."""
+    path = tmp_path / "counter_1.db"
+    _write(path, {_key("a", "a_total", k=str(i)): 1.0 for i in range(3)})
+    reader = FolderReader(str(tmp_path))
+    _text(reader)
+    _write(path, {_key("a", "a_total", k=str(i)): 7.0 for i in range(3)})
+
+    def fails(self):
+        raise MemoryError("in the middle of a merge")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(folder._Sum, "compute", fails)
+        with pytest.raises(MemoryError):
+            reader.read()
+    assert _text(reader) == _library_text(tmp_path)
+    assert 'a_total{k="2"} 7.0' in _text(reader)
+
+
 def test_threads_scraping_while_a_writer_appends_never_see_a_counter_go_back(tmp_path):
     """gthread workers: two threads scrape one reader while a writer appends keys and
     increments values; every body parses and no counter decreases between scrapes."""

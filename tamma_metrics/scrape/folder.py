@@ -708,7 +708,15 @@ class FolderReader:
             timeout = multiprocess.READ_LOCK_TIMEOUT
         with multiprocess.folder_lock(self.path, shared=True, timeout=timeout):
             order, skipped = self._scan()
-            return self._merge(order, skipped)
+            try:
+                return self._merge(order, skipped)
+            except BaseException:
+                # Values read but not merged would count as unchanged next time and
+                # stay stale: the next scrape rebuilds from the files instead.
+                self.layout_key = ()
+                for file in order:
+                    file.raw = ()
+                raise
 
     def chunks(
         self,

@@ -363,13 +363,28 @@ class Prometheus:
         return float(result[0]["value"][1])
 
     def wait_for(self, expr: str, expected: float, timeout: float = 60) -> float:
-        """Poll ``expr`` until it equals ``expected`` exactly; return it."""
-        return wait_until(
-            lambda: self.value(expr),
-            lambda value: value == expected,
-            timeout=timeout,
-            what=f"{expr} == {expected}",
-        )
+        """Poll ``expr`` until it equals ``expected`` exactly; return it. A timeout says
+        how each target's last scrape went (a scrape that timed out keeps old values)."""
+        try:
+            return wait_until(
+                lambda: self.value(expr),
+                lambda value: value == expected,
+                timeout=timeout,
+                what=f"{expr} == {expected}",
+            )
+        except AssertionError as error:
+            raise AssertionError(f"{error}; targets: {self.targets()}") from None
+
+    def targets(self) -> list[dict]:
+        """Each active target's job, health, last error and last scrape's duration."""
+        answer = json.loads(http_get(f"{self.url}/api/v1/targets").body)
+        return [
+            {
+                name: target.get(name)
+                for name in ("scrapePool", "health", "lastError", "lastScrapeDuration")
+            }
+            for target in answer["data"]["activeTargets"]
+        ]
 
     def stop(self) -> None:
         if self.process is not None:
