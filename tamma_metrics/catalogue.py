@@ -212,6 +212,23 @@ FAMILIES: tuple[Family, ...] = (
         audience=B,
     ),
     Family(
+        "change_lead_time_seconds",
+        Kind.HISTOGRAM,
+        "Time from a change's first commit to its first production deployment (DORA).",
+        ("platform",),
+        # DORA's band edges: an hour, a day, a week, a month, six months.
+        (3600, 86400, 604800, 2592000, 15552000),
+        audience=B,
+    ),
+    Family(
+        "pr_stage_duration_seconds",
+        Kind.HISTOGRAM,
+        "Time a pull request spent in each stage: coding, pickup, review, merge, deploy.",
+        ("platform", "stage"),
+        (300, 1800, 3600, 14400, 86400, 259200, 604800, 2592000),
+        audience=B,
+    ),
+    Family(
         "failed_deployment_recovery_seconds",
         Kind.HISTOGRAM,
         "Time from an incident opening to its resolution (DORA's recovery time).",
@@ -415,6 +432,13 @@ VOCABULARIES: dict[str, dict[str, str]] = {
         "safety": "Safety concern",
     },
     "change_type": {"create": "Create", "update": "Update", "delete": "Delete"},
+    "stage": {
+        "coding": "Coding",
+        "pickup": "Pickup",
+        "review": "Review",
+        "merge": "Merge",
+        "deploy": "Deploy",
+    },
     "approval_type": {
         "plan": "Plan",
         "code_review": "Code review",

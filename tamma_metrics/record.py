@@ -42,6 +42,7 @@ __all__ = [
     "ai_request",
     "api_response",
     "approval_decided",
+    "change_deployed",
     "clear_cache",
     "code_change",
     "code_generation",
@@ -55,6 +56,7 @@ __all__ = [
     "metric",
     "pr_created",
     "pr_merged",
+    "pr_stage",
     "reporting",
     "test_execution",
     "time_ai_request",
@@ -327,6 +329,22 @@ def approval_decided(*, approval_type: str, outcome: str, wait_seconds: float) -
 def deployment_finished(*, platform: str, environment: str, outcome: str) -> None:
     """A deployment succeeded, failed or was rolled back."""
     _child("deployments_total", (platform, environment, outcome)).inc()
+
+
+@_guarded
+def pr_stage(*, platform: str, stage: str, seconds: float) -> None:
+    """A pull request left a stage (coding, pickup, review, merge, deploy)."""
+    _child("pr_stage_duration_seconds", (platform, stage)).observe(
+        _bounded(seconds, "seconds", "duration_seconds")
+    )
+
+
+@_guarded
+def change_deployed(*, platform: str, lead_time_seconds: float) -> None:
+    """A change reached production for the first time, this long after its first commit."""
+    _child("change_lead_time_seconds", (platform,)).observe(
+        _bounded(lead_time_seconds, "lead_time_seconds", "duration_seconds")
+    )
 
 
 @_guarded

@@ -23,7 +23,9 @@ __all__ = [
     "escalation",
     "incident",
     "issue",
+    "pr_stages",
     "pull_request",
+    "pull_request_deployed",
     "record_all",
 ]
 
@@ -72,6 +74,51 @@ def pull_request(
         events.append((record.pr_created, {**common, "actor": row.actor}))
     if merged_now:
         events.append((record.pr_merged, {**common, "merge_strategy": row.merge_strategy}))
+        for stage, seconds in pr_stages(row).items():
+            events.append(
+                (record.pr_stage, {"platform": row.platform, "stage": stage, "seconds": seconds})
+            )
+    return events
+
+
+def pr_stages(row: PullRequest) -> dict[str, float]:
+    """Seconds of each stage up to the merge whose two ends are known: coding (first
+    commit to ready, or opened when never a draft), pickup (to the first review),
+    review (to the approval, or the merge when none was recorded), merge (approval to
+    merge)."""
+    ready = row.ready_at or row.created_at
+    spans = {
+        "coding": (row.first_commit_at, ready),
+        "pickup": (ready, row.first_review_at),
+        "review": (row.first_review_at, row.approved_at or row.merged_at),
+        "merge": (row.approved_at, row.merged_at),
+    }
+    return {
+        stage: max((end - start).total_seconds(), 0.0)
+        for stage, (start, end) in spans.items()
+        if start is not None and end is not None
+    }
+
+
+def pull_request_deployed(row: PullRequest) -> list[Event]:
+    """A pull request reached production (``deployed_at`` set, once): its change's lead
+    time from the first commit (or its opening) and its deploy stage from the merge."""
+    assert row.deployed_at is not None
+    start = row.first_commit_at or row.created_at
+    events: list[Event] = [
+        (
+            record.change_deployed,
+            {
+                "platform": row.platform,
+                "lead_time_seconds": max((row.deployed_at - start).total_seconds(), 0.0),
+            },
+        )
+    ]
+    if row.merged_at is not None:
+        seconds = max((row.deployed_at - row.merged_at).total_seconds(), 0.0)
+        events.append(
+            (record.pr_stage, {"platform": row.platform, "stage": "deploy", "seconds": seconds})
+        )
     return events
 
 

@@ -216,6 +216,46 @@ def test_a_decision_and_a_pull_request_posted_at_once_count_once(race):
     assert samples.total("tamma_pending_approvals") == 0
 
 
+def test_deployments_shipping_one_change_at_once_count_its_lead_time_once(race):
+    """Eight production deployments of the same pull request at the same moment: the
+    change reaches production once, so its lead time and deploy stage count once."""
+    pull_request = {
+        "platform": "github",
+        "repository": "acme/race",
+        "number": 9,
+        "issue_external_id": "1",
+        "status": "merged",
+        "created_at": at(2),
+        "merged_at": at(20),
+        "observed_at": at(20),
+    }
+    deployments = [
+        {
+            "platform": "github",
+            "repository": "acme/race",
+            "external_id": f"deploy-{n}",
+            "status": "succeeded",
+            "started_at": at(30),
+            "finished_at": at(40),
+            "pull_requests": [9],
+            "observed_at": at(40),
+        }
+        for n in range(THREADS)
+    ]
+    result = race(
+        [("issues", [issue("1", "succeeded", 30, started_at=at(1))]),
+         ("pull-requests", [pull_request])],
+        [("deployments", [item]) for item in deployments],
+    )  # fmt: skip
+    assert statuses(result["answers"]) == ["created"] * THREADS
+    samples = result["metrics"]
+    assert samples.total("tamma_deployments_total", outcome="success") == THREADS
+    assert samples.total("tamma_change_lead_time_seconds_count") == 1
+    assert samples.total("tamma_change_lead_time_seconds_sum") == 38 * 60
+    deploy = "tamma_pr_stage_duration_seconds_count"
+    assert samples.total(deploy, stage="deploy") == 1
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_batch_inside_a_transaction_that_rolls_back_counts_nothing(metrics):
     """A caller's own transaction around the writer: its rollback takes the rows and

@@ -296,3 +296,111 @@ def test_the_admin_lists_and_shows_deployments_and_incidents(tamma, client):
         assert listed.status_code == 200
         assert str(row).encode() in listed.content
         assert client.get(f"/admin/tamma_metrics/{model}/{row.pk}/change/").status_code == 200
+
+
+# -- the pull-request timeline ----------------------------------------------------------
+
+STAGE = "tamma_pr_stage_duration_seconds"
+LEAD = "tamma_change_lead_time_seconds"
+
+
+def timeline_pr(number: int, **fields) -> dict:
+    """A pull request of issue 42 with its whole timeline, merged at minute -20."""
+    return {
+        **WHERE,
+        "number": number,
+        "issue_external_id": "42",
+        "status": "merged",
+        "first_commit_at": at(-200),
+        "created_at": at(-150),
+        "ready_at": at(-120),
+        "first_review_at": at(-90),
+        "approved_at": at(-30),
+        "merged_at": at(-20),
+        "review_rounds": 2,
+        "changes_requested": 1,
+        "additions": 120,
+        "deletions": 30,
+        "files_changed": 4,
+        "observed_at": at(-20),
+        **fields,
+    }
+
+
+def test_a_merge_counts_each_stage_of_the_timeline_once(tamma, shipped, metrics):
+    before = metrics()
+    assert post(tamma, "pull-requests", timeline_pr(9)).status_code == 201
+    assert answers(post(tamma, "pull-requests", timeline_pr(9))) == [{"status": "unchanged"}]
+    row = PullRequest.objects.get(number=9)
+    assert (row.review_rounds, row.changes_requested, row.additions, row.is_revert) == (
+        2,
+        1,
+        120,
+        False,
+    )
+    change = delta(metrics(), before)
+    for stage, minutes in (("coding", 80), ("pickup", 30), ("review", 60), ("merge", 10)):
+        labels = {"platform": "github", "stage": stage}
+        assert change.value(f"{STAGE}_count", **labels) == 1, stage
+        assert change.value(f"{STAGE}_sum", **labels) == pytest.approx(minutes * 60), stage
+    assert change.total(f"{STAGE}_count", stage="deploy") == 0
+    # What the stages were counted from no longer changes.
+    moved = post(tamma, "pull-requests", timeline_pr(9, approved_at=at(-25), observed_at=at(-1)))
+    assert moved.status_code == 409
+    assert set(answers(moved)[0]["errors"]) == {"approved_at"}
+
+
+def test_without_approval_or_draft_the_stages_use_what_is_known(tamma, shipped, metrics):
+    before = metrics()
+    plain = timeline_pr(9, ready_at=None, approved_at=None)
+    del plain["ready_at"], plain["approved_at"]
+    post(tamma, "pull-requests", plain)
+    change = delta(metrics(), before)
+    # Ready when opened (-150); reviewed from -90 to the merge at -20; no merge stage.
+    for stage, minutes in (("coding", 50), ("pickup", 60), ("review", 70)):
+        assert change.value(f"{STAGE}_sum", platform="github", stage=stage) == pytest.approx(
+            minutes * 60
+        ), stage
+    assert change.total(f"{STAGE}_count", stage="merge") == 0
+
+
+def test_a_production_deployment_counts_each_change_lead_time_once(tamma, shipped, metrics):
+    post(tamma, "pull-requests", timeline_pr(9))
+    before = metrics()
+    staging = deployment("d-stage", "succeeded", 5, environment="staging", pull_requests=[9])
+    post(tamma, "deployments", staging)
+    assert PullRequest.objects.get(number=9).deployed_at is None  # not production
+    started = deployment("d-1", "in_progress", 6, pull_requests=[9, 7])
+    post(tamma, "deployments", started)
+    assert PullRequest.objects.get(number=9).deployed_at is None  # not finished
+    post(tamma, "deployments", deployment("d-1", "succeeded", 40, pull_requests=[9, 7]))
+    # A later deployment shipping the same change again counts nothing more.
+    post(tamma, "deployments", deployment("d-2", "succeeded", 60, pull_requests=[9, 8]))
+
+    deployed = dict(PullRequest.objects.values_list("number", "deployed_at"))
+    assert deployed == {
+        7: T0 + timedelta(minutes=40),
+        8: T0 + timedelta(minutes=60),
+        9: T0 + timedelta(minutes=40),
+    }
+    change = delta(metrics(), before)
+    assert change.value(f"{LEAD}_count", platform="github") == 3
+    # From the first commit (9: minute -200) or the opening (7, 8: minute -100).
+    assert change.value(f"{LEAD}_sum", platform="github") == pytest.approx((240 + 140 + 160) * 60)
+    assert change.value(f"{LEAD}_bucket", platform="github", le="3600.0") == 0
+    assert change.value(f"{LEAD}_bucket", platform="github", le="86400.0") == 3
+    # The deploy stage: from each merge (minute -20) to its production deployment.
+    deploy = {"platform": "github", "stage": "deploy"}
+    assert change.value(f"{STAGE}_count", **deploy) == 3
+    assert change.value(f"{STAGE}_sum", **deploy) == pytest.approx((60 + 60 + 80) * 60)
+
+
+def test_bad_timeline_fields_are_rejected(tamma, shipped):
+    backwards = post(tamma, "pull-requests", timeline_pr(9, approved_at=at(-10)))
+    assert backwards.status_code == 400
+    assert answers(backwards)[0]["errors"] == {"merged_at": ["Must not be before approved_at."]}
+    negative = post(tamma, "pull-requests", timeline_pr(9, additions=-1))
+    assert answers(negative)[0]["errors"] == {
+        "additions": ["Ensure this value is greater than or equal to 0."]
+    }
+    assert not PullRequest.objects.filter(number=9).exists()

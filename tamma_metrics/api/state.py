@@ -91,10 +91,13 @@ def _in_order(attrs: dict[str, Any], *names: str) -> dict[str, list[str]]:
 
 class StateItem(StrictSerializer):
     observed_at = ObservedTime(help_text="When Tamma saw this state; older than the row: stale.")
-    times: tuple[str, ...] = ()
+    times: tuple[str, ...] = ()  # times that follow each other in this order
+    more_times: tuple[tuple[str, ...], ...] = ()  # other such chains
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        errors = _in_order(attrs, *self.times)
+        errors: dict[str, list[str]] = {}
+        for chain in (self.times, *self.more_times):
+            errors = _in_order(attrs, *chain) | errors
         if errors:
             raise serializers.ValidationError(errors)
         return attrs
@@ -143,6 +146,24 @@ class PullRequestItem(StateItem):
     merge_strategy = Label(max_length=_column(PullRequest, "merge_strategy"), required=False)
     created_at = ObservedTime(required=False)
     merged_at = ObservedTime(required=False)
+    # The timeline (stage durations are counted from it at the merge).
+    more_times = (
+        ("first_commit_at", "ready_at"),
+        ("created_at", "ready_at"),
+        ("first_review_at", "approved_at", "merged_at"),
+        ("created_at", "closed_at"),
+    )
+    first_commit_at = ObservedTime(required=False)
+    ready_at = ObservedTime(required=False, help_text="Out of draft; left out: when opened.")
+    first_review_at = ObservedTime(required=False)
+    approved_at = ObservedTime(required=False)
+    closed_at = ObservedTime(required=False)
+    review_rounds = StrictIntegerField(min_value=0, max_value=2**31 - 1, required=False)
+    changes_requested = StrictIntegerField(min_value=0, max_value=2**31 - 1, required=False)
+    additions = StrictIntegerField(min_value=0, max_value=2**31 - 1, required=False)
+    deletions = StrictIntegerField(min_value=0, max_value=2**31 - 1, required=False)
+    files_changed = StrictIntegerField(min_value=0, max_value=2**31 - 1, required=False)
+    is_revert = serializers.BooleanField(required=False)
 
 
 class ApprovalItem(StateItem):

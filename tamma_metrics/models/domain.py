@@ -120,6 +120,25 @@ class PullRequest(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now)
     merged_at = models.DateTimeField(null=True, blank=True)
+    # The timeline of delivery performance: coding (first commit to ready), pickup (ready
+    # to first review), review (to approval), merge, deploy (to its first production
+    # deployment).
+    first_commit_at = models.DateTimeField(null=True, blank=True)
+    ready_at = models.DateTimeField(
+        null=True, blank=True, help_text="Out of draft; empty: ready when opened."
+    )
+    first_review_at = models.DateTimeField(null=True, blank=True)
+    approved_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    deployed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its first production deployment finished."
+    )
+    review_rounds = models.PositiveIntegerField(default=0)
+    changes_requested = models.PositiveIntegerField(default=0)
+    additions = models.PositiveIntegerField(default=0)
+    deletions = models.PositiveIntegerField(default=0)
+    files_changed = models.PositiveIntegerField(default=0)
+    is_revert = models.BooleanField(default=False)
     # When Tamma saw the state this row holds (the state API); null for rows written
     # another way. An observation older than this one changes nothing.
     observed_at = models.DateTimeField(null=True, blank=True, editable=False)

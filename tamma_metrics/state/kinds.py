@@ -81,9 +81,14 @@ def _pr_allowed(current: str, new: str) -> bool:
     return current == new or current != PullRequest.Status.MERGED
 
 
+# The stage durations counted at the merge read these.
+_PR_TIMELINE = frozenset({"first_commit_at", "ready_at", "first_review_at", "approved_at"})
+
+
 def _pr_frozen(row: PullRequest, changed: set[str]) -> frozenset[str]:
     if row.status == PullRequest.Status.MERGED:
-        return frozenset({"issue_id", "actor", "merge_strategy", "created_at", "merged_at"})
+        counted = {"issue_id", "actor", "merge_strategy", "created_at", "merged_at"}
+        return frozenset(counted | _PR_TIMELINE)
     return frozenset({"issue_id", "actor"})
 
 
@@ -143,7 +148,10 @@ KINDS: dict[str, Kind] = {
             rank={"open": 0, "closed": 1, "merged": 2},
             allowed=_pr_allowed,
             frozen=_pr_frozen,
-            stamps={"merged_at": lambda v: v.get("status") == PullRequest.Status.MERGED},
+            stamps={
+                "merged_at": lambda v: v.get("status") == PullRequest.Status.MERGED,
+                "closed_at": lambda v: v.get("status") == PullRequest.Status.CLOSED,
+            },
             issue="required",
         ),
         Kind(

@@ -25,7 +25,7 @@ from django.db.models import Model, Q
 
 from .. import labels, receivers, selfmetrics
 from ..models import Issue
-from . import links
+from . import links, shipped
 from .kinds import CREATED_AT, KINDS, Kind, iso
 
 __all__ = ["ATTEMPTS", "Outcome", "apply"]
@@ -224,6 +224,8 @@ def _write(kind: Kind, prepared: list[tuple[dict[str, Any], list]]) -> list[Outc
             if issue is not None and getattr(row, "issue_id", None) == issue.pk:
                 row.issue = issue  # the transition reads its labels without a query
             outcome = _update(kind, row, values, issue, link)
+        if kind.name == "deployments" and outcome.status in ("created", "updated"):
+            shipped.stamp_shipped(rows[key])
         if outcome.status in ("created", "updated"):
             _count_label_changes(folded)
         outcome.folded = [
