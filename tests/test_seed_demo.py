@@ -13,7 +13,9 @@ from django.utils import timezone
 from tamma_metrics.models import (
     Approval,
     AutonomousLoop,
+    Deployment,
     Escalation,
+    Incident,
     Issue,
     PullRequest,
 )
@@ -46,6 +48,13 @@ def _truth() -> dict[str, dict]:
         "tamma_approval_wait_duration_seconds_count": Approval.objects.exclude(
             status="pending"
         ).count(),
+        "tamma_change_lead_time_seconds_count": PullRequest.objects.exclude(
+            deployed_at=None
+        ).count(),
+        "tamma_incidents_total": Incident.objects.count(),
+        "tamma_failed_deployment_recovery_seconds_count": Incident.objects.filter(
+            status="resolved"
+        ).count(),
     }
 
 
@@ -63,8 +72,27 @@ def test_counters_equal_the_database_and_reruns_add_nothing(metrics):
         "tamma_prs_merged_total",
         "tamma_escalations_total",
         "tamma_approval_wait_duration_seconds_count",
+        "tamma_change_lead_time_seconds_count",
+        "tamma_incidents_total",
+        "tamma_failed_deployment_recovery_seconds_count",
     ):
         assert change.total(name) == truth[name], name
+    # Delivery: deployments by outcome (a rolled-back one was deployed first), the stages.
+    deployed = Deployment.objects.filter(status__in=Deployment.DEPLOYED).count()
+    for outcome, rows in (
+        ("success", deployed),
+        ("failure", Deployment.objects.filter(status="failed").count()),
+        ("rolled_back", Deployment.objects.filter(status="rolled_back").count()),
+    ):
+        assert rows > 0, outcome
+        assert change.total("tamma_deployments_total", outcome=outcome) == rows, outcome
+    merged = PullRequest.objects.filter(status="merged")
+    stages = "tamma_pr_stage_duration_seconds_count"
+    assert change.total(stages, stage="coding") == merged.count()
+    assert change.total(stages, stage="merge") == merged.exclude(approved_at=None).count()
+    assert change.total(stages, stage="deploy") == merged.exclude(deployed_at=None).count()
+    assert Incident.objects.exclude(deployment=None).count() == Incident.objects.count() > 0
+    assert PullRequest.objects.filter(is_revert=True).exists()
     # Varied data: every status, several providers and platforms, PRs, approvals, loops.
     assert set(Issue.objects.values_list("status", flat=True)) == set(Issue.Status.values)
     assert Issue.objects.values("provider").distinct().count() >= 5
@@ -90,7 +118,12 @@ def test_nothing_happens_in_the_future_or_backwards():
     now = timezone.now()
     for model, fields in (
         (Issue, ("created_at", "started_at", "completed_at")),
-        (PullRequest, ("created_at", "merged_at")),
+        (
+            PullRequest,
+            ("created_at", "merged_at", "first_review_at", "approved_at", "deployed_at"),
+        ),
+        (Deployment, ("started_at", "finished_at")),
+        (Incident, ("opened_at", "resolved_at")),
         (Approval, ("requested_at", "decided_at")),
         (Escalation, ("created_at",)),
     ):
@@ -99,6 +132,11 @@ def test_nothing_happens_in_the_future_or_backwards():
     assert not Issue.objects.filter(started_at__gt=F("completed_at")).exists()
     assert not Issue.objects.filter(created_at__gt=F("started_at")).exists()
     assert not Approval.objects.filter(requested_at__gt=F("decided_at")).exists()
+    assert not PullRequest.objects.filter(first_commit_at__gt=F("created_at")).exists()
+    assert not PullRequest.objects.filter(approved_at__gt=F("merged_at")).exists()
+    assert not PullRequest.objects.filter(merged_at__gt=F("deployed_at")).exists()
+    assert not Deployment.objects.filter(started_at__gt=F("finished_at")).exists()
+    assert not Incident.objects.filter(opened_at__gt=F("resolved_at")).exists()
 
 
 def test_reset_recreates_the_same_rows():

@@ -22,7 +22,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from tamma_metrics import catalogue, record, transitions
-from tamma_metrics.models import Approval, AutonomousLoop, Escalation, Issue, PullRequest
+from tamma_metrics.models import (
+    Approval,
+    AutonomousLoop,
+    Deployment,
+    Escalation,
+    Incident,
+    Issue,
+    PullRequest,
+)
 
 DEMO_PREFIX = "tamma-demo/"
 REPOSITORIES = [
@@ -108,6 +116,10 @@ class Batch:
     prs: list[tuple[int, PullRequest]] = field(default_factory=list)
     approvals: list[tuple[int, Approval]] = field(default_factory=list)
     escalations: list[tuple[int, Escalation]] = field(default_factory=list)
+    # A production deployment per merged pull request (by its position in ``prs``), and
+    # the incidents of some of them (by the deployment's position).
+    deployments: list[tuple[int, Deployment]] = field(default_factory=list)
+    incidents: list[tuple[int, Incident]] = field(default_factory=list)
     # Events of work that has no table: (record function, kwargs).
     events: list[transitions.Event] = field(default_factory=list)
 
@@ -149,6 +161,8 @@ class Command(BaseCommand):
     def _reset(self) -> None:
         with transaction.atomic():
             Escalation.objects.filter(issue__repository__startswith=DEMO_PREFIX).delete()
+            Incident.objects.filter(repository__startswith=DEMO_PREFIX).delete()
+            Deployment.objects.filter(repository__startswith=DEMO_PREFIX).delete()
             Issue.objects.filter(repository__startswith=DEMO_PREFIX).delete()
             AutonomousLoop.objects.filter(name__in=[loop[0] for loop in LOOPS]).delete()
 
@@ -178,10 +192,28 @@ class Command(BaseCommand):
                 for position, row in rows:
                     row.issue = batch.issues[position]
                 model.objects.bulk_create([row for _, row in rows])
+            Deployment.objects.bulk_create([row for _, row in batch.deployments])
+            Deployment.pull_requests.through.objects.bulk_create(
+                [
+                    Deployment.pull_requests.through(
+                        deployment=row, pullrequest=batch.prs[position][1]
+                    )
+                    for position, row in batch.deployments
+                ]
+            )
+            for position, incident in batch.incidents:
+                incident.deployment = batch.deployments[position][1]
+            Incident.objects.bulk_create([row for _, row in batch.incidents])
         # Only what committed is counted, as the receivers would count it.
         events = [e for issue in batch.issues for e in transitions.issue(issue)]
         for _, pr in batch.prs:
             events += transitions.pull_request(pr, created=True)
+            if pr.deployed_at is not None:
+                events += transitions.pull_request_deployed(pr)
+        for _, deployment in batch.deployments:
+            events += transitions.deployment(deployment, created=True)
+        for _, incident in batch.incidents:
+            events += transitions.incident(incident, created=True)
         for _, approval in batch.approvals:
             events += transitions.approval(approval)
         for _, escalation in batch.escalations:
@@ -267,7 +299,70 @@ class Command(BaseCommand):
             created_at=created,
             merged_at=issue.completed_at if status == "merged" else None,
         )
+        self._plan_timeline(rng, pr, issue)
         batch.prs.append((position, pr))
+        if status == "merged":
+            self._plan_deployment(rng, index, pr, len(batch.prs) - 1, batch)
+
+    def _plan_timeline(self, rng: random.Random, pr: PullRequest, issue: Issue) -> None:
+        """First commit, draft, reviews and approval between opening and the end."""
+        end = pr.merged_at or issue.completed_at or self.now
+        span = max(end - pr.created_at, timedelta(minutes=1))
+        pr.first_commit_at = pr.created_at - timedelta(minutes=rng.uniform(5, 90))
+        start = pr.created_at
+        if rng.random() < 0.3:  # opened as a draft
+            pr.ready_at = start = self._past(pr.created_at + span * rng.uniform(0.05, 0.2))
+        if pr.status != "open" or rng.random() < 0.5:
+            pr.first_review_at = self._past(start + span * rng.uniform(0.1, 0.3))
+            pr.review_rounds = rng.choices([1, 2, 3], weights=[60, 30, 10])[0]
+            pr.changes_requested = rng.randint(0, pr.review_rounds - 1)
+        if pr.status == "merged" and pr.first_review_at is not None:
+            pr.approved_at = min(pr.first_review_at + span * rng.uniform(0.1, 0.4), end)
+        if pr.status == "closed":
+            pr.closed_at = end
+        pr.files_changed = rng.randint(1, 30)
+        pr.additions = pr.files_changed * rng.randint(3, 60)
+        pr.deletions = pr.files_changed * rng.randint(0, 25)
+        pr.is_revert = rng.random() < 0.02
+
+    def _plan_deployment(
+        self, rng: random.Random, index: int, pr: PullRequest, position: int, batch: Batch
+    ) -> None:
+        """A production deployment of the merged ``pr``: most succeed, some fail, a few
+        are rolled back after an incident; the incidents are resolved."""
+        started = pr.merged_at + timedelta(minutes=rng.uniform(5, 240))
+        finished = started + timedelta(minutes=rng.uniform(3, 25))
+        if finished >= self.now:
+            return  # not deployed yet
+        status = _pick(rng, (["succeeded", "failed", "rolled_back"], [85, 8, 7]))
+        deployment = Deployment(
+            platform=pr.platform,
+            repository=pr.repository,
+            external_id=f"demo-deploy-{index + 1}",
+            environment=Deployment.PRODUCTION,
+            status=status,
+            commit_sha=f"{rng.getrandbits(160):040x}",
+            started_at=started,
+            finished_at=finished,
+        )
+        batch.deployments.append((position, deployment))
+        if status in Deployment.DEPLOYED:
+            pr.deployed_at = finished
+        if status == "rolled_back" or (status == "succeeded" and rng.random() < 0.04):
+            opened = finished + timedelta(minutes=rng.uniform(2, 90))
+            if opened >= self.now:
+                return
+            resolved = opened + timedelta(minutes=rng.lognormvariate(4, 1))
+            incident = Incident(
+                platform=pr.platform,
+                repository=pr.repository,
+                external_id=f"demo-incident-{index + 1}",
+                severity=_pick(rng, (["low", "medium", "high", "critical"], [20, 40, 30, 10])),
+                status="resolved" if resolved < self.now else "open",
+                opened_at=opened,
+                resolved_at=resolved if resolved < self.now else None,
+            )
+            batch.incidents.append((len(batch.deployments) - 1, incident))
 
     def _plan_approval(self, rng: random.Random, issue: Issue, position: int, batch: Batch) -> None:
         if issue.status == "awaiting_approval":
