@@ -47,6 +47,45 @@ export interface PullRequestItem extends Observed {
   merge_strategy?: Open<"merge" | "squash" | "rebase">;
   created_at?: Timestamp;
   merged_at?: Timestamp;
+  /** The timeline: stage durations are counted from it when the pull request merges. */
+  first_commit_at?: Timestamp;
+  /** Out of draft; left out: ready when opened. */
+  ready_at?: Timestamp;
+  first_review_at?: Timestamp;
+  approved_at?: Timestamp;
+  closed_at?: Timestamp;
+  review_rounds?: number;
+  changes_requested?: number;
+  additions?: number;
+  deletions?: number;
+  files_changed?: number;
+  is_revert?: boolean;
+}
+
+export interface DeploymentItem extends Observed {
+  platform: Platform;
+  repository: string;
+  external_id: string;
+  status: "pending" | "in_progress" | "succeeded" | "failed" | "rolled_back";
+  /** Default production; the team's own names are free-form. */
+  environment?: Open<"production" | "staging">;
+  commit_sha?: string;
+  started_at?: Timestamp;
+  finished_at?: Timestamp;
+  /** Numbers of the pull requests it shipped (same repository; they only grow). */
+  pull_requests?: number[];
+}
+
+export interface IncidentItem extends Observed {
+  platform: Platform;
+  repository: string;
+  external_id: string;
+  severity: Open<"low" | "medium" | "high" | "critical">;
+  status: "open" | "resolved";
+  opened_at?: Timestamp;
+  resolved_at?: Timestamp;
+  /** The deployment that caused it; left out: the last production one before it opened. */
+  deployment_external_id?: string;
 }
 
 export interface ApprovalItem extends Observed {
@@ -174,6 +213,12 @@ export class TammaMetrics {
   }
   heartbeat(items: readonly HeartbeatItem[]): Promise<ItemResult[]> {
     return this.#state("/api/v1/loops/heartbeat", items);
+  }
+  deployments(items: readonly DeploymentItem[]): Promise<ItemResult[]> {
+    return this.#state("/api/v1/deployments", items);
+  }
+  incidents(items: readonly IncidentItem[]): Promise<ItemResult[]> {
+    return this.#state("/api/v1/incidents", items);
   }
 
   /** POST /api/v1/events; an event without event_id gets one, so retries count it once. */
