@@ -52,6 +52,7 @@ def test_no_input_makes_a_server_error(wsgi_app, worker_headers, settings, mode)
         "POST /api/v1/events",
         "GET /api/v1/families",
         "GET /api/v1/velocity",
+        "GET /api/v1/delivery",
         "GET /api/v1/health",
         "POST /api/v1/issues",
         "POST /api/v1/pull-requests",

@@ -18,6 +18,11 @@ urlpatterns = [
         login_not_required(views.VelocityView.as_view()),
         name="api-velocity",
     ),
+    path(
+        "api/v1/delivery",
+        login_not_required(views.DeliveryView.as_view()),
+        name="api-delivery",
+    ),
     path("api/v1/health", login_not_required(views.HealthView.as_view()), name="api-health"),
     # The state API (docs/state.md): rows by natural key.
     *(

@@ -26,7 +26,7 @@ from rest_framework.response import Response
 from .. import access, budget, catalogue, record
 from ..conf import app_settings
 from ..models import IngestedEvent
-from ..reports import health, velocity
+from ..reports import delivery, health, velocity
 from . import bodies
 from . import schema as _schema  # noqa: F401  (registers the auth scheme)
 from . import serializers as wire
@@ -249,6 +249,38 @@ class VelocityView(_ReportView):
         except velocity.FilterError as error:
             return Response({error.field: [str(error)]}, status=status.HTTP_400_BAD_REQUEST)
         return Response(velocity.cached(filters))
+
+
+class DeliveryView(_ReportView):
+    """GET /api/v1/delivery: the four DORA keys with their bands, and the PR stages."""
+
+    @extend_schema(
+        operation_id="delivery",
+        summary="Delivery performance",
+        description=(
+            "Deployment frequency, lead time for changes, change failure rate and failed "
+            "deployment recovery time for the last `days` days (7, 30 or 90) and the days "
+            "before them, each with its DORA band, and the pull-request stages. Needs "
+            "permission to see the delivery families (403 otherwise); 400 names a "
+            "parameter at fault. See docs/reports.md."
+        ),
+        parameters=[
+            OpenApiParameter(
+                "days", int, enum=list(delivery.WINDOWS), default=30, description="The window."
+            )
+        ],
+        responses={200: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT, 403: OpenApiTypes.OBJECT},
+    )
+    def get(self, request: Request) -> Response:
+        if self.visible(request, delivery.FAMILIES) != set(delivery.FAMILIES):
+            raise PermissionDenied("Delivery needs permission to see the delivery families.")
+        raw = request.query_params.get("days", "30")
+        if not raw.isdigit() or int(raw) not in delivery.WINDOWS:
+            choices = ", ".join(map(str, delivery.WINDOWS))
+            return Response(
+                {"days": [f"Must be one of {choices}."]}, status=status.HTTP_400_BAD_REQUEST
+            )
+        return Response(delivery.delivery(int(raw)))
 
 
 class HealthView(_ReportView):
