@@ -331,6 +331,14 @@ FAMILIES: tuple[Family, ...] = (
         source=Source.SELF,
     ),
     Family(
+        "metrics_webhook_deliveries_total",
+        Kind.COUNTER,
+        "Webhook deliveries by outcome: applied to rows, duplicate (a redelivery), ignored "
+        "(an event or object the app does not track) or rejected (bad signature or body).",
+        ("platform", "outcome"),
+        source=Source.SELF,
+    ),
+    Family(
         "metrics_backend_errors_total",
         Kind.COUNTER,
         "Events a push backend could not take (send failed, or its queue was full).",
@@ -471,6 +479,12 @@ VALUE_CAPS: dict[str, int] = {
 FAMILY_VOCABULARIES: dict[tuple[str, str], tuple[str, ...] | int] = {
     ("approval_wait_duration_seconds", "outcome"): ("approved", "rejected", "expired"),
     ("deployments_total", "outcome"): ("success", "failure", "rolled_back"),
+    ("metrics_webhook_deliveries_total", "outcome"): (
+        "applied",
+        "duplicate",
+        "ignored",
+        "rejected",
+    ),
     # Environments are the team's own names (production, staging, preview-1, ...).
     ("deployments_total", "environment"): 20,
     # Connections go to AI providers and to platforms such as GitHub.

@@ -108,6 +108,13 @@ DEFAULTS: dict[str, Any] = {
     "HEALTH_DATABASE_SECONDS": 1.0,
     # How long a velocity report is reused for the same filters (0: computed each time).
     "REPORTS_CACHE_SECONDS": 60,
+    # Webhooks (POST /api/v1/webhooks/<platform>): the secret of each platform that may
+    # send them ({"github": "..."}); a platform without one is refused (403).
+    "WEBHOOK_SECRETS": {},
+    # A GitHub issue with this label is an incident.
+    "WEBHOOK_INCIDENT_LABEL": "incident",
+    # The largest webhook body taken (bytes); larger ones answer 413.
+    "WEBHOOK_MAX_BYTES": 1_048_576,
     "HEALTH_APPROVAL_WAIT_CRITICAL_SECONDS": 86_400,
     "HEALTH_ESCALATIONS_PER_HOUR_DEGRADED": 5,
     "HEALTH_QUEUE_DEPTH_DEGRADED": 100,

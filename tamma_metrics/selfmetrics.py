@@ -10,7 +10,13 @@ from typing import ParamSpec
 
 from . import instruments
 
-__all__ = ["count_backend_error", "count_error", "count_label_change", "swallowed"]
+__all__ = [
+    "count_backend_error",
+    "count_error",
+    "count_label_change",
+    "count_webhook",
+    "swallowed",
+]
 
 logger = logging.getLogger("tamma_metrics")
 
@@ -43,6 +49,14 @@ def count_label_change(family: str, label: str, *, redacted: bool) -> None:
         instruments.get(name).labels(family, label).inc()
     except Exception:  # pragma: no cover
         logger.exception("tamma_metrics could not count a label change")
+
+
+def count_webhook(platform: str, outcome: str) -> None:
+    """Count a webhook delivery's outcome (applied, duplicate, ignored, rejected)."""
+    try:
+        instruments.get("metrics_webhook_deliveries_total").labels(platform, outcome).inc()
+    except Exception:  # pragma: no cover
+        logger.exception("tamma_metrics could not count a webhook delivery")
 
 
 def swallowed(stage: str, what: str) -> Callable[[Callable[P, None]], Callable[P, None]]:

@@ -53,6 +53,7 @@ def test_no_input_makes_a_server_error(wsgi_app, worker_headers, settings, mode)
         "GET /api/v1/families",
         "GET /api/v1/velocity",
         "GET /api/v1/delivery",
+        "POST /api/v1/webhooks/github",
         "GET /api/v1/health",
         "POST /api/v1/issues",
         "POST /api/v1/pull-requests",

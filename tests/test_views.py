@@ -198,7 +198,7 @@ def test_health_details_for_signed_in_users(client, anonymous):
     body = anonymous.get("/metrics/health", HTTP_AUTHORIZATION=basic("pm", "pw")).json()
     assert body["status"] == "ok"
     assert body["multiprocess"] is True
-    assert body["families"] == {"counter": 15, "histogram": 9, "gauge": 11}
+    assert body["families"] == {"counter": 16, "histogram": 9, "gauge": 11}
     assert body["last_scrape"]["duration_seconds"] > 0
 
 

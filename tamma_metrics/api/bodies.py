@@ -20,7 +20,7 @@ from rest_framework.views import APIView
 from .. import access
 from ..conf import app_settings
 
-__all__ = ["MAX_JSON_DEPTH", "DatabaseAwareView", "LenientJSONParser", "items"]
+__all__ = ["MAX_JSON_DEPTH", "DatabaseAwareView", "LenientJSONParser", "framing", "items"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,14 +65,13 @@ def _too_large(detail: str) -> Response:
     return Response({"detail": detail}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
 
 
-def items(request: Request, key: str, limit: int) -> list[Any] | Response:
-    """The items of a body that is one object or ``{key: [...]}`` (at most ``limit``),
-    or the Response that refuses it (411, 413); ParseError (400) for a bad shape."""
+def framing(request: Request, body_limit: int) -> Response | None:
+    """The Response that refuses a body before it is read: chunked (411: Django reads a
+    body by its Content-Length, so it would arrive empty) or over ``body_limit`` (413)."""
     meta = request.META
     if "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower() and not meta.get(
         "CONTENT_LENGTH"
     ):
-        # Django reads a body by its Content-Length: a chunked one would arrive empty.
         return Response(
             {
                 "detail": "Send the body with a Content-Length; chunked transfer encoding is "
@@ -81,9 +80,18 @@ def items(request: Request, key: str, limit: int) -> list[Any] | Response:
             status=status.HTTP_411_LENGTH_REQUIRED,
         )
     length = meta.get("CONTENT_LENGTH") or "0"
-    body_limit = app_settings.INGEST_MAX_BODY_BYTES
     if not length.isdigit() or int(length) > body_limit:
         return _too_large(f"The body exceeds {body_limit} bytes.")
+    return None
+
+
+def items(request: Request, key: str, limit: int) -> list[Any] | Response:
+    """The items of a body that is one object or ``{key: [...]}`` (at most ``limit``),
+    or the Response that refuses it (411, 413); ParseError (400) for a bad shape."""
+    body_limit = app_settings.INGEST_MAX_BODY_BYTES
+    refused = framing(request, body_limit)
+    if refused is not None:
+        return refused
     try:
         payload = request.data
     except RequestDataTooBig:

@@ -3,7 +3,7 @@
 from django.contrib.auth.decorators import login_not_required
 from django.urls import path
 
-from . import views
+from . import views, webhooks
 from .state import StateView
 
 urlpatterns = [
@@ -24,6 +24,11 @@ urlpatterns = [
         name="api-delivery",
     ),
     path("api/v1/health", login_not_required(views.HealthView.as_view()), name="api-health"),
+    path(
+        "api/v1/webhooks/github",
+        login_not_required(webhooks.GitHubWebhookView.as_view()),
+        name="api-webhook-github",
+    ),
     # The state API (docs/state.md): rows by natural key.
     *(
         path(f"api/v1/{route}", login_not_required(StateView.of(kind)), name=f"api-{kind}")

@@ -18,7 +18,7 @@ from .domain import (
     Provider,
     PullRequest,
 )
-from .ingest import IngestedEvent
+from .ingest import IngestedEvent, WebhookDelivery
 from .policy import Admission, LabelPolicy
 
 __all__ = [
@@ -41,4 +41,5 @@ __all__ = [
     "Priority",
     "Provider",
     "PullRequest",
+    "WebhookDelivery",
 ]

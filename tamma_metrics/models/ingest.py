@@ -30,3 +30,27 @@ class IngestedEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.event_id}"
+
+
+class WebhookDelivery(models.Model):
+    """A webhook delivery id a platform sent (GitHub's ``X-GitHub-Delivery``, GitLab's
+    ``X-Gitlab-Event-UUID``): a redelivery of the same id changes and counts nothing."""
+
+    platform = models.CharField(max_length=32)
+    delivery_id = models.CharField(max_length=128)
+    event = models.CharField(max_length=64)
+    outcome = models.CharField(max_length=16, default="applied")
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-received_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["platform", "delivery_id"], name="tamma_webhook_delivery_unique"
+            )
+        ]
+        indexes = [models.Index(fields=["received_at"], name="tamma_webhook_received")]
+        default_permissions = ("view", "delete")
+
+    def __str__(self) -> str:
+        return f"{self.platform} {self.event} {self.delivery_id}"

@@ -1,0 +1,237 @@
+"""GitHub webhooks: each fixture (tests/fixtures/github, payload shapes from GitHub's
+webhook documentation, trimmed) maps onto the expected rows and counters; every way a
+delivery can be wrong gets its status and changes nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from django.test import Client
+
+from tamma_metrics.models import Deployment, Incident, Issue, PullRequest, WebhookDelivery
+from tests.utils import delta
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+FIXTURES = Path(__file__).parent / "fixtures" / "github"
+SECRET = "It's a Secret to Everybody"
+URL = "/api/v1/webhooks/github"
+DELIVERIES = "tamma_metrics_webhook_deliveries_total"
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def fixture(name: str) -> bytes:
+    return (FIXTURES / f"{name}.json").read_bytes()
+
+
+def sign(body: bytes, secret: str = SECRET) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def deliver(name: str, event: str, delivery: str, *, body: bytes | None = None, **headers):
+    body = fixture(name) if body is None else body
+    meta = {
+        "HTTP_X_GITHUB_EVENT": event,
+        "HTTP_X_GITHUB_DELIVERY": delivery,
+        "HTTP_X_HUB_SIGNATURE_256": sign(body),
+        **headers,
+    }
+    content_type = meta.pop("content_type", "application/json")
+    return Client().post(URL, body, content_type=content_type, **meta)
+
+
+@pytest.fixture(autouse=True)
+def secret(settings):
+    settings.TAMMA_METRICS = {"WEBHOOK_SECRETS": {"github": SECRET}}
+
+
+@pytest.fixture
+def tammas_pr() -> PullRequest:
+    """Pull request 7 of acme/shop, opened as a draft by Tamma for issue 42."""
+    issue = Issue.objects.create(
+        platform="github",
+        repository="acme/shop",
+        external_id="42",
+        issue_type="bug",
+        provider="anthropic",
+        status="in_progress",
+    )
+    return PullRequest.objects.create(
+        issue=issue,
+        platform="github",
+        repository="acme/shop",
+        number=7,
+        created_at=at("2026-12-04T09:00:00Z"),
+        first_commit_at=at("2026-12-04T08:00:00Z"),
+        observed_at=at("2026-12-04T09:00:00Z"),
+    )
+
+
+def test_a_pull_requests_life_from_github_fills_its_timeline(tammas_pr, metrics):
+    before = metrics()
+    assert deliver("pull_request.ready_for_review", "pull_request", "d-1").status_code == 200
+    changes = "pull_request_review.submitted.changes_requested"
+    assert deliver(changes, "pull_request_review", "d-2").status_code == 200
+    approved = deliver("pull_request_review.submitted.approved", "pull_request_review", "d-3")
+    assert approved.json() == {"outcome": "applied", "result": "applied"}
+    merged = deliver("pull_request.closed.merged", "pull_request", "d-4")
+    assert merged.json() == {"outcome": "applied", "result": "updated"}
+
+    row = PullRequest.objects.get()
+    assert (row.status, row.merged_at, row.ready_at) == (
+        "merged",
+        at("2026-12-04T14:00:00Z"),
+        at("2026-12-04T10:00:00Z"),
+    )
+    assert (row.first_review_at, row.approved_at) == (
+        at("2026-12-04T11:00:00Z"),
+        at("2026-12-04T13:00:00Z"),
+    )
+    assert (row.review_rounds, row.changes_requested) == (2, 1)
+    assert (row.additions, row.deletions, row.files_changed) == (120, 30, 4)
+    change = delta(metrics(), before)
+    assert change.total("tamma_prs_merged_total") == 1
+    stage = "tamma_pr_stage_duration_seconds_sum"
+    # coding 8:00-10:00, pickup 10:00-11:00, review 11:00-13:00, merge 13:00-14:00.
+    for name, hours in (("coding", 2), ("pickup", 1), ("review", 2), ("merge", 1)):
+        assert change.value(stage, platform="github", stage=name) == pytest.approx(hours * 3600)
+    assert change.value(DELIVERIES, platform="github", outcome="applied") == 4
+
+
+def test_a_redelivery_counts_nothing_twice(tammas_pr, metrics):
+    name = "pull_request_review.submitted.changes_requested"
+    deliver(name, "pull_request_review", "same")
+    before = metrics()
+    again = deliver(name, "pull_request_review", "same")
+    assert (again.status_code, again.json()) == (200, {"outcome": "duplicate"})
+    assert PullRequest.objects.get().review_rounds == 1
+    assert delta(metrics(), before).value(DELIVERIES, platform="github", outcome="duplicate") == 1
+
+
+def test_a_deployment_and_an_incident_from_github(metrics):
+    before = metrics()
+    assert deliver("deployment_status.success", "deployment_status", "d-1").status_code == 200
+    row = Deployment.objects.get()
+    assert (row.external_id, row.environment, row.status) == ("42", "production", "succeeded")
+    assert (row.started_at, row.finished_at) == (
+        at("2026-12-04T14:40:00Z"),
+        at("2026-12-04T15:00:00Z"),
+    )
+    assert row.commit_sha == "e5bd3914e2e596debea16f433f57875b5b90bcd6"
+    assert deliver("issues.labeled.incident", "issues", "d-2").status_code == 200
+    assert deliver("issues.closed.incident", "issues", "d-3").status_code == 200
+    incident = Incident.objects.get()
+    assert (incident.external_id, incident.severity, incident.status) == (
+        "500",
+        "critical",
+        "resolved",
+    )
+    assert (incident.deployment, incident.attributed) == (row, True)  # the deploy before it
+    change = delta(metrics(), before)
+    assert change.value("tamma_deployments_total", platform="github", environment="production",
+                        outcome="success") == 1  # fmt: skip
+    assert change.value("tamma_incidents_total", severity="critical") == 1
+    recovery = "tamma_failed_deployment_recovery_seconds_sum"
+    assert change.value(recovery, platform="github", severity="critical") == pytest.approx(45 * 60)
+
+
+@pytest.mark.parametrize(
+    ("name", "event", "detail"),
+    [
+        ("ping", "ping", "Ignored: the event 'ping'."),
+        ("ping", "star", "Ignored: the event 'star'."),
+        (
+            "pull_request.opened.unknown",
+            "pull_request",
+            "Ignored: a pull request the app does not hold.",
+        ),
+        (
+            "deployment_status.inactive",
+            "deployment_status",
+            "Ignored: a deployment status 'inactive'.",
+        ),
+        ("issues.opened", "issues", "Ignored: an issue without the incident label."),
+    ],
+)
+def test_what_the_app_does_not_track_is_acknowledged_and_ignored(name, event, detail, metrics):
+    before = metrics()
+    answer = deliver(name, event, "d-1")
+    assert (answer.status_code, answer.json()) == (202, {"outcome": "ignored", "detail": detail})
+    assert not (Deployment.objects.exists() or Incident.objects.exists())
+    assert WebhookDelivery.objects.get().outcome == "ignored"
+    assert delta(metrics(), before).value(DELIVERIES, platform="github", outcome="ignored") == 1
+    # Its redelivery is a duplicate.
+    assert deliver(name, event, "d-1").json() == {"outcome": "duplicate"}
+
+
+def test_the_signature_is_over_the_raw_bytes(metrics):
+    body = fixture("deployment_status.success")
+    reserialised = json.dumps(json.loads(body)).encode()  # the same JSON, other bytes
+    assert reserialised != body
+    before = metrics()
+    forged = deliver("deployment_status.success", "deployment_status", "d-1",
+                     HTTP_X_HUB_SIGNATURE_256=sign(reserialised))  # fmt: skip
+    assert forged.status_code == 401
+    assert "X-Hub-Signature-256" in forged.json()["detail"]
+    wrong = deliver("deployment_status.success", "deployment_status", "d-1",
+                    HTTP_X_HUB_SIGNATURE_256=sign(body, "another secret"))  # fmt: skip
+    assert wrong.status_code == 401
+    assert not Deployment.objects.exists() and not WebhookDelivery.objects.exists()
+    assert delta(metrics(), before).value(DELIVERIES, platform="github", outcome="rejected") == 2
+
+
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [
+        ({"HTTP_X_HUB_SIGNATURE_256": ""}, 401),
+        ({"HTTP_X_HUB_SIGNATURE_256": "sha1=abc"}, 401),
+        ({"content_type": "application/x-www-form-urlencoded"}, 415),
+        ({"HTTP_X_GITHUB_DELIVERY": ""}, 400),
+        ({"HTTP_TRANSFER_ENCODING": "chunked", "CONTENT_LENGTH": ""}, 411),
+    ],
+)
+def test_bad_deliveries_get_their_status_and_change_nothing(headers, code):
+    answer = deliver("deployment_status.success", "deployment_status", "d-1", **headers)
+    assert answer.status_code == code, answer.content
+    assert not Deployment.objects.exists() and not WebhookDelivery.objects.exists()
+
+
+def test_an_oversized_body_gets_413(settings):
+    settings.TAMMA_METRICS = {"WEBHOOK_SECRETS": {"github": SECRET}, "WEBHOOK_MAX_BYTES": 100}
+    answer = deliver("deployment_status.success", "deployment_status", "d-1")
+    assert answer.status_code == 413
+    assert not Deployment.objects.exists()
+
+
+def test_without_a_secret_webhooks_are_off(settings):
+    settings.TAMMA_METRICS = {}
+    answer = deliver("deployment_status.success", "deployment_status", "d-1")
+    assert answer.status_code == 403
+    assert "WEBHOOK_SECRETS" in answer.json()["detail"]
+
+
+def test_a_signed_body_that_is_not_what_github_sends_names_the_field():
+    payload = json.loads(fixture("deployment_status.success"))
+    del payload["deployment"]["environment"]
+    body = json.dumps(payload).encode()
+    answer = deliver("", "deployment_status", "d-1", body=body)
+    assert (answer.status_code, answer.json()) == (
+        400,
+        {"environment": ["environment is missing."]},
+    )
+    future = json.loads(fixture("deployment_status.success"))
+    future["deployment_status"]["created_at"] = (
+        datetime.now().astimezone() + timedelta(days=1)
+    ).isoformat()
+    answer = deliver("", "deployment_status", "d-2", body=json.dumps(future).encode())
+    assert answer.status_code == 400
+    assert set(answer.json()) == {"observed_at"}
+    assert not Deployment.objects.exists() and not WebhookDelivery.objects.exists()
