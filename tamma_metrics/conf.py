@@ -113,6 +113,8 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_SECRETS": {},
     # A GitHub issue with this label is an incident.
     "WEBHOOK_INCIDENT_LABEL": "incident",
+    # How long a webhook delivery id is remembered (GitHub redelivers up to 3 days back).
+    "WEBHOOK_DEDUP_SECONDS": 604_800,
     # The largest webhook body taken (bytes); larger ones answer 413.
     "WEBHOOK_MAX_BYTES": 1_048_576,
     "HEALTH_APPROVAL_WAIT_CRITICAL_SECONDS": 86_400,

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
+from tamma_metrics.api import webhooks
 from tamma_metrics.models import Deployment, Incident, Issue, PullRequest, WebhookDelivery
 from tests.utils import delta
 
@@ -235,3 +237,11 @@ def test_a_signed_body_that_is_not_what_github_sends_names_the_field():
     assert answer.status_code == 400
     assert set(answer.json()) == {"observed_at"}
     assert not Deployment.objects.exists() and not WebhookDelivery.objects.exists()
+
+
+def test_delivery_ids_are_forgotten_after_the_window(monkeypatch):
+    old = WebhookDelivery.objects.create(platform="github", delivery_id="old", event="ping")
+    WebhookDelivery.objects.filter(pk=old.pk).update(received_at=timezone.now() - timedelta(days=8))
+    monkeypatch.setattr(webhooks, "_last_prune", float("-inf"))
+    deliver("ping", "ping", "new")
+    assert list(WebhookDelivery.objects.values_list("delivery_id", flat=True)) == ["new"]

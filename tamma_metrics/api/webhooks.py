@@ -20,9 +20,12 @@ import hashlib
 import hmac
 import json
 import logging
+import time
+from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -216,6 +219,20 @@ HANDLERS = {
 }
 
 
+_last_prune = float("-inf")
+PRUNE_EVERY_SECONDS = 60.0
+
+
+def _prune() -> None:
+    """Forget delivery ids older than WEBHOOK_DEDUP_SECONDS, at most once a minute."""
+    global _last_prune
+    now = time.monotonic()
+    if now - _last_prune >= PRUNE_EVERY_SECONDS:
+        _last_prune = now
+        cutoff = timezone.now() - timedelta(seconds=app_settings.WEBHOOK_DEDUP_SECONDS)
+        WebhookDelivery.objects.filter(received_at__lt=cutoff).delete()
+
+
 class GitHubWebhookView(bodies.DatabaseAwareView):
     """POST a GitHub webhook delivery (signed); see docs/webhooks.md."""
 
@@ -257,6 +274,7 @@ class GitHubWebhookView(bodies.DatabaseAwareView):
         if not isinstance(payload, dict):
             return self._answer(400, "rejected", {"detail": "The body is not a JSON object."})
         handler = HANDLERS.get(event)
+        _prune()
         try:
             with transaction.atomic():
                 try:
