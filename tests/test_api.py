@@ -398,6 +398,7 @@ def test_schema_and_docs_are_served():
         "/api/v1/velocity",
         "/api/v1/delivery",
         "/api/v1/webhooks/github",
+        "/api/v1/webhooks/gitlab",
         "/api/v1/health",
         "/api/v1/issues",
         "/api/v1/pull-requests",

@@ -54,6 +54,7 @@ def test_no_input_makes_a_server_error(wsgi_app, worker_headers, settings, mode)
         "GET /api/v1/velocity",
         "GET /api/v1/delivery",
         "POST /api/v1/webhooks/github",
+        "POST /api/v1/webhooks/gitlab",
         "GET /api/v1/health",
         "POST /api/v1/issues",
         "POST /api/v1/pull-requests",

@@ -1,6 +1,6 @@
-"""GitHub webhooks: each fixture (tests/fixtures/github, payload shapes from GitHub's
-webhook documentation, trimmed) maps onto the expected rows and counters; every way a
-delivery can be wrong gets its status and changes nothing."""
+"""GitHub and GitLab webhooks: each fixture (tests/fixtures, payload shapes from the
+platforms' webhook documentation, trimmed) maps onto the expected rows and counters; every
+way a delivery can be wrong gets its status and changes nothing."""
 
 from __future__ import annotations
 
@@ -245,3 +245,110 @@ def test_delivery_ids_are_forgotten_after_the_window(monkeypatch):
     monkeypatch.setattr(webhooks, "_last_prune", float("-inf"))
     deliver("ping", "ping", "new")
     assert list(WebhookDelivery.objects.values_list("delivery_id", flat=True)) == ["new"]
+
+
+# -- GitLab -----------------------------------------------------------------------------
+
+GITLAB = Path(__file__).parent / "fixtures" / "gitlab"
+TOKEN = "gitlab-secret-token"
+
+
+def from_gitlab(name: str, delivery: str, *, token: str = TOKEN, **headers):
+    meta = {"HTTP_X_GITLAB_TOKEN": token, "HTTP_IDEMPOTENCY_KEY": delivery, **headers}
+    body = (GITLAB / f"{name}.json").read_bytes()
+    return Client().post("/api/v1/webhooks/gitlab", body, content_type="application/json", **meta)
+
+
+@pytest.fixture
+def gitlab_secret(settings):
+    settings.TAMMA_METRICS = {"WEBHOOK_SECRETS": {"github": SECRET, "gitlab": TOKEN}}
+
+
+@pytest.fixture
+def tammas_mr() -> PullRequest:
+    issue = Issue.objects.create(
+        platform="gitlab",
+        repository="acme/api",
+        external_id="7",
+        issue_type="feature",
+        provider="openai",
+        status="in_progress",
+    )
+    return PullRequest.objects.create(
+        issue=issue,
+        platform="gitlab",
+        repository="acme/api",
+        number=3,
+        created_at=at("2026-12-04T09:00:00Z"),
+        first_commit_at=at("2026-12-04T08:00:00Z"),
+        observed_at=at("2026-12-04T09:00:00Z"),
+    )
+
+
+def test_a_merge_requests_life_from_gitlab(gitlab_secret, tammas_mr, metrics):
+    before = metrics()
+    for name, delivery in (
+        ("merge_request.update.ready", "g-1"),
+        ("merge_request.approved", "g-2"),
+        ("merge_request.merge", "g-3"),
+    ):
+        answer = from_gitlab(name, delivery)
+        assert (answer.status_code, answer.json()["outcome"]) == (200, "applied"), name
+    row = PullRequest.objects.get()
+    assert (row.status, row.ready_at, row.approved_at, row.merged_at) == (
+        "merged",
+        at("2026-12-04T10:00:00Z"),
+        at("2026-12-04T12:00:00Z"),
+        at("2026-12-04T13:00:00Z"),
+    )
+    assert (row.first_review_at, row.review_rounds) == (at("2026-12-04T12:00:00Z"), 1)
+    change = delta(metrics(), before)
+    stage = "tamma_pr_stage_duration_seconds_sum"
+    for name, hours in (("coding", 2), ("pickup", 2), ("review", 0), ("merge", 1)):
+        assert change.value(stage, platform="gitlab", stage=name) == pytest.approx(hours * 3600)
+    assert change.value(DELIVERIES, platform="gitlab", outcome="applied") == 3
+
+
+def test_a_deployment_and_an_incident_from_gitlab(gitlab_secret, metrics):
+    before = metrics()
+    assert from_gitlab("deployment.success", "g-1").status_code == 200
+    row = Deployment.objects.get()
+    # 14:30 at +01:00.
+    assert (row.external_id, row.status, row.finished_at) == (
+        "15",
+        "succeeded",
+        at("2026-12-04T13:30:00Z"),
+    )
+    assert from_gitlab("issue.open.incident", "g-2").status_code == 200
+    assert from_gitlab("issue.close.incident", "g-3").status_code == 200
+    incident = Incident.objects.get()
+    assert (incident.external_id, incident.severity, incident.status, incident.deployment) == (
+        "23",
+        "medium",
+        "resolved",
+        row,
+    )
+    change = delta(metrics(), before)
+    recovery = "tamma_failed_deployment_recovery_seconds_sum"
+    assert change.value(recovery, platform="gitlab", severity="medium") == pytest.approx(7200)
+    assert change.value("tamma_incidents_total", severity="medium") == 1
+
+
+def test_gitlab_deliveries_are_checked_and_deduplicated(gitlab_secret, metrics):
+    assert from_gitlab("deployment.success", "g-1", token="wrong").status_code == 401
+    assert from_gitlab("deployment.success", "g-1", token="").status_code == 401
+    assert not Deployment.objects.exists()
+    assert from_gitlab("deployment.success", "g-1").status_code == 200
+    assert from_gitlab("deployment.success", "g-1").json() == {"outcome": "duplicate"}
+    # Without an Idempotency-Key the event UUID names the delivery.
+    uuid = {"HTTP_IDEMPOTENCY_KEY": "", "HTTP_X_GITLAB_EVENT_UUID": "uuid-1"}
+    assert from_gitlab("push", "", **uuid).status_code == 202
+    assert from_gitlab("push", "", **uuid).json() == {"outcome": "duplicate"}
+    canceled = from_gitlab("deployment.canceled", "g-4")
+    assert canceled.json() == {
+        "outcome": "ignored",
+        "detail": "Ignored: a deployment status 'canceled'.",
+    }
+    assert Deployment.objects.count() == 1
+    missing = from_gitlab("push", "", HTTP_IDEMPOTENCY_KEY="")
+    assert (missing.status_code, set(missing.json())) == (400, {"Idempotency-Key"})

@@ -3,7 +3,7 @@
 from django.contrib.auth.decorators import login_not_required
 from django.urls import path
 
-from . import views, webhooks
+from . import github, gitlab, views
 from .state import StateView
 
 urlpatterns = [
@@ -26,8 +26,13 @@ urlpatterns = [
     path("api/v1/health", login_not_required(views.HealthView.as_view()), name="api-health"),
     path(
         "api/v1/webhooks/github",
-        login_not_required(webhooks.GitHubWebhookView.as_view()),
+        login_not_required(github.GitHubWebhookView.as_view()),
         name="api-webhook-github",
+    ),
+    path(
+        "api/v1/webhooks/gitlab",
+        login_not_required(gitlab.GitLabWebhookView.as_view()),
+        name="api-webhook-gitlab",
     ),
     # The state API (docs/state.md): rows by natural key.
     *(

@@ -1,34 +1,25 @@
-"""GitHub's webhooks onto the same rows as the state API (docs/webhooks.md).
+"""Webhooks onto the same rows as the state API (docs/webhooks.md): what every platform's
+endpoint does, whatever the platform. A platform (``github``, ``gitlab``) says how its
+deliveries are authenticated, named and mapped to items.
 
-``POST /api/v1/webhooks/github``: the signature is the authentication. GitHub signs the
-raw body with the webhook's secret (``X-Hub-Signature-256: sha256=<HMAC-SHA256>``); the
-app computes the HMAC over the bytes it received, never over a re-serialised body, and
-compares in constant time. A delivery id (``X-GitHub-Delivery``) is recorded in the
-transaction that applies it, so a redelivery changes and counts nothing.
-
-Events: ``pull_request`` updates a pull request the app already holds (Tamma's, written
-through the state API; others are ignored: the app cannot tell which issue they belong
-to), ``pull_request_review`` its timeline, ``deployment_status`` a deployment, ``issues``
-with the incident label an incident; ``ping`` and anything else is acknowledged (202) and
+The platform's check is the authentication, made before the body is parsed. A delivery id
+is recorded in the transaction that applies the delivery, so a redelivery changes and
+counts nothing. An event or object the app does not track is acknowledged (202) and
 ignored. Every outcome is counted in ``tamma_metrics_webhook_deliveries_total``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import json
-import logging
 import time
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.parsers import BaseParser
 from rest_framework.permissions import AllowAny
@@ -37,19 +28,18 @@ from rest_framework.response import Response
 
 from .. import selfmetrics, state
 from ..conf import app_settings
-from ..models import PullRequest, WebhookDelivery
-from ..state import reviews
+from ..models import WebhookDelivery
 from . import bodies
 from .state import SERIALIZERS
 
-__all__ = ["GitHubWebhookView"]
+__all__ = ["BadPayload", "Ignored", "WebhookView", "apply_item", "field", "moment"]
 
-logger = logging.getLogger(__name__)
-PLATFORM = "github"
+PRUNE_EVERY_SECONDS = 60.0
+_last_prune = float("-inf")
 
 
 class _RawBody(BaseParser):
-    """Leaves the body alone: the signature is over its exact bytes."""
+    """Leaves the body alone: a signature is over its exact bytes."""
 
     media_type = "*/*"
 
@@ -62,19 +52,15 @@ class Ignored(Exception):
 
 
 class BadPayload(Exception):
-    """A signed delivery whose body is not what GitHub sends (400 naming the field)."""
+    """An authentic delivery whose body is not what the platform sends (400 naming the
+    field)."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, name: str, message: str) -> None:
         super().__init__(message)
-        self.field = field
+        self.field = name
 
 
-def _signed(secret: str, body: bytes, header: str) -> bool:
-    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected.encode(), header.encode())
-
-
-def _get(payload: Any, path: str) -> Any:
+def field(payload: Any, path: str) -> Any:
     """``payload["a"]["b"]`` for ``path`` "a.b"; BadPayload naming it when missing."""
     value = payload
     for part in path.split("."):
@@ -84,143 +70,27 @@ def _get(payload: Any, path: str) -> Any:
     return value
 
 
-def _time(payload: Any, path: str) -> Any:
-    value = _get(payload, path)
-    moment = parse_datetime(value) if isinstance(value, str) else None
-    if moment is None:
-        raise BadPayload(path, f"{path} is not an ISO 8601 time.")
-    return moment
+def moment(payload: Any, path: str) -> Any:
+    """A time field, ISO 8601 or GitLab's ``2026-12-04 10:00:00 UTC``, as an aware datetime."""
+    value = field(payload, path)
+    parsed = None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith(" UTC"):
+            text = text[: -len(" UTC")].replace(" ", "T") + "+00:00"
+        parsed = parse_datetime(text)
+    if parsed is None or timezone.is_naive(parsed):
+        raise BadPayload(path, f"{path} is not a time with a zone.")
+    return parsed
 
 
-def _apply(kind: str, item: dict[str, Any]) -> str:
-    """Validate ``item`` as the state API does and write it; the item's outcome."""
+def apply_item(kind: str, item: dict[str, Any]) -> str:
+    """Validate ``item`` as the state API does and write it; the row's answer."""
     serializer = SERIALIZERS[kind](data=item)
     if not serializer.is_valid():
-        field, errors = next(iter(serializer.errors.items()))
-        raise BadPayload(field, f"{field}: {errors[0] if isinstance(errors, list) else errors}")
+        name, errors = next(iter(serializer.errors.items()))
+        raise BadPayload(name, f"{name}: {errors[0] if isinstance(errors, list) else errors}")
     return state.apply(kind, [dict(serializer.validated_data)])[0].status
-
-
-def _pull_request(payload: dict[str, Any]) -> str:
-    pr = _get(payload, "pull_request")
-    repository = _get(payload, "repository.full_name")
-    number = _get(pr, "number")
-    row = (
-        PullRequest.objects.filter(platform=PLATFORM, repository=repository, number=number)
-        .select_related("issue")
-        .first()
-    )
-    if row is None:
-        raise Ignored("a pull request the app does not hold")
-    merged = bool(pr.get("merged"))
-    status_ = "merged" if merged else "closed" if _get(pr, "state") == "closed" else "open"
-    observed = _get(pr, "updated_at")
-    item: dict[str, Any] = {
-        "platform": PLATFORM,
-        "repository": repository,
-        "number": number,
-        "issue_external_id": row.issue.external_id,
-        "status": status_,
-        "created_at": _get(pr, "created_at"),
-        "observed_at": observed,
-    }
-    for ours, theirs in (
-        ("additions", "additions"),
-        ("deletions", "deletions"),
-        ("files_changed", "changed_files"),
-    ):
-        if isinstance(pr.get(theirs), int):
-            item[ours] = pr[theirs]
-    if merged:
-        item["merged_at"] = _get(pr, "merged_at")
-    elif status_ == "closed":
-        item["closed_at"] = _get(pr, "closed_at")
-    if payload.get("action") == "ready_for_review":
-        item["ready_at"] = observed
-    return _apply("pull-requests", item)
-
-
-def _review(payload: dict[str, Any]) -> str:
-    if payload.get("action") != "submitted":
-        raise Ignored("a review that was not submitted")
-    verdict = str(_get(payload, "review.state")).lower()
-    return reviews.review_submitted(
-        PLATFORM,
-        _get(payload, "repository.full_name"),
-        _get(payload, "pull_request.number"),
-        _time(payload, "review.submitted_at"),
-        verdict,
-    )
-
-
-# GitHub's deployment states; inactive (an older deployment superseded) changes nothing.
-_DEPLOYMENT_STATUS = {
-    "success": "succeeded",
-    "failure": "failed",
-    "error": "failed",
-    "in_progress": "in_progress",
-    "queued": "pending",
-    "pending": "pending",
-}
-
-
-def _deployment_status(payload: dict[str, Any]) -> str:
-    deployment = _get(payload, "deployment")
-    github_state = _get(payload, "deployment_status.state")
-    ours = _DEPLOYMENT_STATUS.get(github_state)
-    if ours is None:
-        raise Ignored(f"a deployment status {github_state!r}")
-    at = _get(payload, "deployment_status.created_at")
-    item = {
-        "platform": PLATFORM,
-        "repository": _get(payload, "repository.full_name"),
-        "external_id": str(_get(deployment, "id")),
-        "environment": _get(deployment, "environment"),
-        "status": ours,
-        "commit_sha": str(deployment.get("sha") or ""),
-        "started_at": _get(deployment, "created_at"),
-        "observed_at": at,
-    }
-    if ours in ("succeeded", "failed"):
-        item["finished_at"] = at
-    return _apply("deployments", item)
-
-
-def _issue(payload: dict[str, Any]) -> str:
-    issue = _get(payload, "issue")
-    names = [
-        label.get("name", "") for label in issue.get("labels") or [] if isinstance(label, dict)
-    ]
-    if app_settings.WEBHOOK_INCIDENT_LABEL not in names:
-        raise Ignored("an issue without the incident label")
-    severity = next(
-        (name.split(":", 1)[1] for name in names if name.startswith("severity:")), "high"
-    )
-    closed = _get(issue, "state") == "closed"
-    item = {
-        "platform": PLATFORM,
-        "repository": _get(payload, "repository.full_name"),
-        "external_id": str(_get(issue, "number")),
-        "severity": severity,
-        "status": "resolved" if closed else "open",
-        "opened_at": _get(issue, "created_at"),
-        "observed_at": _get(issue, "updated_at"),
-    }
-    if closed:
-        item["resolved_at"] = _get(issue, "closed_at")
-    return _apply("incidents", item)
-
-
-HANDLERS = {
-    "pull_request": _pull_request,
-    "pull_request_review": _review,
-    "deployment_status": _deployment_status,
-    "issues": _issue,
-}
-
-
-_last_prune = float("-inf")
-PRUNE_EVERY_SECONDS = 60.0
 
 
 def _prune() -> None:
@@ -233,54 +103,52 @@ def _prune() -> None:
         WebhookDelivery.objects.filter(received_at__lt=cutoff).delete()
 
 
-class GitHubWebhookView(bodies.DatabaseAwareView):
-    """POST a GitHub webhook delivery (signed); see docs/webhooks.md."""
+def _error(code: int, detail: Any) -> Response:
+    return Response(detail if isinstance(detail, dict) else {"detail": detail}, status=code)
 
-    authentication_classes: list = []
-    permission_classes = [AllowAny]  # the signature is checked below, before anything
+
+class WebhookView(bodies.DatabaseAwareView):
+    """One platform's webhook endpoint; subclasses say how its deliveries look."""
+
+    authentication_classes: ClassVar[list] = []
+    permission_classes = [AllowAny]  # the platform's check runs first, in post()
     parser_classes = [_RawBody]
 
-    @extend_schema(
-        operation_id="webhook_github",
-        summary="GitHub webhook",
-        description=(
-            "A GitHub webhook delivery, signed with X-Hub-Signature-256 (401 without a valid "
-            "signature, 403 when no secret is configured). pull_request, "
-            "pull_request_review, deployment_status and issues (the incident label) update "
-            "rows; a redelivery (the same X-GitHub-Delivery) changes nothing; other events "
-            "answer 202. 400 names the payload field at fault, 411 for a chunked body, 413 "
-            "over WEBHOOK_MAX_BYTES, 415 unless JSON. See docs/webhooks.md."
-        ),
-        parameters=[
-            OpenApiParameter("X-GitHub-Event", str, OpenApiParameter.HEADER, required=True),
-            OpenApiParameter("X-GitHub-Delivery", str, OpenApiParameter.HEADER, required=True),
-            OpenApiParameter("X-Hub-Signature-256", str, OpenApiParameter.HEADER, required=True),
-        ],
-        request=OpenApiTypes.OBJECT,
-        responses=dict.fromkeys((200, 202, 400, 401, 403, 411, 413, 415), OpenApiTypes.OBJECT),
-    )
+    platform: ClassVar[str] = ""
+    # The header naming the event, and those carrying the delivery id (first found).
+    event_header: ClassVar[str] = ""
+    delivery_headers: ClassVar[tuple[str, ...]] = ()
+    delivery_label: ClassVar[str] = ""  # the first header's name, for the 400
+    handlers: ClassVar[dict[str, Callable[[dict[str, Any]], str]]] = {}
+
+    def authentic(self, request: Request, secret: str) -> str | None:
+        """None when the delivery is the platform's, else why not (401)."""
+        raise NotImplementedError
+
+    def event_of(self, request: Request, payload: dict[str, Any]) -> str:
+        return request.META.get(self.event_header, "")
+
     def post(self, request: Request) -> Response:
         refused = self._refused(request)
         if refused is not None:
-            selfmetrics.count_webhook(PLATFORM, "rejected")
+            selfmetrics.count_webhook(self.platform, "rejected")
             return refused
-        body = request.body
-        event = request.META.get("HTTP_X_GITHUB_EVENT", "")
-        delivery = request.META.get("HTTP_X_GITHUB_DELIVERY", "")
+        delivery = self._delivery(request)
         try:
-            payload = json.loads(body)
+            payload = json.loads(request.body)
         except ValueError:
             return self._answer(400, "rejected", {"detail": "The body is not JSON."})
         if not isinstance(payload, dict):
             return self._answer(400, "rejected", {"detail": "The body is not a JSON object."})
-        handler = HANDLERS.get(event)
+        event = self.event_of(request, payload)
+        handler = self.handlers.get(event)
         _prune()
         try:
             with transaction.atomic():
                 try:
                     with transaction.atomic():
                         record = WebhookDelivery.objects.create(
-                            platform=PLATFORM, delivery_id=delivery, event=event[:64]
+                            platform=self.platform, delivery_id=delivery, event=event[:64]
                         )
                 except IntegrityError:
                     return self._answer(200, "duplicate", {"outcome": "duplicate"})
@@ -297,33 +165,40 @@ class GitHubWebhookView(bodies.DatabaseAwareView):
             return self._answer(400, "rejected", {bad.field: [str(bad)]})
         return self._answer(200, record.outcome, {"outcome": record.outcome, "result": result})
 
+    def _delivery(self, request: Request) -> str:
+        for header in self.delivery_headers:
+            if value := request.META.get(header, ""):
+                return value
+        return ""
+
     def _refused(self, request: Request) -> Response | None:
-        secret = (app_settings.WEBHOOK_SECRETS or {}).get(PLATFORM)
+        secret = (app_settings.WEBHOOK_SECRETS or {}).get(self.platform)
         if not secret:
-            return Response(
-                {"detail": "Webhooks from github are off: set WEBHOOK_SECRETS['github']."},
-                status=status.HTTP_403_FORBIDDEN,
+            return _error(
+                status.HTTP_403_FORBIDDEN,
+                f"Webhooks from {self.platform} are off: set WEBHOOK_SECRETS['{self.platform}'].",
             )
         framed = bodies.framing(request, int(app_settings.WEBHOOK_MAX_BYTES))
         if framed is not None:
             return framed
         content_type = request.META.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
         if content_type != "application/json":
-            return Response(
-                {"detail": "Send the webhook as application/json (the webhook's content type)."},
-                status=status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            return _error(
+                status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                "Send the webhook as application/json (the webhook's content type).",
             )
-        signature = request.META.get("HTTP_X_HUB_SIGNATURE_256", "")
-        if not signature or not _signed(secret, request.body, signature):
-            return Response(
-                {"detail": "X-Hub-Signature-256 is missing or does not match the body."},
-                status=status.HTTP_401_UNAUTHORIZED,
-            )
-        delivery = request.META.get("HTTP_X_GITHUB_DELIVERY", "")
+        why = self.authentic(request, secret)
+        if why is not None:
+            return _error(status.HTTP_401_UNAUTHORIZED, why)
+        delivery = self._delivery(request)
         if not delivery or len(delivery) > 128:
-            return Response(
-                {"X-GitHub-Delivery": ["The delivery id is missing or longer than 128."]},
-                status=status.HTTP_400_BAD_REQUEST,
+            return _error(
+                status.HTTP_400_BAD_REQUEST,
+                {
+                    self.delivery_label: [
+                        "The delivery id is missing or longer than 128 characters."
+                    ]
+                },
             )
         return None
 
@@ -331,9 +206,9 @@ class GitHubWebhookView(bodies.DatabaseAwareView):
         """An ignored delivery is remembered too (its redelivery is a duplicate)."""
         with contextlib.suppress(IntegrityError):
             WebhookDelivery.objects.create(
-                platform=PLATFORM, delivery_id=delivery, event=event[:64], outcome="ignored"
+                platform=self.platform, delivery_id=delivery, event=event[:64], outcome="ignored"
             )
 
     def _answer(self, code: int, outcome: str, body: dict[str, Any]) -> Response:
-        selfmetrics.count_webhook(PLATFORM, outcome)
+        selfmetrics.count_webhook(self.platform, outcome)
         return Response(body, status=code)
