@@ -169,6 +169,9 @@ def test_every_event_type_records_its_family(worker, metrics):
     [
         ({"type": "ai_requests"}, "type", "Unknown event type"),
         ({"type": None}, "type", "This field is required."),
+        ({"type": ["ai_request"]}, "type", "Must be a string"),
+        ({"type": {"name": "ai_request"}}, "type", "Must be a string"),
+        ({"type": 7}, "type", "Must be a string"),
         ({"colour": "blue"}, "colour", "Unknown field."),
         ({"model": None}, "model", "This field may not be null."),
         ({"duration_seconds": -1}, "duration_seconds", "greater than or equal to 0"),

@@ -23,7 +23,7 @@ from rest_framework.response import Response
 from ..conf import app_settings
 from ..models import PullRequest
 from ..state import reviews
-from .webhooks import Ignored, WebhookView, apply_item, field, moment
+from .webhooks import Ignored, WebhookView, apply_item, field, label_names, moment
 
 __all__ = ["GitHubWebhookView"]
 
@@ -36,9 +36,9 @@ def _signed(secret: str, body: bytes, header: str) -> bool:
 
 
 def _pull_request(payload: dict[str, Any]) -> str:
-    pr = field(payload, "pull_request")
-    repository = field(payload, "repository.full_name")
-    number = field(pr, "number")
+    pr = field(payload, "pull_request", dict)
+    repository = field(payload, "repository.full_name", str)
+    number = field(pr, "number", int)
     row = (
         PullRequest.objects.filter(platform=PLATFORM, repository=repository, number=number)
         .select_related("issue")
@@ -80,8 +80,8 @@ def _review(payload: dict[str, Any]) -> str:
     verdict = str(field(payload, "review.state")).lower()
     return reviews.review_submitted(
         PLATFORM,
-        field(payload, "repository.full_name"),
-        field(payload, "pull_request.number"),
+        field(payload, "repository.full_name", str),
+        field(payload, "pull_request.number", int),
         moment(payload, "review.submitted_at"),
         verdict,
     )
@@ -99,8 +99,8 @@ _DEPLOYMENT_STATUS = {
 
 
 def _deployment_status(payload: dict[str, Any]) -> str:
-    deployment = field(payload, "deployment")
-    github_state = field(payload, "deployment_status.state")
+    deployment = field(payload, "deployment", dict)
+    github_state = field(payload, "deployment_status.state", str)
     ours = _DEPLOYMENT_STATUS.get(github_state)
     if ours is None:
         raise Ignored(f"a deployment status {github_state!r}")
@@ -121,10 +121,8 @@ def _deployment_status(payload: dict[str, Any]) -> str:
 
 
 def _issue(payload: dict[str, Any]) -> str:
-    issue = field(payload, "issue")
-    names = [
-        label.get("name", "") for label in issue.get("labels") or [] if isinstance(label, dict)
-    ]
+    issue = field(payload, "issue", dict)
+    names = label_names(issue.get("labels"), "name")
     if app_settings.WEBHOOK_INCIDENT_LABEL not in names:
         raise Ignored("an issue without the incident label")
     severity = next(

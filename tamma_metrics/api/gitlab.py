@@ -22,7 +22,7 @@ from rest_framework.response import Response
 from ..conf import app_settings
 from ..models import PullRequest
 from ..state import reviews
-from .webhooks import Ignored, WebhookView, apply_item, field, moment
+from .webhooks import Ignored, WebhookView, apply_item, field, label_names, moment
 
 __all__ = ["GitLabWebhookView"]
 
@@ -42,9 +42,9 @@ def _iso(payload: Any, path: str) -> str:
 
 
 def _merge_request(payload: dict[str, Any]) -> str:
-    attributes = field(payload, "object_attributes")
-    repository = field(payload, "project.path_with_namespace")
-    number = field(attributes, "iid")
+    attributes = field(payload, "object_attributes", dict)
+    repository = field(payload, "project.path_with_namespace", str)
+    number = field(attributes, "iid", int)
     row = (
         PullRequest.objects.filter(platform=PLATFORM, repository=repository, number=number)
         .select_related("issue")
@@ -57,7 +57,7 @@ def _merge_request(payload: dict[str, Any]) -> str:
         return reviews.review_submitted(
             PLATFORM, repository, number, moment(attributes, "updated_at"), reviews.APPROVED
         )
-    gitlab_state = field(attributes, "state")
+    gitlab_state = field(attributes, "state", str)
     status_ = _MR_STATUS.get(gitlab_state)
     if status_ is None:
         raise Ignored(f"a merge request state {gitlab_state!r}")
@@ -78,14 +78,15 @@ def _merge_request(payload: dict[str, Any]) -> str:
         item["closed_at"] = _iso(
             attributes, "closed_at" if attributes.get("closed_at") else "updated_at"
         )
-    draft = (payload.get("changes") or {}).get("draft") or {}
-    if draft.get("previous") is True and draft.get("current") is False:
+    changes = payload.get("changes")
+    draft = changes.get("draft") if isinstance(changes, dict) else None
+    if isinstance(draft, dict) and draft.get("previous") is True and draft.get("current") is False:
         item["ready_at"] = observed
     return apply_item("pull-requests", item)
 
 
 def _deployment(payload: dict[str, Any]) -> str:
-    gitlab_status = field(payload, "status")
+    gitlab_status = field(payload, "status", str)
     ours = _DEPLOYMENT_STATUS.get(gitlab_status)
     if ours is None:
         raise Ignored(f"a deployment status {gitlab_status!r}")
@@ -107,9 +108,8 @@ def _deployment(payload: dict[str, Any]) -> str:
 
 
 def _issue(payload: dict[str, Any]) -> str:
-    attributes = field(payload, "object_attributes")
-    labels = payload.get("labels") or attributes.get("labels") or []
-    names = [label.get("title", "") for label in labels if isinstance(label, dict)]
+    attributes = field(payload, "object_attributes", dict)
+    names = label_names(payload.get("labels") or attributes.get("labels"), "title")
     if app_settings.WEBHOOK_INCIDENT_LABEL not in names:
         raise Ignored("an issue without the incident label")
     severity = next(

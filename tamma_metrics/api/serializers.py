@@ -203,6 +203,8 @@ def for_event(data: Any) -> EventSerializer | dict:
     kind = data.get("type")
     if kind is None:
         return {"type": ["This field is required."]}
+    if not isinstance(kind, str):  # a list or an object would not even hash
+        return {"type": [f"Must be a string; one of {', '.join(EVENT_TYPES)}."]}
     if kind in MOVED_TO_STATE:
         return {
             "type": [
@@ -210,7 +212,7 @@ def for_event(data: Any) -> EventSerializer | dict:
                 "API), so the row and the counter agree."
             ]
         }
-    if not isinstance(kind, str) or kind not in EVENT_TYPES:
+    if kind not in EVENT_TYPES:
         return {"type": [f"Unknown event type; one of {', '.join(EVENT_TYPES)}."]}
     return EVENT_TYPES[kind](data=data)
 

@@ -32,7 +32,7 @@ from ..models import WebhookDelivery
 from . import bodies
 from .state import SERIALIZERS
 
-__all__ = ["BadPayload", "Ignored", "WebhookView", "apply_item", "field", "moment"]
+__all__ = ["BadPayload", "Ignored", "WebhookView", "apply_item", "field", "label_names", "moment"]
 
 PRUNE_EVERY_SECONDS = 60.0
 _last_prune = float("-inf")
@@ -60,14 +60,34 @@ class BadPayload(Exception):
         self.field = name
 
 
-def field(payload: Any, path: str) -> Any:
-    """``payload["a"]["b"]`` for ``path`` "a.b"; BadPayload naming it when missing."""
+MAX_NUMBER = 2**31 - 1  # the database's integer columns
+_KIND_NAMES = {str: "a string", int: "an integer", dict: "an object"}
+
+
+def field(payload: Any, path: str, kind: type | None = None) -> Any:
+    """``payload["a"]["b"]`` for ``path`` "a.b"; BadPayload naming it when missing, or
+    when it is not of ``kind`` (values that are looked up or compared must be)."""
     value = payload
     for part in path.split("."):
         if not isinstance(value, dict) or part not in value:
             raise BadPayload(path, f"{path} is missing.")
         value = value[part]
+    if kind is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+        raise BadPayload(path, f"{path} must be {_KIND_NAMES[kind]}.")
+    if kind is int and not 0 <= value <= MAX_NUMBER:  # numbers and ids are looked up
+        raise BadPayload(path, f"{path} must be between 0 and {MAX_NUMBER}.")
     return value
+
+
+def label_names(labels: Any, key: str) -> list[str]:
+    """The names of a list of label objects (``[{key: name}, ...]``); anything else none."""
+    if not isinstance(labels, list):
+        return []
+    return [
+        label[key]
+        for label in labels
+        if isinstance(label, dict) and isinstance(label.get(key), str)
+    ]
 
 
 def moment(payload: Any, path: str) -> Any:
