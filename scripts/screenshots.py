@@ -1,4 +1,4 @@
-"""`make screenshots`: the landing, velocity and health pages as a product manager sees
+"""`make screenshots`: the landing, velocity, delivery and health pages as a product manager sees
 them, with the demo's data, in Debian's Chromium; written to docs/images/.
 
 A throwaway site in a temporary folder (SQLite, its own multiprocess folder), served by
@@ -21,7 +21,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT / "docs" / "images"
-PAGES = {"landing": "/", "velocity": "/reports/velocity/?days=30", "health": "/reports/health/"}
+PAGES = {
+    "landing": "/",
+    "velocity": "/reports/velocity/?days=30",
+    "delivery": "/reports/delivery/?days=30",
+    "health": "/reports/health/",
+}
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update"]  # fmt: skip
 

@@ -1,5 +1,5 @@
-"""Pages for people, in the admin's look and linked from its index: velocity, health and
-the metric families. Staff only; what a page shows follows the same MetricFamily
+"""Pages for people, in the admin's look and linked from its index: velocity, delivery,
+health and the metric families. Staff only; what a page shows follows the same MetricFamily
 permissions as /metrics (``access.visible_families``). The figures come from
 ``reports``, which the summary API serves too."""
 
@@ -17,10 +17,10 @@ from django.urls import reverse
 from django.utils.safestring import mark_safe
 
 from . import access, catalogue
-from .reports import charts, families, health, velocity
+from .reports import charts, delivery, families, health, velocity
 from .reports.charts import Series
 
-__all__ = ["families_page", "health_page", "velocity_page"]
+__all__ = ["delivery_page", "families_page", "health_page", "velocity_page"]
 
 OUTCOME_NAMES = {"success": "Succeeded", "failure": "Failed", "timeout": "Timed out"}
 
@@ -182,6 +182,160 @@ def velocity_page(request: HttpRequest) -> HttpResponse:
         percent=percent,
         providers=providers,
         until=until,
+    )
+
+
+KEY_NAMES = {
+    "deployment_frequency": ("Deployment frequency", "per day"),
+    "lead_time_hours": ("Lead time for changes", "h (median)"),
+    "change_failure_rate": ("Change failure rate", ""),
+    "recovery_time_hours": ("Failed deployment recovery", "h (median)"),
+}
+
+
+def _key_value(key: str, value: float | None) -> str:
+    if value is None:
+        return "–"
+    if key == "change_failure_rate":
+        return _percent(value)
+    return f"{value:g}"
+
+
+def _threshold(key: str, limit: float) -> str:
+    if key == "change_failure_rate":
+        return f"{limit * 100:g}% or less"
+    if key == "deployment_frequency":
+        return f"{round(limit, 4):g} a day or more"
+    return f"under {limit:g} h"
+
+
+def _delivery_keys(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each key with its band, the window before, and the band thresholds in words."""
+    rows = []
+    for key, (name, unit) in KEY_NAMES.items():
+        now, before = report["keys"][key], report["previous_keys"][key]
+        limits = report["bands"][key]
+        rows.append(
+            {
+                "id": key.replace("_", "-"),
+                "name": name,
+                "unit": unit,
+                "value": _key_value(key, now["value"]),
+                "band": now["band"] or "no data",
+                "previous": _key_value(key, before["value"]),
+                "previous_band": before["band"] or "no data",
+                "thresholds": [
+                    (band, _threshold(key, limits[band])) for band in ("elite", "high", "medium")
+                ],
+            }
+        )
+    return rows
+
+
+def _delivery_charts(report: dict[str, Any]) -> list[dict[str, Any]]:
+    per_day = report["deployments_per_day"]
+    stages = report["stages"]
+    waiting = report["waiting"]["providers"]
+    return [
+        {
+            "id": "deployments",
+            "svg": charts.bars(
+                "Production deployments per day",
+                [row["day"][5:] for row in per_day],
+                [
+                    Series("Deployed", [row["deployed"] for row in per_day]),
+                    Series("Failed", [row["failed"] for row in per_day]),
+                ],
+                "deployments per day",
+            ),
+            "columns": ["Day", "Deployed", "Failed, rolled back or with an incident"],
+            "rows": [[row["day"], row["deployed"], row["failed"]] for row in per_day],
+        },
+        {
+            "id": "stages",
+            "svg": charts.bars(
+                "Pull-request stages",
+                [row["stage"] for row in stages],
+                [
+                    Series("Median", [row["p50_hours"] for row in stages]),
+                    Series("p95", [row["p95_hours"] for row in stages]),
+                ],
+                "hours",
+            ),
+            "columns": ["Stage", "Pull requests", "Median h", "p95 h"],
+            "rows": [
+                [row["stage"], row["pull_requests"], row["p50_hours"], row["p95_hours"]]
+                for row in stages
+            ],
+        },
+        {
+            "id": "waiting",
+            "svg": charts.bars(
+                "Agent working and waiting for a person, by provider",
+                [row["provider"] for row in waiting],
+                [
+                    Series("Working", [row["working_hours"] for row in waiting]),
+                    Series("Waiting", [row["waiting_hours"] for row in waiting]),
+                ],
+                "hours (issues completed)",
+            ),
+            "columns": [
+                "Provider",
+                "Issues",
+                "Working h",
+                "Waiting h",
+                "Approvals h",
+                "Reviews h",
+                "Escalations h",
+            ],  # fmt: skip
+            "rows": [
+                [
+                    row["provider"],
+                    row["issues"],
+                    row["working_hours"],
+                    row["waiting_hours"],
+                    *row["waiting_for"].values(),
+                ]
+                for row in waiting
+            ],
+        },
+    ]
+
+
+@staff_member_required
+def delivery_page(request: HttpRequest) -> HttpResponse:
+    if _visible(request, delivery.FAMILIES) != set(delivery.FAMILIES):
+        raise PermissionDenied("Delivery needs permission to see the delivery families.")
+    form = _filter_form(velocity.Filters())[:1]
+    try:
+        days = delivery.parse(request.GET)
+    except velocity.FilterError as error:
+        return _page(
+            request,
+            "delivery.html",
+            "Delivery",
+            status=400,
+            error={"field": error.field, "message": str(error)},
+            form=form,
+        )
+    report = delivery.cached(days)
+    form[0]["options"] = [(str(d), f"last {d} days", d == days) for d in delivery.WINDOWS]
+    for chart in (rows := _delivery_charts(report)):
+        chart["svg"] = mark_safe(chart["svg"])  # noqa: S308 - built with escape()
+    providers = [
+        {**row, "failure": _percent(row["change_failure_rate"])} for row in report["providers"]
+    ]
+    return _page(
+        request,
+        "delivery.html",
+        "Delivery",
+        report=report,
+        keys=_delivery_keys(report),
+        charts=rows,
+        form=form,
+        providers=providers,
+        waiting_share=_percent(report["waiting"]["waiting_share"]),
+        until=datetime.fromisoformat(report["window"]["until"]),
     )
 
 

@@ -22,6 +22,7 @@ urlpatterns = [
     path("", include("tamma_metrics.api.urls")),
     # Pages for people, in the admin's look (staff only; linked from the admin's index).
     path("reports/velocity/", pages.velocity_page, name="velocity"),
+    path("reports/delivery/", pages.delivery_page, name="delivery"),
     path("reports/health/", pages.health_page, name="health-page"),
     path("reports/families/", pages.families_page, name="families-page"),
     path("api/schema", login_not_required(schema), name="api-schema"),

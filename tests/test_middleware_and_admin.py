@@ -74,7 +74,7 @@ def test_admin_edit_of_an_issue_counts_the_transition(admin_client, metrics):
     before = metrics()
     page = admin_client.get(f"/admin/tamma_metrics/issue/{issue.pk}/change/")
     form = page.context["adminform"].form
-    data = {name: form[name].value() or "" for name in form.fields}
+    data = {name: "" if (v := form[name].value()) is None else v for name in form.fields}
     data.update(status="succeeded", completed_at_0="", completed_at_1="")
     data.update(
         {

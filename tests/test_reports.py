@@ -21,6 +21,7 @@ from tamma_metrics.models import ApiToken, MetricFamily
 from tamma_metrics.reports import health, velocity
 from tamma_metrics.roles import OPERATOR, PRODUCT_MANAGER, WORKER, seed_roles
 from tests import factories
+from tests.utils import staff_client
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -260,17 +261,6 @@ def test_the_api_answers_bad_filters_with_400_naming_them(roles, params, field):
     answer = api("/api/v1/velocity", token_of("pm", PRODUCT_MANAGER), **params)
     assert answer.status_code == 400
     assert list(answer.json()) == [field]
-
-
-def staff_client(username: str, role: str | None) -> Client:
-    from django.contrib.auth.models import User
-
-    user = User.objects.create_user(username, password="x", is_staff=True)
-    if role:
-        user.groups.add(Group.objects.get(name=role))
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def test_the_pages_show_what_the_api_serves(scenario, roles):

@@ -7,7 +7,7 @@ import json
 
 import pytest
 from django.core.management import call_command
-from django.db.models import Count, F
+from django.db.models import Count, F, Sum
 from django.utils import timezone
 
 from tamma_metrics.models import (
@@ -100,6 +100,13 @@ def test_counters_equal_the_database_and_reruns_add_nothing(metrics):
     assert Approval.objects.filter(status="pending").exists()
     assert AutonomousLoop.objects.count() == 8
     assert change.total("tamma_ai_requests_total") > 400
+    # Each issue holds what its AI requests cost; per provider, rows equal the counter.
+    for provider, cost in Issue.objects.values_list("provider").annotate(cost=Sum("cost_usd")):
+        counted = change.total("tamma_ai_cost_usd_total", provider=provider)
+        assert counted == pytest.approx(float(cost), abs=1e-6), provider
+    answered = Escalation.objects.exclude(resolved_at=None)
+    assert 0 < answered.count() < Escalation.objects.count()
+    assert not answered.filter(resolved_at__lt=F("created_at")).exists()
     assert change.total("tamma_issue_completion_duration_seconds_count") == sum(
         truth["tamma_issues_processed_total"].values()
     )

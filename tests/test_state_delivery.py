@@ -11,7 +11,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from tamma_metrics.models import Deployment, Incident, PullRequest
+from tamma_metrics.models import Deployment, Escalation, Incident, Issue, PullRequest
 from tamma_metrics.roles import ORCHESTRATOR, WORKER
 from tests.utils import client_of, delta
 
@@ -404,3 +404,40 @@ def test_bad_timeline_fields_are_rejected(tamma, shipped):
         "additions": ["Ensure this value is greater than or equal to 0."]
     }
     assert not PullRequest.objects.filter(number=9).exists()
+
+
+def test_an_issues_ai_cost_follows_the_newest_observation_even_after_its_end(tamma, shipped):
+    issue = {**WHERE, "external_id": "42", "issue_type": "feature", "provider": "anthropic"}
+    done = {**issue, "status": "succeeded", "cost_usd": 1.25, "observed_at": at(-5)}
+    assert answers(post(tamma, "issues", done))[0]["status"] == "updated"
+    # The last requests' bill arrives after the end: the cost still changes, nothing else.
+    later = {**done, "cost_usd": "2.000125", "observed_at": at(-1)}
+    assert answers(post(tamma, "issues", later))[0]["status"] == "updated"
+    older = {**done, "cost_usd": 9, "observed_at": at(-3)}
+    assert answers(post(tamma, "issues", older))[0]["status"] == "stale"
+    row = Issue.objects.get(external_id="42")
+    assert (str(row.cost_usd), row.status) == ("2.000125", "succeeded")
+    for bad, message in ((-1, "greater than or equal to 0"), ("lots", "A valid number")):
+        refused = post(tamma, "issues", {**later, "cost_usd": bad, "observed_at": at(0)})
+        assert refused.status_code == 400
+        assert message in answers(refused)[0]["errors"]["cost_usd"][0]
+
+
+def test_an_escalation_is_answered_later(tamma):
+    raised = {
+        "external_id": "esc-1",
+        "escalation_type": "blocked",
+        "severity": "high",
+        "component": "planner",
+        "reason": "needs_decision",
+        "created_at": at(0),
+        "observed_at": at(0),
+    }
+    assert post(tamma, "escalations", raised).status_code == 201
+    answered = {**raised, "resolved_at": at(30), "observed_at": at(31)}
+    assert answers(post(tamma, "escalations", answered))[0]["status"] == "updated"
+    assert Escalation.objects.get().resolved_at == T0 + timedelta(minutes=30)
+    backwards = {**raised, "resolved_at": at(-1), "observed_at": at(32)}
+    assert answers(post(tamma, "escalations", backwards))[0]["errors"] == {
+        "resolved_at": ["Must not be before created_at."]
+    }

@@ -86,6 +86,19 @@ def client_of(role: str, username: str):
     return Client(HTTP_AUTHORIZATION=f"Bearer {ApiToken.create_for(user, 'test')[1]}")
 
 
+def staff_client(username: str, role: str | None):
+    """A Django test client logged in as a new staff user in ``role`` (seeded before)."""
+    from django.contrib.auth.models import Group, User
+    from django.test import Client
+
+    user = User.objects.create_user(username, password="x", is_staff=True)
+    if role:
+        user.groups.add(Group.objects.get(name=role))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
 def process_env(tmp_path: Path, database_url: str) -> dict[str, str]:
     """The environment of another process on the demo site's settings, this run's
     database (``process_database_url``) and a multiprocess folder of its own."""

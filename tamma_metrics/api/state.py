@@ -133,6 +133,15 @@ class IssueItem(StateItem):
     created_at = ObservedTime(required=False)
     started_at = ObservedTime(required=False)
     completed_at = ObservedTime(required=False)
+    cost_usd = serializers.DecimalField(
+        max_digits=14,
+        decimal_places=6,
+        min_value=0,
+        coerce_to_string=False,
+        required=False,
+        help_text="What the AI providers charged for the work on this issue so far (USD); "
+        "the newest observation's figure replaces the row's.",
+    )
 
 
 class PullRequestItem(StateItem):
@@ -186,9 +195,13 @@ class EscalationItem(StateItem):
     component = Label(max_length=_column(Escalation, "component"))
     reason = Label(max_length=_column(Escalation, "reason"))
     created_at = ObservedTime(required=False)
+    resolved_at = ObservedTime(
+        required=False, help_text="When a person answered it and the work went on."
+    )
     platform = _platform()
     repository = _repository()
     issue_external_id = _issue_reference()
+    times = ("created_at", "resolved_at")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

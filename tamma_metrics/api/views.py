@@ -274,13 +274,11 @@ class DeliveryView(_ReportView):
     def get(self, request: Request) -> Response:
         if self.visible(request, delivery.FAMILIES) != set(delivery.FAMILIES):
             raise PermissionDenied("Delivery needs permission to see the delivery families.")
-        raw = request.query_params.get("days", "30")
-        if not raw.isdigit() or int(raw) not in delivery.WINDOWS:
-            choices = ", ".join(map(str, delivery.WINDOWS))
-            return Response(
-                {"days": [f"Must be one of {choices}."]}, status=status.HTTP_400_BAD_REQUEST
-            )
-        return Response(delivery.delivery(int(raw)))
+        try:
+            days = delivery.parse(request.query_params)
+        except velocity.FilterError as error:
+            return Response({error.field: [str(error)]}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(delivery.cached(days))
 
 
 class HealthView(_ReportView):

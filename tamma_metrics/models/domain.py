@@ -58,6 +58,13 @@ class Issue(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    cost_usd = models.DecimalField(
+        max_digits=14,
+        decimal_places=6,
+        default=0,
+        db_default=0,
+        help_text="What the AI providers charged for the work on this issue so far (USD).",
+    )
     # When Tamma saw the state this row holds (the state API); null for rows written
     # another way. An observation older than this one changes nothing.
     observed_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -238,6 +245,9 @@ class Escalation(models.Model):
     component = models.CharField(max_length=64, help_text="Part of Tamma that escalated.")
     reason = models.CharField(max_length=64, help_text="A short reason code, not free text.")
     created_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a person answered it and the work went on."
+    )
     # When Tamma saw the state this row holds (the state API); null for rows written
     # another way. An observation older than this one changes nothing.
     observed_at = models.DateTimeField(null=True, blank=True, editable=False)

@@ -1,16 +1,19 @@
 """Delivery performance: the four DORA keys for a window of days and for the window
-before it (the trend), each with its performance band, and the pull-request stages.
+before it (the trend), each with its performance band; the pull-request stages; where the
+work waited for a person; and what the AI cost per change, by provider.
 
-Windows are the last ``days`` × 24 hours up to now, and the same length before that.
-Production deployments only (``environment="production"``):
+Days are calendar days in the current time zone (the site's ``TIME_ZONE``), as on the
+velocity page: the window is the last ``days`` of them, today included, and the previous
+window the ``days`` before it. Production deployments only (``environment="production"``):
 
 - deployment frequency: deployments deployed (succeeded, or rolled back later) that
   finished in the window, per day;
 - lead time for changes: median time from a pull request's first commit (its opening
   when the first commit is not known) to its first production deployment, over the pull
-  requests deployed in the window;
+  requests deployed in the window (the changes);
 - change failure rate: of the deployments that finished in the window, those that failed,
-  were rolled back or caused an incident;
+  were rolled back or caused an incident (by provider: of those that shipped a change of
+  the provider's issues);
 - failed deployment recovery time: median time from an incident opening to its
   resolution, over the incidents resolved in the window.
 
@@ -23,23 +26,48 @@ Bands (DORA's State of DevOps report, 2023), best first; a key with no data has 
 | change failure rate | 5% or less | 10% or less | 15% or less | more |
 | recovery time | under an hour | under a day | under a week | a week or more |
 
+Cost: an issue's AI cost (``Issue.cost_usd``) is shared equally by its pull requests; the
+cost per change is what the changes of the window cost over their number, the cost per
+good change the same over the good ones (deployed, and no production deployment that
+shipped them failed, was rolled back or caused an incident).
+
+Waiting for a person, over the issues completed in the window (started to completed):
+approvals (requested to decided), reviews (a pull request's ready for review, or its
+opening, to its approval, or its merge without one) and escalations (raised to answered,
+or to the issue's end when never answered). Overlapping waits each count; an issue's wait
+is at most its cycle time, and the rest is the agent working.
+
 Every figure is computed by the database, in a constant number of queries whatever the
-number of rows (11).
+number of rows (15).
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, Exists, OuterRef, Q, Value
-from django.db.models.functions import Coalesce
+from django.db.models import (
+    Count,
+    Exists,
+    ExpressionWrapper,
+    F,
+    FloatField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+)
+from django.db.models.functions import Cast, Coalesce, Greatest, Least
 from django.utils import timezone
 
-from ..models import Deployment, Incident, PullRequest
-from .sql import percentiles, seconds_between
+from ..models import Approval, Deployment, Escalation, Incident, Issue, PullRequest
+from . import cache
+from .sql import day_index, offsets, percentiles, seconds_between
+from .velocity import FilterError
 
-__all__ = ["BANDS", "FAMILIES", "STAGES", "WINDOWS", "band", "delivery"]
+__all__ = ["BANDS", "FAMILIES", "STAGES", "WINDOWS", "band", "cached", "delivery", "parse"]
 
 WINDOWS = (7, 30, 90)
 # The families whose figures the report shows: a caller must see them all.
@@ -60,6 +88,18 @@ BANDS: dict[str, tuple[str, tuple[float, float, float]]] = {
 }
 NAMES = ("elite", "high", "medium")
 STAGES = ("coding", "pickup", "review", "merge", "deploy")
+COMPLETED = list(Issue.OUTCOMES)  # the statuses velocity counts as completed too
+
+
+def parse(params: Any) -> int:
+    """The window's days from query parameters; FilterError names the one at fault."""
+    unknown = sorted(set(params) - {"days"})
+    if unknown:
+        raise FilterError(unknown[0], "Unknown parameter; use days.")
+    raw = str(params.get("days") or "30")
+    if raw not in {str(d) for d in WINDOWS}:
+        raise FilterError("days", f"Must be one of {', '.join(map(str, WINDOWS))}.")
+    return int(raw)
 
 
 def band(key: str, value: float | None) -> str | None:
@@ -81,15 +121,31 @@ def _hours(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds / HOUR, 3)
 
 
-def _keys(start: datetime, end: datetime, days: int) -> dict[str, Any]:
-    finished = Deployment.objects.filter(
-        environment=Deployment.PRODUCTION, finished_at__gte=start, finished_at__lt=end
-    )
+def _ratio(part: float, whole: float, digits: int = 4) -> float | None:
+    return round(part / whole, digits) if whole else None
+
+
+def _midnight(day: date) -> datetime:
+    return timezone.make_aware(datetime.combine(day, datetime.min.time()))
+
+
+def _production(start: datetime | None = None, end: datetime | None = None) -> QuerySet:
+    """Production deployments (that finished in [start, end)), with whether each failed:
+    failed, rolled back or caused an incident."""
     caused = Incident.objects.filter(deployment=OuterRef("pk"))
-    counts = finished.annotate(incident=Exists(caused)).aggregate(
+    rows = Deployment.objects.filter(environment=Deployment.PRODUCTION)
+    if start is not None:
+        rows = rows.filter(finished_at__gte=start, finished_at__lt=end)
+    return rows.annotate(incident=Exists(caused)).annotate(
+        failure=Q(status__in=Deployment.FINAL) | Q(incident=True)
+    )
+
+
+def _keys(start: datetime, end: datetime, days: int) -> dict[str, Any]:
+    counts = _production(start, end).aggregate(
         finished=Count("pk"),
         deployed=Count("pk", filter=Q(status__in=Deployment.DEPLOYED)),
-        failed=Count("pk", filter=Q(status__in=Deployment.FINAL) | Q(incident=True)),
+        failed=Count("pk", filter=Q(failure=True)),
     )
     shipped = PullRequest.objects.filter(deployed_at__gte=start, deployed_at__lt=end).annotate(
         first=Coalesce("first_commit_at", "created_at")
@@ -98,14 +154,12 @@ def _keys(start: datetime, end: datetime, days: int) -> dict[str, Any]:
     resolved = Incident.objects.filter(resolved_at__gte=start, resolved_at__lt=end)
     recovery = percentiles(resolved, seconds_between("opened_at", "resolved_at"), Value(1), (50,))
     frequency = counts["deployed"] / days
-    failure = counts["failed"] / counts["finished"] if counts["finished"] else None
-    lead_hours = _hours(lead.get(1, {}).get("p50"))
-    recovery_hours = _hours(recovery.get(1, {}).get("p50"))
+    failure = _ratio(counts["failed"], counts["finished"])
     figures = {
         "deployment_frequency": round(frequency, 4) if counts["deployed"] else None,
-        "lead_time_hours": lead_hours,
-        "change_failure_rate": None if failure is None else round(failure, 4),
-        "recovery_time_hours": recovery_hours,
+        "lead_time_hours": _hours(lead.get(1, {}).get("p50")),
+        "change_failure_rate": failure,
+        "recovery_time_hours": _hours(recovery.get(1, {}).get("p50")),
     }
     return {
         "deployments": counts["deployed"],
@@ -115,6 +169,25 @@ def _keys(start: datetime, end: datetime, days: int) -> dict[str, Any]:
         "incidents_resolved": recovery.get(1, {}).get("n", 0),
         **{key: {"value": value, "band": band(key, value)} for key, value in figures.items()},
     }
+
+
+def _per_day(start: datetime, end: datetime, days: list[date]) -> list[dict[str, Any]]:
+    """Production deployments finished on each day of the window, deployed and failed."""
+    counted = {day: {"deployed": 0, "failed": 0} for day in days}
+    rows = (
+        _production(start, end)
+        .order_by()
+        .annotate(day=day_index("finished_at", start, offsets(start, end)))
+        .values_list("day")
+        .annotate(
+            deployed=Count("pk", filter=Q(status__in=Deployment.DEPLOYED)),
+            failed=Count("pk", filter=Q(failure=True)),
+        )
+    )
+    for day, deployed, failed in rows:
+        if 0 <= day < len(days):
+            counted[days[int(day)]] = {"deployed": deployed, "failed": failed}
+    return [{"day": day.isoformat(), **counted[day]} for day in days]
 
 
 def _stages(start: datetime, end: datetime) -> list[dict[str, Any]]:
@@ -153,21 +226,188 @@ def _stages(start: datetime, end: datetime) -> list[dict[str, Any]]:
     return rows
 
 
+def _float(expression: Any) -> ExpressionWrapper:
+    # Cast both ways: SQLite keeps a whole-dollar decimal as an integer.
+    return Cast(expression, FloatField())
+
+
+def _providers(start: datetime, end: datetime) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """By provider: change failure rate (1 query), changes, their cost, good changes and
+    the cost of each (1 query); and the totals."""
+    through = Deployment.pull_requests.through
+    failing = _production(start, end).filter(pk=OuterRef("deployment_id"), failure=True)
+    rates = {
+        provider: (deployments, failed)
+        for provider, deployments, failed in through.objects.filter(
+            deployment__in=_production(start, end).values("pk")
+        )
+        .annotate(failing=Exists(failing))
+        .order_by()
+        .values_list("pullrequest__issue__provider")
+        .annotate(
+            deployments=Count("deployment_id", distinct=True),
+            failed=Count("deployment_id", distinct=True, filter=Q(failing=True)),
+        )
+    }
+    siblings = (
+        PullRequest.objects.filter(issue=OuterRef("issue_id"))
+        .order_by()
+        .values("issue_id")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    spoiled = _production().filter(pull_requests=OuterRef("pk"), failure=True)
+    share = ExpressionWrapper(
+        _float("issue__cost_usd") / _float(Subquery(siblings)), output_field=FloatField()
+    )
+    changes = {
+        provider: (n, cost, good)
+        for provider, n, cost, good in PullRequest.objects.filter(
+            deployed_at__gte=start, deployed_at__lt=end
+        )
+        .annotate(share=share, spoiled=Exists(spoiled))
+        .order_by()
+        .values_list("issue__provider")
+        .annotate(
+            n=Count("pk"),
+            cost=Coalesce(Sum("share"), Value(0.0)),
+            good=Count("pk", filter=Q(spoiled=False)),
+        )
+    }
+    rows = []
+    for provider in sorted(set(rates) | set(changes)):
+        deployments, failed = rates.get(provider, (0, 0))
+        n, cost, good = changes.get(provider, (0, 0.0, 0))
+        rows.append(
+            {
+                "provider": provider,
+                "deployments": deployments,
+                "change_failure_rate": _ratio(failed, deployments),
+                **_cost_row(n, cost, good),
+            }
+        )
+    return rows, _cost_row(*(sum(row[n] for row in changes.values()) for n in range(3)))
+
+
+def _cost_row(changes: int, cost: float, good: int) -> dict[str, Any]:
+    return {
+        "changes": changes,
+        "good_changes": good,
+        "cost_usd": round(cost, 4),
+        "cost_per_change_usd": _ratio(cost, changes),
+        "cost_per_good_change_usd": _ratio(cost, good),
+    }
+
+
+def _waiting(start: datetime, end: datetime) -> dict[str, Any]:
+    """Time the issues completed in the window waited for a person, against their cycle
+    time (1 query)."""
+
+    def summed(model: Any, begin: Any, finish: Any, **where: Any) -> Coalesce:
+        rows = (
+            model.objects.filter(issue=OuterRef("pk"), **where)
+            .annotate(finish=finish)
+            .annotate(span=Greatest(seconds_between(begin, "finish"), Value(0.0)))
+            .order_by()
+            .values("issue")
+            .annotate(total=Sum("span"))
+            .values("total")
+        )
+        return Coalesce(Subquery(rows, output_field=FloatField()), Value(0.0))
+
+    completed = Issue.objects.filter(
+        status__in=COMPLETED,
+        completed_at__gte=start,
+        completed_at__lt=end,
+        started_at__isnull=False,
+    ).annotate(
+        cycle=Greatest(seconds_between("started_at", "completed_at"), Value(0.0)),
+        approval_wait=summed(Approval, "requested_at", F("decided_at"), decided_at__isnull=False),
+        review_wait=summed(
+            PullRequest,
+            Coalesce("ready_at", "created_at"),
+            Coalesce("approved_at", "merged_at"),
+            merged_at__isnull=False,
+        ),
+        escalation_wait=summed(
+            Escalation, "created_at", Coalesce("resolved_at", "issue__completed_at")
+        ),
+    )
+    completed = completed.annotate(
+        waited=Least(F("approval_wait") + F("review_wait") + F("escalation_wait"), F("cycle"))
+    )
+    rows = (
+        completed.order_by()
+        .values_list("provider")
+        .annotate(
+            issues=Count("pk"),
+            cycle_s=Sum("cycle"),
+            waited_s=Sum("waited"),
+            approvals_s=Sum("approval_wait"),
+            reviews_s=Sum("review_wait"),
+            escalations_s=Sum("escalation_wait"),
+        )
+    )
+    sums = {provider: figures for provider, *figures in rows}
+    total = (sum(row[n] for row in sums.values()) for n in range(6))
+    return _wait_row(*total) | {
+        "providers": [
+            {"provider": provider, **_wait_row(*sums[provider])} for provider in sorted(sums)
+        ]
+    }
+
+
+def _wait_row(
+    issues: int, cycle: float, waited: float, approvals: float, reviews: float, escalations: float
+) -> dict[str, Any]:
+    return {
+        "issues": issues,
+        "cycle_hours": round(cycle / HOUR, 3),
+        "waiting_hours": round(waited / HOUR, 3),
+        "working_hours": round((cycle - waited) / HOUR, 3),
+        "waiting_share": _ratio(waited, cycle),
+        "waiting_for": {
+            "approvals": round(approvals / HOUR, 3),
+            "reviews": round(reviews / HOUR, 3),
+            "escalations": round(escalations / HOUR, 3),
+        },
+    }
+
+
 def delivery(days: int, now: datetime | None = None) -> dict[str, Any]:
     """The delivery report for the last ``days`` days and the ``days`` before them."""
     if days not in WINDOWS:
         raise ValueError(f"days must be one of {', '.join(map(str, WINDOWS))}")
     end = now or timezone.now()
-    start = end - timedelta(days=days)
-    before = start - timedelta(days=days)
+    today = timezone.localtime(end).date()
+    first = today - timedelta(days=days - 1)
+    start, before = _midnight(first), _midnight(first - timedelta(days=days))
+    by_provider, cost = _providers(start, end)
     return {
-        "window": {"days": days, "since": start.isoformat(), "until": end.isoformat()},
+        "window": {
+            "days": days,
+            "since": start.isoformat(),
+            "until": end.isoformat(),
+            "time_zone": timezone.get_current_timezone_name(),
+        },
         "previous_window": {"since": before.isoformat(), "until": start.isoformat()},
         "keys": _keys(start, end, days),
         "previous_keys": _keys(before, start, days),
+        "deployments_per_day": _per_day(
+            start, end, [first + timedelta(days=n) for n in range(days)]
+        ),
         "stages": _stages(start, end),
+        "waiting": _waiting(start, end),
+        "cost": cost,
+        "providers": by_provider,
         "bands": {
             key: dict(zip(NAMES, limits, strict=True)) | {"direction": direction}
             for key, (direction, limits) in BANDS.items()
         },
     }
+
+
+def cached(days: int) -> dict[str, Any]:
+    """``delivery(days)``, computed at most once per REPORTS_CACHE_SECONDS in every
+    process sharing the cache, per time zone."""
+    return cache.remembered("delivery", [str(days)], lambda: delivery(days))

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from django.core.cache import cache
 from django.db.models import (
     Count,
     Exists,
@@ -36,8 +35,8 @@ from django.db.models.functions import Floor
 from django.utils import timezone
 
 from .. import catalogue
-from ..conf import app_settings
 from ..models import Approval, Escalation, Issue, PullRequest
+from . import cache as report_cache
 from .sql import day_index, offsets, percentiles, seconds_between
 
 __all__ = ["FAMILIES", "WINDOWS", "FilterError", "Filters", "cached", "velocity"]
@@ -291,15 +290,5 @@ def cached(filters: Filters) -> dict[str, Any]:
     """``velocity(filters)``, computed at most once per REPORTS_CACHE_SECONDS for the
     same filters and time zone in every process sharing the cache (the pages and the
     API use this; 0 turns the cache off)."""
-    seconds = float(app_settings.REPORTS_CACHE_SECONDS)
-    if seconds <= 0:
-        return velocity(filters)
-    zone = timezone.get_current_timezone_name()
-    key = "tamma_metrics:velocity:" + ":".join(
-        [zone, *(str(value) for value in filters.as_dict().values())]
-    )
-    report = cache.get(key)
-    if report is None:
-        report = velocity(filters)
-        cache.set(key, report, seconds)
-    return report
+    parameters = [str(value) for value in filters.as_dict().values()]
+    return report_cache.remembered("velocity", parameters, lambda: velocity(filters))

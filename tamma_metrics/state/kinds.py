@@ -69,7 +69,8 @@ _ISSUE_COUNTED = frozenset({"provider", "issue_type"})
 def _issue_frozen(row: Issue, changed: set[str]) -> frozenset[str]:
     if row.status in Issue.TERMINAL:
         every = {f.attname for f in Issue._meta.concrete_fields}
-        return frozenset(every - {"title", "observed_at", "id"})
+        # The AI cost is no counter's: the last requests' bill may arrive after the end.
+        return frozenset(every - {"title", "cost_usd", "observed_at", "id"})
     # The pull requests' counters carry the issue's provider and type (asked only when
     # an item would change them).
     if changed & _ISSUE_COUNTED and row.pull_requests.exists():

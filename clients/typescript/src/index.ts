@@ -35,6 +35,8 @@ export interface IssueItem extends Observed {
   created_at?: Timestamp;
   started_at?: Timestamp;
   completed_at?: Timestamp;
+  /** What the AI providers charged for the work on this issue so far, in USD. */
+  cost_usd?: number;
 }
 
 export interface PullRequestItem extends Observed {
@@ -107,6 +109,8 @@ interface EscalationFields extends Observed {
   component: string;
   reason: string;
   created_at?: Timestamp;
+  /** When a person answered it and the work went on. */
+  resolved_at?: Timestamp;
 }
 /** The issue an escalation is about: all three fields, or none. */
 export type EscalationItem = EscalationFields &

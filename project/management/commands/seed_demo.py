@@ -15,6 +15,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandParser
@@ -268,6 +269,10 @@ class Command(BaseCommand):
                 reason=reason,
                 created_at=(issue.started_at or created) + timedelta(minutes=rng.uniform(1, 60)),
             )
+            if rng.random() < 0.75:  # most are answered within a few hours
+                answered = escalation.created_at + timedelta(hours=rng.lognormvariate(0, 1))
+                if answered < self.now:
+                    escalation.resolved_at = answered
             batch.escalations.append((position, escalation))
 
     def _plan_pull_request(
@@ -414,6 +419,8 @@ class Command(BaseCommand):
                     },
                 )
             )
+            # The row holds what its requests cost, as Tamma reports it.
+            issue.cost_usd += Decimal(str(round(input_tokens * 3e-6, 6)))
         files = rng.randint(1, 12)
         batch.events.append(
             (
