@@ -1,7 +1,9 @@
-"""Admin: domain records (fast at 1M issues), family permissions per role, API tokens."""
+"""Admin: domain records (fast at 1M issues), family permissions per role, API tokens,
+webhook secrets."""
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from django import forms
@@ -27,6 +29,7 @@ from .models import (
     LabelPolicy,
     MetricFamily,
     PullRequest,
+    WebhookSecret,
 )
 from .models.access import TOKEN_PREFIX
 
@@ -307,6 +310,52 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def revoke(self, request: HttpRequest, queryset: QuerySet) -> None:
         count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
         self.message_user(request, f"{count} tokens revoked.")
+
+
+class WebhookSecretForm(forms.ModelForm):
+    value = forms.CharField(
+        required=False,
+        strip=False,
+        max_length=256,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="The secret set on the platform's webhook. Leave it empty for a new random "
+        "one (shown once); when changing, empty keeps the current one.",
+    )
+
+    class Meta:
+        model = WebhookSecret
+        fields = ("platform", "name")
+
+
+@admin.register(WebhookSecret)
+class WebhookSecretAdmin(admin.ModelAdmin):
+    """Secrets are written, never read back: the list shows a fingerprint (the digest's
+    first characters) to tell them apart."""
+
+    form = WebhookSecretForm
+    list_display = ("name", "platform", "fingerprint", "created_at", "last_used_at")
+    list_filter = ("platform",)
+    readonly_fields = ("fingerprint", "created_at", "last_used_at")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: WebhookSecret | None = None) -> Any:
+        # The platform decides what is stored: it stays what the secret was made for.
+        fields = super().get_readonly_fields(request, obj)
+        return (*fields, "platform") if obj is not None else fields
+
+    def save_model(self, request: HttpRequest, obj: WebhookSecret, form: Any, change: bool) -> None:
+        value = form.cleaned_data.get("value", "")
+        generated = not value and not change
+        if generated:
+            value = secrets.token_urlsafe(32)
+        if value:
+            obj.set_value(value)
+        super().save_model(request, obj, form, change)
+        if generated:
+            self.message_user(
+                request,
+                f"Secret created. Set it on the webhook now, it will not be shown again: {value}",
+                messages.WARNING,
+            )
 
 
 @admin.register(LabelPolicy)

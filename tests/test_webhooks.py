@@ -15,7 +15,14 @@ from django.test import Client
 from django.utils import timezone
 
 from tamma_metrics.api import webhooks
-from tamma_metrics.models import Deployment, Incident, Issue, PullRequest, WebhookDelivery
+from tamma_metrics.models import (
+    Deployment,
+    Incident,
+    Issue,
+    PullRequest,
+    WebhookDelivery,
+    WebhookSecret,
+)
 from tests.utils import delta
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -352,3 +359,67 @@ def test_gitlab_deliveries_are_checked_and_deduplicated(gitlab_secret, metrics):
     assert Deployment.objects.count() == 1
     missing = from_gitlab("push", "", HTTP_IDEMPOTENCY_KEY="")
     assert (missing.status_code, set(missing.json())) == (400, {"Idempotency-Key"})
+
+
+# -- secrets kept in the admin ----------------------------------------------------------
+
+
+def add_secret(admin_client, platform: str, value: str = "") -> tuple[WebhookSecret, str]:
+    answer = admin_client.post(
+        "/admin/tamma_metrics/webhooksecret/add/",
+        {"platform": platform, "name": f"{platform} hook", "value": value},
+        follow=True,
+    )
+    assert answer.status_code == 200
+    shown = [str(m) for m in answer.context["messages"] if "shown again" in str(m)]
+    return WebhookSecret.objects.get(name=f"{platform} hook"), " ".join(shown)
+
+
+def test_a_github_secret_made_in_the_admin_is_shown_once_and_signs(settings, admin_client):
+    settings.TAMMA_METRICS = {}  # no secret in settings: the admin's alone
+    assert deliver("ping", "ping", "p-0").status_code == 403
+    row, shown = add_secret(admin_client, "github")
+    value = shown.rsplit(": ", 1)[1]
+    assert "it will not be shown again" in shown and len(value) >= 40
+    # Kept as given (an HMAC needs it), with its digest; the pages never show it again.
+    assert (row.secret, row.digest) == (value, WebhookSecret.digest_of(value))
+    pages = "/admin/tamma_metrics/webhooksecret/"
+    for page in (pages, f"{pages}{row.pk}/change/"):
+        body = admin_client.get(page).content.decode()
+        assert value not in body and row.fingerprint in body
+    body = fixture("ping")
+    signed = {"HTTP_X_HUB_SIGNATURE_256": sign(body, value)}
+    assert deliver("ping", "ping", "p-1", **signed).status_code == 202
+    assert deliver("ping", "ping", "p-2").status_code == 401  # the test's own secret
+    row.refresh_from_db()
+    assert row.last_used_at is not None
+
+
+def test_a_gitlab_token_is_kept_as_its_digest_only(settings, admin_client):
+    settings.TAMMA_METRICS = {}
+    row, shown = add_secret(admin_client, "gitlab", TOKEN)
+    assert TOKEN not in shown
+    assert (row.secret, row.digest) == ("", WebhookSecret.digest_of(TOKEN))
+    assert not WebhookSecret.objects.filter(secret=TOKEN).exists()
+    assert from_gitlab("push", "g-1").status_code == 202
+    assert from_gitlab("push", "g-2", token=TOKEN + "x").status_code == 401
+
+
+def test_a_secret_is_rotated_by_adding_the_new_one_first(settings, admin_client):
+    # The old secret in settings, the new one in the admin: both sign until the old goes.
+    row, _ = add_secret(admin_client, "github", "the-new-secret")
+    body = fixture("ping")
+    new = {"HTTP_X_HUB_SIGNATURE_256": sign(body, "the-new-secret")}
+    assert deliver("ping", "ping", "r-1").status_code == 202
+    assert deliver("ping", "ping", "r-2", **new).status_code == 202
+    settings.TAMMA_METRICS = {}
+    assert deliver("ping", "ping", "r-3").status_code == 401
+    assert deliver("ping", "ping", "r-4", **new).status_code == 202
+    # Changing the value in the admin replaces it; an empty value keeps it.
+    change = f"/admin/tamma_metrics/webhooksecret/{row.pk}/change/"
+    admin_client.post(change, {"name": "renamed", "value": ""})
+    row.refresh_from_db()
+    assert (row.name, row.secret) == ("renamed", "the-new-secret")
+    admin_client.post(change, {"name": "renamed", "value": "newer"})
+    row.refresh_from_db()
+    assert (row.secret, row.platform) == ("newer", "github")

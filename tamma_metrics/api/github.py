@@ -23,7 +23,7 @@ from rest_framework.response import Response
 from ..conf import app_settings
 from ..models import PullRequest
 from ..state import reviews
-from .webhooks import Ignored, WebhookView, apply_item, field, label_names, moment
+from .webhooks import Ignored, Secret, WebhookView, apply_item, field, label_names, moment
 
 __all__ = ["GitHubWebhookView"]
 
@@ -160,11 +160,11 @@ class GitHubWebhookView(WebhookView):
     delivery_label = "X-GitHub-Delivery"
     handlers = HANDLERS
 
-    def authentic(self, request: Request, secret: str) -> str | None:
+    refusal = "X-Hub-Signature-256 is missing or does not match the body."
+
+    def authentic(self, request: Request, secret: Secret) -> bool:
         signature = request.META.get("HTTP_X_HUB_SIGNATURE_256", "")
-        if signature and _signed(secret, request.body, signature):
-            return None
-        return "X-Hub-Signature-256 is missing or does not match the body."
+        return bool(signature and secret.value and _signed(secret.value, request.body, signature))
 
     @extend_schema(
         operation_id="webhook_github",

@@ -14,6 +14,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -28,11 +29,21 @@ from rest_framework.response import Response
 
 from .. import selfmetrics, state
 from ..conf import app_settings
-from ..models import WebhookDelivery
+from ..models import WebhookDelivery, WebhookSecret
 from . import bodies
 from .state import SERIALIZERS
 
-__all__ = ["BadPayload", "Ignored", "WebhookView", "apply_item", "field", "label_names", "moment"]
+__all__ = [
+    "BadPayload",
+    "Ignored",
+    "Secret",
+    "WebhookView",
+    "apply_item",
+    "field",
+    "label_names",
+    "moment",
+    "secrets_of",
+]
 
 PRUNE_EVERY_SECONDS = 60.0
 _last_prune = float("-inf")
@@ -123,6 +134,26 @@ def _prune() -> None:
         WebhookDelivery.objects.filter(received_at__lt=cutoff).delete()
 
 
+@dataclass(frozen=True)
+class Secret:
+    """A webhook secret: its value where it is kept (GitHub's), and its SHA-256 digest."""
+
+    value: str
+    digest: str
+    row: int | None = None  # the admin's WebhookSecret, if it is one
+
+
+def secrets_of(platform: str) -> list[Secret]:
+    """The platform's secrets: the one in settings and those kept in the admin."""
+    found = []
+    configured = (app_settings.WEBHOOK_SECRETS or {}).get(platform)
+    if configured:
+        found.append(Secret(configured, WebhookSecret.digest_of(configured)))
+    for row in WebhookSecret.objects.filter(platform=platform).only("pk", "secret", "digest"):
+        found.append(Secret(row.secret, row.digest, row.pk))
+    return found
+
+
 def _error(code: int, detail: Any) -> Response:
     return Response(detail if isinstance(detail, dict) else {"detail": detail}, status=code)
 
@@ -141,8 +172,11 @@ class WebhookView(bodies.DatabaseAwareView):
     delivery_label: ClassVar[str] = ""  # the first header's name, for the 400
     handlers: ClassVar[dict[str, Callable[[dict[str, Any]], str]]] = {}
 
-    def authentic(self, request: Request, secret: str) -> str | None:
-        """None when the delivery is the platform's, else why not (401)."""
+    # Why a delivery that matches no secret is refused (401).
+    refusal: ClassVar[str] = ""
+
+    def authentic(self, request: Request, secret: Secret) -> bool:
+        """Whether the delivery was sent with ``secret`` (compared in constant time)."""
         raise NotImplementedError
 
     def event_of(self, request: Request, payload: dict[str, Any]) -> str:
@@ -192,11 +226,12 @@ class WebhookView(bodies.DatabaseAwareView):
         return ""
 
     def _refused(self, request: Request) -> Response | None:
-        secret = (app_settings.WEBHOOK_SECRETS or {}).get(self.platform)
-        if not secret:
+        secrets = secrets_of(self.platform)
+        if not secrets:
             return _error(
                 status.HTTP_403_FORBIDDEN,
-                f"Webhooks from {self.platform} are off: set WEBHOOK_SECRETS['{self.platform}'].",
+                f"Webhooks from {self.platform} are off: add a webhook secret in the admin "
+                f"or set WEBHOOK_SECRETS['{self.platform}'].",
             )
         framed = bodies.framing(request, int(app_settings.WEBHOOK_MAX_BYTES))
         if framed is not None:
@@ -207,9 +242,13 @@ class WebhookView(bodies.DatabaseAwareView):
                 status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
                 "Send the webhook as application/json (the webhook's content type).",
             )
-        why = self.authentic(request, secret)
-        if why is not None:
-            return _error(status.HTTP_401_UNAUTHORIZED, why)
+        # Every secret is tried, so that the time taken does not say which one matched.
+        matched = [secret for secret in secrets if self.authentic(request, secret)]
+        if not matched:
+            return _error(status.HTTP_401_UNAUTHORIZED, self.refusal)
+        used = [secret.row for secret in matched if secret.row is not None]
+        if used:
+            WebhookSecret.objects.filter(pk__in=used).update(last_used_at=timezone.now())
         delivery = self._delivery(request)
         if not delivery or len(delivery) > 128:
             return _error(

@@ -18,7 +18,7 @@ from .domain import (
     Provider,
     PullRequest,
 )
-from .ingest import IngestedEvent, WebhookDelivery
+from .ingest import IngestedEvent, WebhookDelivery, WebhookSecret
 from .policy import Admission, LabelPolicy
 
 __all__ = [
@@ -42,4 +42,5 @@ __all__ = [
     "Provider",
     "PullRequest",
     "WebhookDelivery",
+    "WebhookSecret",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -54,3 +56,42 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.platform} {self.event} {self.delivery_id}"
+
+
+class WebhookSecret(models.Model):
+    """A webhook secret a platform signs or authenticates its deliveries with, kept by
+    people in the admin (beside ``WEBHOOK_SECRETS`` in settings; either is accepted, so a
+    secret can be rotated by adding the new one before removing the old).
+
+    GitLab sends its token as it is: only its SHA-256 digest is stored, and a delivery's
+    token is compared with it as a digest. GitHub signs with an HMAC, which needs the
+    secret itself: that one is stored as given (the database must be guarded as the
+    settings are), never shown again and never logged."""
+
+    PLATFORMS = (("github", "GitHub"), ("gitlab", "GitLab"))
+
+    platform = models.CharField(max_length=16, choices=PLATFORMS)
+    name = models.CharField(max_length=100, help_text="Which webhook this is, for people.")
+    secret = models.CharField(max_length=256, blank=True, default="", editable=False)
+    digest = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["platform", "name"]
+
+    def __str__(self) -> str:
+        return f"{self.get_platform_display()}: {self.name}"
+
+    @staticmethod
+    def digest_of(value: str) -> str:
+        return hashlib.sha256(value.encode()).hexdigest()
+
+    def set_value(self, value: str) -> None:
+        """Keep ``value``: its digest always, the value itself only where it is needed."""
+        self.digest = self.digest_of(value)
+        self.secret = value if self.platform == "github" else ""
+
+    @property
+    def fingerprint(self) -> str:
+        return self.digest[:8]
