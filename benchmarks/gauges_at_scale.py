@@ -1,6 +1,6 @@
 """Database gauges and reports at scale: seed_demo's insert rate, each gauge query's time,
-what a whole scrape costs with the shared gauge cache cold and warm, and the velocity and
-health reports (function, API and page) with their query counts at 1,000 issues and at
+what a whole scrape costs with the shared gauge cache cold and warm, and the velocity,
+delivery and health reports (function, API and page) with their query counts at 1,000 issues and at
 the full size.
 
     .venv/bin/python benchmarks/gauges_at_scale.py [--issues 100000]
@@ -116,7 +116,7 @@ def _clients() -> dict[str, Any]:
 
 
 def _cases() -> dict[str, Callable[[], Any]]:
-    from tamma_metrics.reports import health, velocity
+    from tamma_metrics.reports import delivery, health, velocity
 
     clients = _clients()
 
@@ -147,6 +147,18 @@ def _cases() -> dict[str, Callable[[], Any]]:
         ),
         "GET /reports/velocity/?days=30 (page), report cache": get(
             "page", "/reports/velocity/?days=30"
+        ),
+        "delivery(), 30 days": lambda: delivery.delivery(30),
+        "delivery(), 90 days": lambda: delivery.delivery(90),
+        "GET /api/v1/delivery?days=30, computed": get(
+            "api", "/api/v1/delivery?days=30", cached=False
+        ),
+        "GET /api/v1/delivery?days=30, report cache": get("api", "/api/v1/delivery?days=30"),
+        "GET /reports/delivery/?days=30 (page), computed": get(
+            "page", "/reports/delivery/?days=30", cached=False
+        ),
+        "GET /reports/delivery/?days=30 (page), report cache": get(
+            "page", "/reports/delivery/?days=30"
         ),
         "health()": health.health,
         "GET /api/v1/health": get("api", "/api/v1/health"),

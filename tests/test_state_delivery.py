@@ -12,7 +12,7 @@ from django.test import Client
 from django.utils import timezone
 
 from tamma_metrics.models import Deployment, Escalation, Incident, Issue, PullRequest
-from tamma_metrics.roles import ORCHESTRATOR, WORKER
+from tamma_metrics.roles import ORCHESTRATOR, PRODUCT_MANAGER, WORKER
 from tests.utils import client_of, delta
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -441,3 +441,40 @@ def test_an_escalation_is_answered_later(tamma):
     assert answers(post(tamma, "escalations", backwards))[0]["errors"] == {
         "resolved_at": ["Must not be before created_at."]
     }
+
+
+def test_the_delivery_report_and_metrics_agree_after_tamma_reports(tamma, shipped, metrics):
+    """Sent through the state API, the report's keys equal /metrics' counters."""
+    before = metrics()
+    post(
+        tamma,
+        "deployments",
+        deployment("d-1", "succeeded", 10, pull_requests=[7]),
+        deployment("d-2", "failed", 12),
+        deployment("d-3", "succeeded", 14, pull_requests=[8]),
+    )
+    post(tamma, "deployments", deployment("d-3", "rolled_back", 16))
+    post(
+        tamma,
+        "incidents",
+        incident("i-1", "resolved", 40, opened_at=at(20), resolved_at=at(40)),
+        incident("i-2", "resolved", 50, opened_at=at(45), resolved_at=at(50)),
+    )
+    change = delta(metrics(), before)
+    pm = client_of(PRODUCT_MANAGER, "pm")
+    keys = pm.get("/api/v1/delivery", {"days": 7}).json()["keys"]
+    production = {"environment": "production"}
+    assert keys["deployments"] == change.total(DEPLOYS, outcome="success", **production) == 2
+    rolled_back = change.total(DEPLOYS, outcome="rolled_back", **production)
+    failed = change.total(DEPLOYS, outcome="failure", **production)
+    # A rollback is counted on /metrics as a success then a rollback: one deployment.
+    assert keys["deployments_finished"] == keys["deployments"] + failed == 3
+    assert keys["failed_deployments"] == failed + rolled_back == 2
+    lead = change.total("tamma_change_lead_time_seconds_count")
+    assert keys["changes_deployed"] == lead == 2
+    # First commit unknown: opened at -100 min, deployed at 10 and 14 min: 110 and 114 min.
+    assert change.total("tamma_change_lead_time_seconds_sum") == pytest.approx(224 * 60)
+    assert keys["lead_time_hours"]["value"] == round(110 / 60, 3)
+    assert keys["incidents_resolved"] == change.total(f"{RECOVERY}_count") == 2
+    assert change.total(f"{RECOVERY}_sum") == pytest.approx((20 + 5) * 60)
+    assert keys["recovery_time_hours"]["value"] == round(5 / 60, 3)
