@@ -205,7 +205,8 @@ def _threshold(key: str, limit: float) -> str:
     if key == "change_failure_rate":
         return f"{limit * 100:g}% or less"
     if key == "deployment_frequency":
-        return f"{round(limit, 4):g} a day or more"
+        period = {1.0: "a day", 7.0: "a week", 30.0: "a month"}.get(round(1 / limit, 6))
+        return f"once {period} or more" if period else f"{limit:.4g} a day or more"
     return f"under {limit:g} h"
 
 

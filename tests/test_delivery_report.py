@@ -349,6 +349,9 @@ def test_the_page_shows_what_the_api_serves(scenario):
     ) in body
     assert '<div class="value">10 <small>h (median)</small></div>' in body
     assert "<td>under 24 h</td><td>under 168 h</td><td>under 720 h</td>" in body
+    assert (
+        "<td>once a day or more</td><td>once a week or more</td><td>once a month or more</td>"
+    ) in body
     assert "<td>anthropic</td><td>3</td><td>33.3%</td><td>3</td><td>2</td><td>9.0</td>" in body
     bad = pm.get("/reports/delivery/", {"days": "8"})
     assert (bad.status_code, bad.context["error"]["field"]) == (400, "days")

@@ -318,7 +318,14 @@ def test_the_landing_page_links_everything(client):
     page = Client().get("/")
     assert page.status_code == 200
     body = page.content.decode()
-    for link in ("/reports/velocity/", "/reports/health/", "/admin/", "/metrics", "/api/docs"):
+    for link in (
+        "/reports/velocity/",
+        "/reports/delivery/",
+        "/reports/health/",
+        "/admin/",
+        "/metrics",
+        "/api/docs",
+    ):
         assert f'href="{link}"' in body
 
 
