@@ -20,10 +20,18 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from ..conf import app_settings
 from ..models import PullRequest
 from ..state import reviews
-from .webhooks import Ignored, Secret, WebhookView, apply_item, field, label_names, moment
+from .webhooks import (
+    Ignored,
+    Secret,
+    WebhookView,
+    apply_item,
+    field,
+    incident_severity,
+    label_names,
+    moment,
+)
 
 __all__ = ["GitHubWebhookView"]
 
@@ -122,12 +130,7 @@ def _deployment_status(payload: dict[str, Any]) -> str:
 
 def _issue(payload: dict[str, Any]) -> str:
     issue = field(payload, "issue", dict)
-    names = label_names(issue.get("labels"), "name")
-    if app_settings.WEBHOOK_INCIDENT_LABEL not in names:
-        raise Ignored("an issue without the incident label")
-    severity = next(
-        (name.split(":", 1)[1] for name in names if name.startswith("severity:")), "high"
-    )
+    severity = incident_severity(label_names(issue.get("labels"), "name"))
     closed = field(issue, "state") == "closed"
     item = {
         "platform": PLATFORM,

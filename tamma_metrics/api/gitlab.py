@@ -19,10 +19,18 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from ..conf import app_settings
 from ..models import PullRequest
 from ..state import reviews
-from .webhooks import Ignored, Secret, WebhookView, apply_item, field, label_names, moment
+from .webhooks import (
+    Ignored,
+    Secret,
+    WebhookView,
+    apply_item,
+    field,
+    incident_severity,
+    label_names,
+    moment,
+)
 
 __all__ = ["GitLabWebhookView"]
 
@@ -109,11 +117,8 @@ def _deployment(payload: dict[str, Any]) -> str:
 
 def _issue(payload: dict[str, Any]) -> str:
     attributes = field(payload, "object_attributes", dict)
-    names = label_names(payload.get("labels") or attributes.get("labels"), "title")
-    if app_settings.WEBHOOK_INCIDENT_LABEL not in names:
-        raise Ignored("an issue without the incident label")
-    severity = next(
-        (name.split(":", 1)[1] for name in names if name.startswith("severity:")), "high"
+    severity = incident_severity(
+        label_names(payload.get("labels") or attributes.get("labels"), "title")
     )
     closed = field(attributes, "state") == "closed"
     item = {

@@ -40,6 +40,7 @@ __all__ = [
     "WebhookView",
     "apply_item",
     "field",
+    "incident_severity",
     "label_names",
     "moment",
     "secrets_of",
@@ -99,6 +100,14 @@ def label_names(labels: Any, key: str) -> list[str]:
         for label in labels
         if isinstance(label, dict) and isinstance(label.get(key), str)
     ]
+
+
+def incident_severity(names: list[str]) -> str:
+    """The severity of an issue labelled as an incident (a ``severity:<level>`` label, or
+    high); Ignored for an issue without WEBHOOK_INCIDENT_LABEL."""
+    if app_settings.WEBHOOK_INCIDENT_LABEL not in names:
+        raise Ignored("an issue without the incident label")
+    return next((name.split(":", 1)[1] for name in names if name.startswith("severity:")), "high")
 
 
 def moment(payload: Any, path: str) -> Any:
