@@ -33,7 +33,13 @@ from tests.servers import http_get
 GRAFANA = sorted((ROOT / "deploy" / "grafana").glob("*.json"))
 RULE_FILES = sorted((ROOT / "deploy" / "prometheus" / "rules").glob("*.yml"))
 # At least this many expressions per file, so that no check below passes vacuously.
-AT_LEAST = {"tamma-overview.json": 14, "tamma-alerts.yml": 7, "tamma-recording.yml": 7}
+AT_LEAST = {
+    "tamma-overview.json": 14,
+    "tamma-delivery.json": 28,
+    "tamma-alerts.yml": 7,
+    "tamma-delivery.yml": 7,
+    "tamma-recording.yml": 7,
+}
 
 # Series that Prometheus itself writes: per scrape target, and per alerting rule.
 PROMETHEUS_SERIES = {
