@@ -180,8 +180,8 @@ def test_bad_filters_name_the_parameter(params, field):
 
 def test_health_states_its_rules_and_figures(scenario, settings):
     settings.TAMMA_METRICS = {"HEALTH_QUEUE_DEPTH_DEGRADED": 1}
-    factories.loop(status="running", last_heartbeat=timezone.now())
-    report = health.health()
+    factories.loop(status="running", last_heartbeat=NOW)
+    report = health.health(now=NOW)
     assert report["database_up"] is True
     assert report["status"] == health.CRITICAL  # the pending deployment approval is old
     reasons = [reason["reason"] for reason in report["reasons"]]
@@ -193,7 +193,8 @@ def test_health_states_its_rules_and_figures(scenario, settings):
     assert "1 issues queued" not in json.dumps(seen)
     approvals = {row["approval_type"]: row for row in report["approvals"]}
     assert approvals["deployment"]["pending"] == 1
-    assert approvals["deployment"]["oldest_age_seconds"] > 86_400
+    # Requested at midnight on the 27th, read at noon on the 30th: 3.5 days.
+    assert approvals["deployment"]["oldest_age_seconds"] == 3.5 * 86_400
     assert sum(row["queued"] for row in report["queue_depth"]) == 1
     assert sum(row["active"] for row in report["active_loops"]) == 1
 
