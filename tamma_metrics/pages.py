@@ -126,15 +126,17 @@ def _velocity_charts(report: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _days_select(windows: tuple[int, ...], days: int) -> dict[str, Any]:
+    return {
+        "name": "days",
+        "title": "Window",
+        "options": [(str(d), f"last {d} days", d == days) for d in windows],
+    }
+
+
 def _filter_form(filters: velocity.Filters) -> list[dict[str, Any]]:
     """The filter selects, with the current choice selected."""
-    selects = [
-        {
-            "name": "days",
-            "title": "Window",
-            "options": [(str(d), f"last {d} days", d == filters.days) for d in velocity.WINDOWS],
-        }
-    ]
+    selects = [_days_select(velocity.WINDOWS, filters.days)]
     for label in ("provider", "platform", "issue_type"):
         current = getattr(filters, label)
         options = [("", "any", not current)]
@@ -307,7 +309,6 @@ def _delivery_charts(report: dict[str, Any]) -> list[dict[str, Any]]:
 def delivery_page(request: HttpRequest) -> HttpResponse:
     if _visible(request, delivery.FAMILIES) != set(delivery.FAMILIES):
         raise PermissionDenied("Delivery needs permission to see the delivery families.")
-    form = _filter_form(velocity.Filters())[:1]
     try:
         days = delivery.parse(request.GET)
     except velocity.FilterError as error:
@@ -317,10 +318,10 @@ def delivery_page(request: HttpRequest) -> HttpResponse:
             "Delivery",
             status=400,
             error={"field": error.field, "message": str(error)},
-            form=form,
+            form=[_days_select(delivery.WINDOWS, 30)],
         )
     report = delivery.cached(days)
-    form[0]["options"] = [(str(d), f"last {d} days", d == days) for d in delivery.WINDOWS]
+    form = [_days_select(delivery.WINDOWS, days)]
     for chart in (rows := _delivery_charts(report)):
         chart["svg"] = mark_safe(chart["svg"])  # noqa: S308 - built with escape()
     providers = [

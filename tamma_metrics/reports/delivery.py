@@ -226,7 +226,7 @@ def _stages(start: datetime, end: datetime) -> list[dict[str, Any]]:
     return rows
 
 
-def _float(expression: Any) -> ExpressionWrapper:
+def _float(expression: Any) -> Cast:
     # Cast both ways: SQLite keeps a whole-dollar decimal as an integer.
     return Cast(expression, FloatField())
 
@@ -235,7 +235,7 @@ def _providers(start: datetime, end: datetime) -> tuple[list[dict[str, Any]], di
     """By provider: change failure rate (1 query), changes, their cost, good changes and
     the cost of each (1 query); and the totals."""
     through = Deployment.pull_requests.through
-    failing = _production(start, end).filter(pk=OuterRef("deployment_id"), failure=True)
+    failing = _production().filter(pk=OuterRef("deployment_id"), failure=True)
     rates = {
         provider: (deployments, failed)
         for provider, deployments, failed in through.objects.filter(

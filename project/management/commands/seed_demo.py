@@ -401,6 +401,7 @@ class Command(BaseCommand):
         language = LANGUAGES[issue.repository.removeprefix(DEMO_PREFIX)]
         for _ in range(rng.randint(1, 4)):
             input_tokens = int(rng.lognormvariate(8, 1))
+            cost = round(input_tokens * 3e-6, 6)
             outcome = rng.choices(["success", "failure", "timeout"], weights=[93, 5, 2])[0]
             batch.events.append(
                 (
@@ -415,12 +416,12 @@ class Command(BaseCommand):
                             "input": input_tokens,
                             "output": input_tokens // rng.randint(3, 8),
                         },
-                        "cost_usd": round(input_tokens * 3e-6, 6),
+                        "cost_usd": cost,
                     },
                 )
             )
             # The row holds what its requests cost, as Tamma reports it.
-            issue.cost_usd += Decimal(str(round(input_tokens * 3e-6, 6)))
+            issue.cost_usd += Decimal(str(cost))
         files = rng.randint(1, 12)
         batch.events.append(
             (
