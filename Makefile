@@ -64,19 +64,20 @@ format: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# The whole suite twice: on SQLite (in memory), then on a private PostgreSQL cluster
-# that scripts/with-postgres.sh starts on 127.0.0.1 and removes afterwards.
-# SQLite with everything, then PostgreSQL without the end-to-end tests (their sites run
-# on SQLite files of their own, so a second run would test nothing new).
+# The whole suite twice: on SQLite (in memory) with the per-process cache, then as
+# production runs, on a private PostgreSQL cluster and a private Redis that
+# scripts/with-postgres.sh and scripts/with-redis.sh start on 127.0.0.1 and remove
+# afterwards. The second run leaves out the end-to-end tests, which start the servers
+# they need themselves.
 test: venv bootstrap lint
 	$(BIN)/python -m pytest
-	scripts/with-postgres.sh $(BIN)/python -m pytest -m "not e2e"
+	scripts/with-postgres.sh scripts/with-redis.sh $(BIN)/python -m pytest -m "not e2e"
 
 test-sqlite: venv
 	$(BIN)/python -m pytest
 
 test-postgres: venv bootstrap
-	scripts/with-postgres.sh $(BIN)/python -m pytest -m "not e2e"
+	scripts/with-postgres.sh scripts/with-redis.sh $(BIN)/python -m pytest -m "not e2e"
 
 # Speed and memory targets: medians and ratios measured in one run, written with the
 # machine and the date to benchmarks/RESULTS.md.

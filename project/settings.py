@@ -10,9 +10,9 @@ TLS wants (redirect, HSTS, secure cookies), with which `check --deploy` is clean
 import os
 from pathlib import Path
 
-import dj_database_url
 from django.core.management.utils import get_random_secret_key
 
+from project.environment import cache_from_url, database_from_url
 from tamma_metrics.conf import parse_bool
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -52,7 +52,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First: on METRICS_PORT nothing but /metrics and /metrics/health runs.
     "tamma_metrics.middleware.MetricsPortMiddleware",
-    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "project.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -63,7 +63,7 @@ MIDDLEWARE = [
     "tamma_metrics.middleware.DatabaseUnavailableMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "tamma_metrics.middleware.ResponseTimeMiddleware",
-    "django_prometheus.middleware.PrometheusAfterMiddleware",
+    "project.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "project.urls"
@@ -85,33 +85,13 @@ TEMPLATES = [
 ]
 
 DATABASES = {
-    "default": dj_database_url.config(
-        default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=60
+    "default": database_from_url(
+        os.environ.get("DATABASE_URL"), f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=60
     )
 }
 
 
-def _cache_from_url(url: str) -> dict:
-    """redis://HOST:PORT/DB (shared: use it in production), or for one process
-    locmem:// (default), db://TABLE or file:///PATH."""
-    if url.startswith(("redis://", "rediss://", "unix://")):
-        return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}
-    if url.startswith("db://"):
-        return {
-            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
-            "LOCATION": url[len("db://") :] or "tamma_cache",
-        }
-    if url.startswith("file://"):
-        return {
-            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
-            "LOCATION": url[len("file://") :],
-        }
-    if url.startswith("locmem://"):
-        return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
-    raise ValueError(f"CACHE_URL {url!r}: use redis://, locmem://, db://TABLE or file:///PATH")
-
-
-CACHES = {"default": _cache_from_url(os.environ.get("CACHE_URL", "locmem://"))}
+CACHES = {"default": cache_from_url(os.environ.get("CACHE_URL", "locmem://"))}
 
 # Served only over TLS (directly or behind a proxy that says so in X-Forwarded-Proto).
 HTTPS = parse_bool(os.environ.get("HTTPS", "false"), "HTTPS")

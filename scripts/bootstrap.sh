@@ -3,7 +3,9 @@
 # promtool and prometheus, a PostgreSQL server for the second run of the suite,
 # chromium for the admin tests, a Pushgateway and collectd (a real StatsD server with
 # a Prometheus endpoint) for the push-backend end-to-end tests, Node.js and npm for the
-# TypeScript client (clients/typescript: its build and its end-to-end test).
+# TypeScript client (clients/typescript: its build and its end-to-end test); Redis (the
+# shared cache), VictoriaMetrics (long-term store) and Alertmanager for the several-hosts
+# tests.
 set -euo pipefail
 
 need=()
@@ -18,6 +20,9 @@ for lib in libprotobuf-c1 libmicrohttpd12; do
   dpkg-query -W -f='${Status}' "$lib" 2>/dev/null | grep -q "install ok installed" || need+=("$lib")
 done
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v victoria-metrics >/dev/null 2>&1 || need+=(victoria-metrics)
+{ command -v prometheus-alertmanager && command -v amtool; } >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 command -v node >/dev/null 2>&1 || need+=(nodejs)  # the TypeScript client (Node 18+)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 

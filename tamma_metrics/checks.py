@@ -11,16 +11,14 @@ from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
 from . import catalogue
-from .conf import DEFAULTS, app_settings, parse_port
+from .conf import DEFAULTS, app_settings, cache_weakness, parse_port
 from .scrape import conformance, multiprocess
 
 RATE = re.compile(r"^[1-9][0-9]*/[smhd]$")
 # Caches that one process cannot share with another, or that cannot count atomically.
-UNSHARED_CACHES = {
-    "django.core.cache.backends.locmem.LocMemCache": "is private to each process",
-    "django.core.cache.backends.dummy.DummyCache": "stores nothing",
-    "django.core.cache.backends.filebased.FileBasedCache": "cannot count atomically",
-    "django.core.cache.backends.db.DatabaseCache": "cannot count atomically",
+WEAKNESSES = {
+    "private": "is private to each process",
+    "approximate": "cannot count atomically",
 }
 
 
@@ -168,14 +166,18 @@ def check_auth_enabled(app_configs: Any = None, **kwargs: Any) -> list:
 @register(Tags.caches)
 def check_shared_cache(app_configs: Any = None, **kwargs: Any) -> list:
     backend = settings.CACHES.get("default", {}).get("BACKEND", "")
-    if settings.DEBUG or backend not in UNSHARED_CACHES:
+    weakness = cache_weakness()
+    if settings.DEBUG or weakness is None:
         return []
     return [
         Warning(
-            f"The default cache ({backend}) {UNSHARED_CACHES[backend]}: permission changes "
-            "reach other processes only when their cache expires, and throttles count per "
-            "process (each takes its share of the rate, WORKER_PROCESSES) or approximately.",
-            hint="Use Redis or Memcached as the default cache (CACHE_URL=redis://...).",
+            f"The default cache ({backend}) {WEAKNESSES[weakness]}: permission changes "
+            "reach other processes only when their cache expires, throttles count per "
+            "process (each takes its share of the rate, WORKER_PROCESSES) or approximately, "
+            "and limits meant across hosts (failed logins, the API) hold per host only.",
+            hint="Use Redis as the default cache: CACHE_URL=redis://HOST:6379/0 in the "
+            "demo site, django.core.cache.backends.redis.RedisCache in yours "
+            "(pip install tamma-metrics[redis]; docs/serving.md#several-hosts).",
             id="tamma_metrics.W002",
         )
     ]

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
 from django.core.signals import setting_changed
+from django.utils.module_loading import import_string
 
 __all__ = [
     "DEFAULTS",
     "ENV_OVERRIDES",
     "app_settings",
+    "cache_weakness",
     "max_event_value",
     "on_reset",
     "parse_bool",
@@ -218,3 +221,33 @@ def _settings_changed(*, setting: str, **kwargs: Any) -> None:
 
 
 setting_changed.connect(_settings_changed)
+
+
+# Default-cache backends that are not one store shared by every process of every host,
+# by the base class Django ships (so django-prometheus's instrumented subclasses count
+# as what they wrap), and what follows for counts kept in them.
+_WEAK_CACHES = {
+    "django.core.cache.backends.locmem.LocMemCache": "private",
+    "django.core.cache.backends.dummy.DummyCache": "private",
+    "django.core.cache.backends.filebased.FileBasedCache": "approximate",
+    "django.core.cache.backends.db.DatabaseCache": "approximate",
+}
+
+
+def cache_weakness() -> str | None:
+    """None when the default cache is shared and counts atomically (Redis, Memcached);
+    "private" when each process has its own (locmem, dummy); "approximate" when shared
+    but without atomic increments (file, database)."""
+    return _weakness_of(settings.CACHES.get("default", {}).get("BACKEND", ""))
+
+
+@lru_cache(maxsize=8)
+def _weakness_of(backend: str) -> str | None:
+    try:
+        cls = import_string(backend)
+    except ImportError:
+        return None  # Django reports an unusable cache itself
+    for base, weakness in _WEAK_CACHES.items():
+        if issubclass(cls, import_string(base)):
+            return weakness
+    return None

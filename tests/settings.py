@@ -9,7 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
-import dj_database_url
+from project.environment import cache_from_url, database_from_url
 
 if os.environ.get("TAMMA_TEST_SINGLE_PROCESS") != "1":
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="tamma-test-mp-"))
@@ -42,7 +42,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First: on METRICS_PORT nothing but /metrics and /metrics/health runs.
     "tamma_metrics.middleware.MetricsPortMiddleware",
-    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "project.middleware.PrometheusBeforeMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -50,7 +50,7 @@ MIDDLEWARE = [
     # A failing database answers 503 with Retry-After, not a 500 (login, admin pages).
     "tamma_metrics.middleware.DatabaseUnavailableMiddleware",
     "tamma_metrics.middleware.ResponseTimeMiddleware",
-    "django_prometheus.middleware.PrometheusAfterMiddleware",
+    "project.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "tests.urls"
@@ -70,8 +70,10 @@ TEMPLATES = [
     }
 ]
 
-# DATABASE_URL selects PostgreSQL for the second run of the suite.
-DATABASES = {"default": dj_database_url.config(default="sqlite:///:memory:")}
+# DATABASE_URL selects PostgreSQL, CACHE_URL Redis, for the second run of the suite; both
+# through django-prometheus's engines, as the demo site runs them.
+DATABASES = {"default": database_from_url(os.environ.get("DATABASE_URL"), "sqlite:///:memory:")}
+CACHES = {"default": cache_from_url(os.environ.get("CACHE_URL", "locmem://"))}
 
 AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
