@@ -1,6 +1,12 @@
 """Who is calling, over HTTP: bearer tokens, basic auth and sessions, failed attempts
 per IP, throttles per principal, and the DRF classes of the API.
 
+Each limit has the scope its purpose needs (with a shared cache; docs/access.md):
+failed attempts count per client IP across every host (brute force does not get a
+fresh allowance per host); the API is limited per caller across every host (one
+caller's load on the shared database); a scrape is limited per caller per host, since
+Prometheus scrapes each host at its interval and N hosts must not share one allowance.
+
 Callers authenticate with a bearer ``ApiToken`` (what Prometheus sends), HTTP basic
 against Django users, or a Django session. A locked or slow database never holds the
 answer past the caller's deadline (``budget.Deadline``): a scrape is then answered by a
@@ -16,6 +22,7 @@ import hmac
 import logging
 import os
 import secrets
+import socket
 from typing import Any
 
 from django.conf import settings
@@ -29,7 +36,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.throttling import SimpleRateThrottle
 
 from .. import budget
-from ..conf import app_settings
+from ..conf import app_settings, cache_weakness
 from ..models import ApiToken
 from ..models.access import TOKEN_PREFIX, digest
 from . import callers
@@ -42,6 +49,7 @@ __all__ = [
     "PrincipalThrottle",
     "TokenAuthentication",
     "authenticate",
+    "host_identity",
     "share",
     "worker_processes",
 ]
@@ -51,13 +59,6 @@ logger = logging.getLogger(__name__)
 CHALLENGE = 'Basic realm="tamma-metrics", charset="UTF-8", Bearer realm="tamma-metrics"'
 MAX_AUTHORIZATION_LENGTH = 1024
 FAILED_GROUP = "tamma_metrics.failed_auth"
-
-
-# Caches whose counts a process keeps to itself.
-_PRIVATE_CACHES = {
-    "django.core.cache.backends.locmem.LocMemCache",
-    "django.core.cache.backends.dummy.DummyCache",
-}
 
 
 def worker_processes() -> int:
@@ -73,9 +74,8 @@ def share(rate: str) -> str:
     """This process's share of ``rate`` ("120/m"): all of it when the default cache is
     shared by the processes, else an equal part (at least 1), so that processes which
     cannot see each other's counts let through no more than ``rate`` together."""
-    backend = settings.CACHES.get("default", {}).get("BACKEND", "")
     processes = worker_processes()
-    if backend not in _PRIVATE_CACHES or processes == 1:
+    if cache_weakness() != "private" or processes == 1:
         return rate
     count, _, period = rate.partition("/")
     try:
@@ -97,8 +97,19 @@ def _failed_attempts(request: HttpRequest, *, count: bool) -> None:
 RATES = {"metrics": "THROTTLE_RATE", "api": "API_THROTTLE_RATE"}
 
 
+_HOSTNAME = socket.gethostname()
+
+
+def host_identity(request: HttpRequest) -> str:
+    """This server as a scrape target: the machine's name and the port the request
+    arrived on (the listening socket's, never a header a client sets), so two servers
+    on one machine are two targets too."""
+    return f"{_HOSTNAME}:{request.META.get('SERVER_PORT', '')}"
+
+
 class PrincipalThrottle(SimpleRateThrottle):
-    """DRF's rate throttle keyed by the authenticated token or user, per endpoint scope."""
+    """DRF's rate throttle keyed by the authenticated token or user, per endpoint scope:
+    per host for scrapes, across hosts for the API."""
 
     def __init__(self, scope: str = "metrics") -> None:
         self.scope = scope
@@ -108,7 +119,10 @@ class PrincipalThrottle(SimpleRateThrottle):
         return share(getattr(app_settings, RATES[self.scope]))
 
     def get_cache_key(self, request: Any, view: Any) -> str:
-        return self.cache_format % {"scope": self.scope, "ident": request.tamma_principal}
+        ident = request.tamma_principal
+        if self.scope == "metrics":
+            ident = f"{ident}@{host_identity(request)}"
+        return self.cache_format % {"scope": self.scope, "ident": ident}
 
 
 def _bearer(credentials: str) -> ApiToken:
