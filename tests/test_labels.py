@@ -177,7 +177,7 @@ def test_10000_distinct_values_make_at_most_cap_series_plus_one_overflow(metrics
     assert change.value("tamma_metrics_label_overflow_total", family="escalations_total") == (
         10_000 - 50
     )
-    assert after.value("tamma_metrics_series", family="escalations_total") == 50
+    assert after.value("tamma_metrics_series", family="tamma_escalations_total") == 50
 
 
 def test_an_admin_edit_of_a_vocabulary_changes_folding_on_the_next_event(client, metrics):

@@ -221,9 +221,11 @@ def test_metrics_series_counts_admitted_label_sets_per_event_family(client):
             duration_seconds=1,
         )
     samples = scrape(client)
-    assert samples.value("tamma_metrics_series", family="ai_requests_total") == 2
-    assert samples.value("tamma_metrics_series", family="ai_request_duration_seconds") == 2
-    assert samples.value("tamma_metrics_series", family="escalations_total") == 0
+    # The served name, so `tamma_metrics_series` joins a counter's __name__.
+    assert samples.value("tamma_metrics_series", family="tamma_ai_requests_total") == 2
+    assert samples.value("tamma_metrics_series", family="tamma_ai_request_duration_seconds") == 2
+    assert samples.value("tamma_metrics_series", family="tamma_escalations_total") == 0
+    assert samples.series("tamma_ai_requests_total")  # the name it joins
     assert len(samples.series("tamma_metrics_series")) == len(
         [f for f in catalogue.families() if f.source is catalogue.Source.EVENT]
     )

@@ -99,10 +99,13 @@ def oldest_pending_approval() -> dict[Labels, float]:
 
 
 def series_admitted() -> dict[Labels, float]:
-    """Label combinations admitted per event family (0 included), shared by all processes."""
-    result = {(f.name,): 0.0 for f in catalogue.families() if f.source is catalogue.Source.EVENT}
+    """Label combinations admitted per event family (0 included), shared by all processes,
+    labelled with the served name (``tamma_escalations_total``) so it joins ``__name__``."""
+    served = {f.name: f.full_name for f in catalogue.families()}
+    events = (f for f in catalogue.families() if f.source is catalogue.Source.EVENT)
+    result = {(family.full_name,): 0.0 for family in events}
     for family, n in labels.admitted_series().items():
-        result[(family,)] = float(n)
+        result[(served.get(family, family),)] = float(n)
     return result
 
 
