@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tamma_metrics import catalogue
 
@@ -189,3 +190,66 @@ def test_the_grafana_dashboard_queries_known_series(tmp_path, dashboard, panels,
     done = promtool("check", "rules", str(path))
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"SUCCESS: {len(exprs)} rules found" in done.stdout
+
+
+ALERTMANAGER = DEPLOY.parent / "alertmanager" / "alertmanager.yml"
+
+
+def test_alerts_reach_alertmanager_once_per_pair():
+    """Alerts go to Alertmanager without the replica label, so an HA pair's two copies
+    are one alert; remote write keeps it for the store to deduplicate."""
+    config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    assert set(config["global"]["external_labels"]) == {"cluster", "replica"}
+    alerting = config["alerting"]
+    assert alerting["alert_relabel_configs"] == [{"action": "labeldrop", "regex": "replica"}]
+    assert alerting["alertmanagers"][0]["static_configs"][0]["targets"]
+
+
+def _remote_write_examples() -> dict[str, str]:
+    """Each commented `remote_write:` example of prometheus.yml, uncommented, by store."""
+    examples: dict[str, list[str]] = {}
+    store, block = "", None
+    for line in (DEPLOY / "prometheus.yml").read_text().splitlines():
+        header = re.match(r"# (VictoriaMetrics|Thanos|Grafana Mimir)\b", line)
+        if header:
+            store = header.group(1)
+        if line == "# remote_write:":
+            block = examples.setdefault(store, [])
+        if block is not None and (line == "# remote_write:" or line.startswith("#   ")):
+            block.append(line[2:])
+        else:
+            block = None
+    return {name: "\n".join(lines) for name, lines in examples.items()}
+
+
+@pytest.mark.parametrize("store", ["VictoriaMetrics", "Thanos", "Grafana Mimir"])
+def test_each_remote_write_example_is_valid(tmp_path, store):
+    example = _remote_write_examples()[store]
+    config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    config["remote_write"] = yaml.safe_load(example)["remote_write"]
+    config.pop("rule_files")  # checked above; the copy lives elsewhere
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    done = promtool("check", "config", "--syntax-only", str(path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    relabel = config["remote_write"][0].get("write_relabel_configs", [])
+    # VictoriaMetrics and Mimir must not see the pair as two series; Thanos needs the label.
+    dropped = {"action": "labeldrop", "regex": "replica"} in relabel
+    assert dropped == (store != "Thanos")
+
+
+def test_amtool_checks_the_alertmanager_example():
+    binary = shutil.which("amtool")
+    assert binary, "amtool is missing: run scripts/bootstrap.sh (prometheus-alertmanager)"
+    done = subprocess.run(
+        [binary, "check-config", str(ALERTMANAGER)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
+    # One page per alert and instance: the route groups by both.
+    route = yaml.safe_load(ALERTMANAGER.read_text())["route"]
+    assert route["group_by"] == ["alertname", "instance"]
