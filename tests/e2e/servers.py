@@ -18,14 +18,16 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -124,7 +126,14 @@ class Site:
         return created.split()
 
     def sql(self, query: str, *params: Any) -> Any:
-        """The first column of the first row, read from the database file directly."""
+        """The first column of the first row, read from the database directly (the SQLite
+        file read-only, or the site's PostgreSQL; ``?`` placeholders either way)."""
+        url = self.env["DATABASE_URL"]
+        if url.startswith("postgres"):
+            import psycopg
+
+            with psycopg.connect(url, autocommit=True) as db:
+                return db.execute(query.replace("?", "%s"), params).fetchone()[0]
         with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=30) as db:
             return db.execute(query, params).fetchone()[0]
 
@@ -146,6 +155,7 @@ class Gunicorn:
         extra_args: Sequence[str] = (),
         log: Path | None = None,
         access_log: bool = False,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.site, self.workers = site, workers
         self.port = free_port()
@@ -158,6 +168,7 @@ class Gunicorn:
             "PORT": str(self.port),
             "MAX_REQUESTS": str(max_requests),
             "MAX_REQUESTS_JITTER": str(max_requests_jitter),
+            **(env or {}),
         }
         if self.metrics_port:
             self.env["METRICS_PORT"] = str(self.metrics_port)
@@ -274,8 +285,18 @@ class ScrapeJob:
 class Prometheus:
     """Prometheus (Debian's 2.42) scraping the given jobs every ``interval``."""
 
-    def __init__(self, root: Path, jobs: Iterable[ScrapeJob], *, interval: str = "1s") -> None:
+    def __init__(
+        self,
+        root: Path,
+        jobs: Iterable[ScrapeJob],
+        *,
+        interval: str = "1s",
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        """``config``: more of prometheus.yml (global's external_labels, rule_files,
+        alerting, remote_write), merged over what the jobs give."""
         self.root, self.jobs, self.interval = root, list(jobs), interval
+        self.extra = config or {}
         self.port = free_port()
         self.process: subprocess.Popen | None = None
 
@@ -299,20 +320,18 @@ class Prometheus:
                 config["authorization"] = {"type": "Bearer", "credentials_file": str(token_file)}
             scrape_configs.append(config)
         config_file = self.root / "prometheus.yml"
-        # JSON is YAML: no YAML library needed.
-        config_file.write_text(
-            json.dumps(
-                {
-                    "global": {
-                        "scrape_interval": self.interval,
-                        "scrape_timeout": self.interval,
-                        "evaluation_interval": self.interval,
-                    },
-                    "scrape_configs": scrape_configs,
-                },
-                indent=2,
-            )
-        )
+        extra = dict(self.extra)
+        config = {
+            "global": {
+                "scrape_interval": self.interval,
+                "scrape_timeout": self.interval,
+                "evaluation_interval": self.interval,
+                **extra.pop("global", {}),
+            },
+            "scrape_configs": scrape_configs,
+            **extra,
+        }
+        config_file.write_text(json.dumps(config, indent=2))  # JSON is YAML
         return config_file
 
     def start(self) -> Prometheus:
@@ -395,3 +414,167 @@ class Prometheus:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class Script:
+    """A throw-away server of scripts/pg.sh or scripts/redis.sh: started in its own folder
+    on a free port of 127.0.0.1, stopped (and its files left to the test's tmp) after."""
+
+    def __init__(self, script: str, root: Path) -> None:
+        self.script, self.root = ROOT / "scripts" / script, root
+        self.url = ""
+
+    def __enter__(self) -> Script:
+        done = subprocess.run(
+            [str(self.script), "start", str(self.root)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        self.url = done.stdout.strip().splitlines()[-1]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        subprocess.run([str(self.script), "stop", str(self.root)], timeout=60, check=False)
+
+
+@contextlib.contextmanager
+def postgres() -> Iterator[Script]:
+    """A private PostgreSQL cluster; ``.url`` is its DATABASE_URL (database "tamma").
+    Its folder is under /tmp, where the postgres user can reach it (pytest's are 0700)."""
+    root = Path(tempfile.mkdtemp(prefix="tamma-pg.", dir="/tmp"))
+    root.chmod(0o711)  # the postgres user only passes through
+    try:
+        with Script("pg.sh", root / "cluster") as server:
+            yield server
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def redis(root: Path) -> Script:
+    """A private Redis; ``.url`` is its CACHE_URL."""
+    return Script("redis.sh", root)
+
+
+class _Binary:
+    """A server binary started with arguments, up when its readiness URL answers 200."""
+
+    binary = ""
+    ready_path = ""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        self.log = self.root / "server.log"
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                self.argv(), cwd=self.root, stdout=log, stderr=subprocess.STDOUT
+            )
+
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"{self.binary} exited: {self.log.read_text()[-2000:]}")
+            return http_get(f"{self.url}{self.ready_path}", timeout=5).status == 200
+
+        try:
+            wait_until(ready, timeout=60, what=f"{self.binary} ready")
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None:
+            stop(self.process)
+
+    def get_json(self, path: str, **params: str) -> Any:
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        answer = http_get(f"{self.url}{path}{query}")
+        assert answer.status == 200, answer.text
+        return json.loads(answer.body)
+
+
+class VictoriaMetrics(_Binary):
+    """Debian's victoria-metrics: a long-term store that takes Prometheus's remote write.
+    Samples of identical series closer than ``dedup`` are one (an HA pair's copies)."""
+
+    binary = "/usr/bin/victoria-metrics"
+    ready_path = "/health"
+
+    def __init__(self, root: Path, *, dedup: str = "1s") -> None:
+        super().__init__(root)
+        self.dedup = dedup
+
+    def argv(self) -> list[str]:
+        return [
+            self.binary,
+            f"-httpListenAddr=127.0.0.1:{self.port}",
+            f"-storageDataPath={self.root / 'data'}",
+            f"-dedup.minScrapeInterval={self.dedup}",
+            "-search.latencyOffset=0s",  # the newest samples are what the test compares
+            "-search.disableCache",
+            "-loggerLevel=ERROR",
+        ]
+
+    @property
+    def write_url(self) -> str:
+        return f"{self.url}/api/v1/write"
+
+    def query(self, expr: str) -> list[dict]:
+        payload = self.get_json("/api/v1/query", query=expr)
+        assert payload.get("status") == "success", payload
+        return payload["data"]["result"]
+
+    def value(self, expr: str) -> float | None:
+        result = self.query(expr)
+        if not result:
+            return None
+        assert len(result) == 1, f"{expr} gave {len(result)} series: {result}"
+        return float(result[0]["value"][1])
+
+
+class Alertmanager(_Binary):
+    """Debian's prometheus-alertmanager with ``config`` (a dict), not clustered."""
+
+    binary = "/usr/bin/prometheus-alertmanager"
+    ready_path = "/-/ready"
+
+    def __init__(self, root: Path, config: dict[str, Any]) -> None:
+        super().__init__(root)
+        self.config = root / "alertmanager.yml"
+        self.config.write_text(json.dumps(config, indent=2))  # JSON is YAML
+
+    def argv(self) -> list[str]:
+        return [
+            self.binary,
+            f"--config.file={self.config}",
+            f"--storage.path={self.root / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--cluster.listen-address=",  # one instance: no gossip port
+            "--log.level=warn",
+        ]
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def alerts(self, **labels: str) -> list[dict]:
+        """The alerts it holds whose labels include ``labels``."""
+        return [
+            alert
+            for alert in self.get_json("/api/v2/alerts")
+            if labels.items() <= alert["labels"].items()
+        ]
