@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.servers import ROOT, Gunicorn, Site
+from tests.e2e.servers import ROOT, Gunicorn, Site, postgres
 from tests.servers import require
 from tests.utils import parse
 
@@ -48,6 +48,18 @@ PROVIDERS = ["anthropic", "openai", "google", "mistral"]
 ISSUE_TYPES = ["feature", "bug", "refactor", "test"]
 PRIORITIES = ["low", "medium", "high", "critical"]
 MINUTE = timedelta(minutes=1)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def e2e_site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """The site on a SQLite file, then on a private PostgreSQL (the production database):
+    the whole module runs on each."""
+    root = tmp_path_factory.mktemp(f"site-{request.param}")
+    if request.param == "sqlite":
+        yield Site.create(root)
+        return
+    with postgres() as database:
+        yield Site.create(root, DATABASE_URL=database.url)
 
 
 def iso(moment: datetime) -> str:
@@ -262,7 +274,12 @@ def build_scenario(now: datetime) -> Scenario:
 
 def rows(site: Site, query: str) -> list[str]:
     """The ``line`` of each row of ``query``, sorted: the whole table compared at once."""
-    text = site.sql(f"SELECT COALESCE(group_concat(line, char(10)), '') FROM ({query})")
+    joined = (
+        "string_agg(line, chr(10))"
+        if site.env["DATABASE_URL"].startswith("postgres")
+        else "group_concat(line, char(10))"
+    )
+    text = site.sql(f"SELECT COALESCE({joined}, '') FROM ({query}) AS q")
     return sorted(text.split("\n")) if text else []
 
 
@@ -343,7 +360,7 @@ def test_typescript_client_replays_a_scenario_exactly(
         site, "SELECT name || '=' || status AS line FROM tamma_metrics_autonomousloop"
     )
 
-    def count(table: str, where: str = "1") -> int:
+    def count(table: str, where: str = "TRUE") -> int:
         return site.sql(f"SELECT COUNT(*) FROM tamma_metrics_{table} WHERE {where}")
 
     by_status = collections.Counter(scenario.issue_status.values())
