@@ -282,7 +282,28 @@ class ScrapeJob:
     metrics_path: str = "/metrics"
 
 
-class Prometheus:
+class PromQL:
+    """Instant queries of the Prometheus HTTP API (Prometheus, VictoriaMetrics) at ``url``."""
+
+    url: str
+
+    def query(self, expr: str) -> list[dict]:
+        """Instant query: the API's ``result`` list (``metric`` labels and ``value``)."""
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        payload = json.loads(http_get(url).body)
+        assert payload.get("status") == "success", payload
+        return payload["data"]["result"]
+
+    def value(self, expr: str) -> float | None:
+        """The single value of an instant query; None when it has no result."""
+        result = self.query(expr)
+        if not result:
+            return None
+        assert len(result) == 1, f"{expr} gave {len(result)} series: {result}"
+        return float(result[0]["value"][1])
+
+
+class Prometheus(PromQL):
     """Prometheus (Debian's 2.42) scraping the given jobs every ``interval``."""
 
     def __init__(
@@ -364,22 +385,6 @@ class Prometheus:
             return http_get(f"{self.url}/-/ready", timeout=5).status == 200
         except OSError:
             return False
-
-    def query(self, expr: str) -> list[dict]:
-        """Instant query: the API's ``result`` list (``metric`` labels and ``value``)."""
-        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-        answer = http_get(url)
-        payload = json.loads(answer.body)
-        assert payload.get("status") == "success", payload
-        return payload["data"]["result"]
-
-    def value(self, expr: str) -> float | None:
-        """The single value of an instant query; None when it has no result."""
-        result = self.query(expr)
-        if not result:
-            return None
-        assert len(result) == 1, f"{expr} gave {len(result)} series"
-        return float(result[0]["value"][1])
 
     def wait_for(self, expr: str, expected: float, timeout: float = 60) -> float:
         """Poll ``expr`` until it equals ``expected`` exactly; return it. A timeout says
@@ -507,7 +512,7 @@ class _Binary:
         return json.loads(answer.body)
 
 
-class VictoriaMetrics(_Binary):
+class VictoriaMetrics(_Binary, PromQL):
     """Debian's victoria-metrics: a long-term store that takes Prometheus's remote write.
     Samples of identical series closer than ``dedup`` are one (an HA pair's copies)."""
 
@@ -532,18 +537,6 @@ class VictoriaMetrics(_Binary):
     @property
     def write_url(self) -> str:
         return f"{self.url}/api/v1/write"
-
-    def query(self, expr: str) -> list[dict]:
-        payload = self.get_json("/api/v1/query", query=expr)
-        assert payload.get("status") == "success", payload
-        return payload["data"]["result"]
-
-    def value(self, expr: str) -> float | None:
-        result = self.query(expr)
-        if not result:
-            return None
-        assert len(result) == 1, f"{expr} gave {len(result)} series: {result}"
-        return float(result[0]["value"][1])
 
 
 class Alertmanager(_Binary):
