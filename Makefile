@@ -84,7 +84,7 @@ test-postgres: venv bootstrap
 bench: venv bootstrap
 	benchmarks/run.sh
 
-# Screenshots of the landing, velocity and health pages (docs/images/), as a product
+# Screenshots of the landing, velocity, health and delivery pages (docs/images/), as a product
 # manager sees them with the demo's data, in Debian's Chromium.
 screenshots: venv bootstrap
 	$(BIN)/python scripts/screenshots.py

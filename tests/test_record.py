@@ -287,3 +287,22 @@ def test_range_helpers():
         "6-20",
         "21+",
     ]
+
+
+def test_only_transitions_count_the_domain():
+    """No path counts a domain event that no row holds: the domain's recording functions
+    are not public, and in the app and the demo site only transitions.py calls them."""
+    import re
+    from pathlib import Path
+
+    assert not set(record.DOMAIN) & set(record.__all__)
+    assert all(callable(getattr(record, name)) for name in record.DOMAIN)
+    call = re.compile(rf"record\.({'|'.join(record.DOMAIN)})\b")
+    root = Path(record.__file__).resolve().parents[1]
+    callers = {
+        str(path.relative_to(root))
+        for folder in ("tamma_metrics", "project")
+        for path in (root / folder).rglob("*.py")
+        if call.search(path.read_text())
+    }
+    assert callers == {"tamma_metrics/transitions.py"}
