@@ -135,7 +135,7 @@ def observed(life: Life, base: datetime) -> Life:
 @st.composite
 def lives(draw) -> list[Life]:
     drawn = []
-    for n in range(draw(st.integers(1, 4))):
+    for n in range(draw(st.integers(1, 12))):
         statuses = ["queued"] if draw(st.booleans()) else []
         statuses += draw(st.lists(st.sampled_from(ACTIVE), max_size=3))
         end = draw(st.sampled_from((None, *ENDS)))
@@ -188,7 +188,7 @@ def clients():
 
 @given(case=deliveries())
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 def test_any_delivery_converges_and_counts_each_transition_once(case, clients, metrics, settings):
     settings.TAMMA_METRICS = {
