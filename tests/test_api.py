@@ -411,6 +411,19 @@ def test_schema_and_docs_are_served():
         "/api/v1/deployments",
         "/api/v1/incidents",
     }
+    # Every answer is declared with a typed body (tests/test_api_schemathesis.py checks
+    # the bodies), the refusals of a whole request as {"detail": ...}.
+    untyped = {"type": "object", "additionalProperties": {}}
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            assert {"200", "401"} <= set(responses), (method, path)
+            for code, response in responses.items():
+                body = response["content"]["application/json"]["schema"]
+                assert body != untyped, (method, path, code)
+            assert responses["401"]["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/Error"
+            }
     docs = Client().get("/api/docs")
     assert docs.status_code == 200
     assert b"swagger-ui" in docs.content

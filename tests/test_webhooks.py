@@ -115,6 +115,68 @@ def test_a_pull_requests_life_from_github_fills_its_timeline(tammas_pr, metrics)
     assert change.value(DELIVERIES, platform="github", outcome="applied") == 4
 
 
+def test_a_bots_review_counts_nothing_a_persons_does(tammas_pr, metrics):
+    """A bot's review (``review.user.type == "Bot"``) is not a person's: no round, no
+    first review, no approval, so the pickup stage waits for the person's review."""
+    before = metrics()
+    assert deliver("pull_request.ready_for_review", "pull_request", "d-1").status_code == 200
+    # acme-review-bot[bot] approves at 10:30, half an hour after the pull request is ready.
+    bot = deliver("pull_request_review.submitted.bot", "pull_request_review", "d-2")
+    assert (bot.status_code, bot.json()) == (
+        202,
+        {"outcome": "ignored", "detail": "Ignored: a review by a bot."},
+    )
+    row = PullRequest.objects.get()
+    assert (row.review_rounds, row.changes_requested, row.first_review_at, row.approved_at) == (
+        0,
+        0,
+        None,
+        None,
+    )
+    assert WebhookDelivery.objects.get(delivery_id="d-2").outcome == "ignored"
+    assert deliver("pull_request_review.submitted.bot", "pull_request_review", "d-2").json() == {
+        "outcome": "duplicate"
+    }
+    # Without review.user, the sender says who reviewed.
+    payload = json.loads(fixture("pull_request_review.submitted.bot"))
+    del payload["review"]["user"]
+    unnamed = deliver("", "pull_request_review", "d-3", body=json.dumps(payload).encode())
+    assert unnamed.json()["detail"] == "Ignored: a review by a bot."
+
+    # octocat (a User) requests changes at 11:00 and approves at 13:00.
+    name = "pull_request_review.submitted.changes_requested"
+    changes = deliver(name, "pull_request_review", "d-4")
+    assert changes.json() == {"outcome": "applied", "result": "applied"}
+    row.refresh_from_db()
+    assert (row.review_rounds, row.changes_requested, row.first_review_at, row.approved_at) == (
+        1,
+        1,
+        at("2026-12-04T11:00:00Z"),
+        None,
+    )
+    deliver("pull_request_review.submitted.approved", "pull_request_review", "d-5")
+    row.refresh_from_db()
+    assert (row.review_rounds, row.changes_requested, row.first_review_at, row.approved_at) == (
+        2,
+        1,
+        at("2026-12-04T11:00:00Z"),
+        at("2026-12-04T13:00:00Z"),
+    )
+    assert deliver("pull_request.closed.merged", "pull_request", "d-6").status_code == 200
+
+    change = delta(metrics(), before)
+    assert change.value(DELIVERIES, platform="github", outcome="applied") == 4
+    assert change.value(DELIVERIES, platform="github", outcome="ignored") == 2
+    assert change.value(DELIVERIES, platform="github", outcome="duplicate") == 1
+    # Pickup from ready (10:00) to octocat's review (11:00), not to the bot's (10:30);
+    # review to octocat's approval (13:00); merge at 14:00. Each stage counted once.
+    stage = "tamma_pr_stage_duration_seconds"
+    for name, hours in (("coding", 2), ("pickup", 1), ("review", 2), ("merge", 1)):
+        labels = {"platform": "github", "stage": name}
+        assert change.value(f"{stage}_count", **labels) == 1, name
+        assert change.value(f"{stage}_sum", **labels) == pytest.approx(hours * 3600), name
+
+
 def test_a_redelivery_counts_nothing_twice(tammas_pr, metrics):
     name = "pull_request_review.submitted.changes_requested"
     deliver(name, "pull_request_review", "same")
@@ -314,6 +376,56 @@ def test_a_merge_requests_life_from_gitlab(gitlab_secret, tammas_mr, metrics):
     for name, hours in (("coding", 2), ("pickup", 2), ("review", 0), ("merge", 1)):
         assert change.value(stage, platform="gitlab", stage=name) == pytest.approx(hours * 3600)
     assert change.value(DELIVERIES, platform="gitlab", outcome="applied") == 3
+
+
+def to_gitlab(payload: dict, delivery: str):
+    return Client().post(
+        "/api/v1/webhooks/gitlab",
+        json.dumps(payload).encode(),
+        content_type="application/json",
+        HTTP_X_GITLAB_TOKEN=TOKEN,
+        HTTP_IDEMPOTENCY_KEY=delivery,
+    )
+
+
+def test_a_bots_approval_on_gitlab_counts_nothing_a_persons_does(gitlab_secret, tammas_mr, metrics):
+    """A bot's approval (``user.bot`` true, or the username GitLab gives an access token's
+    bot) is not a person's; the person's approval is the first review."""
+    before = metrics()
+    assert from_gitlab("merge_request.update.ready", "g-1").json()["outcome"] == "applied"
+    # review-bot (bot: true) approves at 11:00, an hour after the merge request is ready.
+    bot = from_gitlab("merge_request.approved.bot", "g-2")
+    assert (bot.status_code, bot.json()) == (
+        202,
+        {"outcome": "ignored", "detail": "Ignored: an approval by a bot."},
+    )
+    # A project access token's bot, named as GitLab names it, without the flag.
+    payload = json.loads((GITLAB / "merge_request.approved.bot.json").read_text())
+    payload["user"] = {"id": 10, "name": "deploy", "username": "project_15_bot_4f2a9c81"}
+    assert to_gitlab(payload, "g-3").status_code == 202
+    # The flag false and a person's username: a person.
+    payload["user"] = {"id": 2, "name": "Reviewer", "username": "rev", "bot": False}
+    payload["object_attributes"]["updated_at"] = "2026-12-04 12:00:00 UTC"
+    row = PullRequest.objects.get()
+    assert (row.review_rounds, row.first_review_at, row.approved_at) == (0, None, None)
+
+    person = to_gitlab(payload, "g-4")
+    assert person.json() == {"outcome": "applied", "result": "applied"}
+    row.refresh_from_db()
+    assert (row.review_rounds, row.changes_requested, row.first_review_at, row.approved_at) == (
+        1,
+        0,
+        at("2026-12-04T12:00:00Z"),
+        at("2026-12-04T12:00:00Z"),
+    )
+    assert from_gitlab("merge_request.merge", "g-5").json()["outcome"] == "applied"
+    change = delta(metrics(), before)
+    assert change.value(DELIVERIES, platform="gitlab", outcome="applied") == 3
+    assert change.value(DELIVERIES, platform="gitlab", outcome="ignored") == 2
+    # Pickup from ready (10:00) to the person's approval (12:00), not the bot's (11:00).
+    stage = "tamma_pr_stage_duration_seconds_sum"
+    for name, hours in (("coding", 2), ("pickup", 2), ("review", 0), ("merge", 1)):
+        assert change.value(stage, platform="gitlab", stage=name) == pytest.approx(hours * 3600)
 
 
 def test_a_deployment_and_an_incident_from_gitlab(gitlab_secret, metrics):

@@ -5,8 +5,8 @@ sha256=<HMAC-SHA256>``); the HMAC is computed over the bytes received, never ove
 re-serialised body, and compared in constant time. ``pull_request`` updates a pull
 request the app already holds (Tamma's, written through the state API; others are
 ignored: nothing in them says which issue they belong to), ``pull_request_review`` its
-timeline, ``deployment_status`` a deployment, ``issues`` with the incident label an
-incident.
+timeline (a person's review; a bot's is ignored), ``deployment_status`` a deployment,
+``issues`` with the incident label an incident.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import hashlib
 import hmac
 from typing import Any
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from ..models import PullRequest
 from ..state import reviews
+from .schema import WEBHOOK_REQUEST, WEBHOOK_RESPONSES
 from .webhooks import (
     Ignored,
     Secret,
@@ -82,10 +82,23 @@ def _pull_request(payload: dict[str, Any]) -> str:
     return apply_item("pull-requests", item)
 
 
+def _by_bot(payload: dict[str, Any]) -> bool:
+    """Whether a review is a bot's: its author (``review.user``, else the ``sender``) is
+    of type ``Bot`` (a GitHub App or another bot account; people are ``User``)."""
+    review = field(payload, "review", dict)
+    author = review.get("user")
+    if not isinstance(author, dict):
+        author = payload.get("sender")
+    return isinstance(author, dict) and author.get("type") == "Bot"
+
+
 def _review(payload: dict[str, Any]) -> str:
     if payload.get("action") != "submitted":
         raise Ignored("a review that was not submitted")
     verdict = str(field(payload, "review.state")).lower()
+    if _by_bot(payload):
+        # Not a person's review: no round, no first review, no approval (docs/webhooks.md).
+        raise Ignored("a review by a bot")
     return reviews.review_submitted(
         PLATFORM,
         field(payload, "repository.full_name", str),
@@ -185,8 +198,8 @@ class GitHubWebhookView(WebhookView):
             OpenApiParameter("X-GitHub-Delivery", str, OpenApiParameter.HEADER, required=True),
             OpenApiParameter("X-Hub-Signature-256", str, OpenApiParameter.HEADER, required=True),
         ],
-        request=OpenApiTypes.OBJECT,
-        responses=dict.fromkeys((200, 202, 400, 401, 403, 411, 413, 415), OpenApiTypes.OBJECT),
+        request=WEBHOOK_REQUEST,
+        responses=WEBHOOK_RESPONSES,
     )
     def post(self, request: Request) -> Response:
         return super().post(request)

@@ -4,23 +4,24 @@ GitLab sends the webhook's secret token as ``X-Gitlab-Token``; it is compared in
 constant time (as digests, so its length is not given away). Deliveries are named by
 ``Idempotency-Key`` (the same across GitLab's retries) or else ``X-Gitlab-Event-UUID``.
 Events, by the body's ``object_kind``: ``merge_request`` updates a merge request the app
-already holds (its approvals too), ``deployment`` a deployment, ``issue`` with the
-incident label an incident.
+already holds (its approvals too: a person's; a bot's is ignored), ``deployment`` a
+deployment, ``issue`` with the incident label an incident.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from typing import Any
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from ..models import PullRequest
 from ..state import reviews
+from .schema import WEBHOOK_REQUEST, WEBHOOK_RESPONSES
 from .webhooks import (
     Ignored,
     Secret,
@@ -45,6 +46,24 @@ _DEPLOYMENT_STATUS = {
 }
 
 
+# The usernames GitLab gives its bot users: those of project and group access tokens
+# (project_<id>_bot_<random>; older GitLab: project_<id>_bot, project_<id>_bot<n>) and
+# service accounts made without a username (service_account_<...>), from GitLab's docs.
+_BOT_USERNAME = re.compile(r"(?:(?:project|group)_\d+_bot(?:_\w+|\d*)|service_account_\w+)")
+
+
+def _by_bot(payload: dict[str, Any]) -> bool:
+    """Whether the event's ``user`` (who approved) is a bot: ``bot: true`` where the
+    payload carries it, else a bot user's username (webhook payloads document no flag)."""
+    user = payload.get("user")
+    if not isinstance(user, dict):
+        return False
+    username = user.get("username")
+    return user.get("bot") is True or (
+        isinstance(username, str) and _BOT_USERNAME.fullmatch(username) is not None
+    )
+
+
 def _iso(payload: Any, path: str) -> str:
     return moment(payload, path).isoformat()
 
@@ -62,6 +81,9 @@ def _merge_request(payload: dict[str, Any]) -> str:
         raise Ignored("a merge request the app does not hold")
     observed = _iso(attributes, "updated_at")
     if attributes.get("action") == "approved":
+        if _by_bot(payload):
+            # Not a person's approval: no round, no first review (docs/webhooks.md).
+            raise Ignored("an approval by a bot")
         return reviews.review_submitted(
             PLATFORM, repository, number, moment(attributes, "updated_at"), reviews.APPROVED
         )
@@ -172,8 +194,8 @@ class GitLabWebhookView(WebhookView):
             OpenApiParameter("X-Gitlab-Event-UUID", str, OpenApiParameter.HEADER),
             OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER),
         ],
-        request=OpenApiTypes.OBJECT,
-        responses=dict.fromkeys((200, 202, 400, 401, 403, 411, 413, 415), OpenApiTypes.OBJECT),
+        request=WEBHOOK_REQUEST,
+        responses=WEBHOOK_RESPONSES,
     )
     def post(self, request: Request) -> Response:
         return super().post(request)

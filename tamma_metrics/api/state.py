@@ -10,7 +10,12 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.decorators import method_decorator
-from drf_spectacular.utils import OpenApiExample, PolymorphicProxySerializer, extend_schema
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+)
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
@@ -29,7 +34,7 @@ from ..models import (
     Priority,
     PullRequest,
 )
-from . import bodies
+from . import bodies, schema
 from .serializers import FoldSerializer, Label, StrictIntegerField, StrictSerializer
 
 __all__ = ["SERIALIZERS", "StateView"]
@@ -344,7 +349,7 @@ DESCRIPTIONS = {
 def _schema(kind: str) -> Any:
     item = SERIALIZERS[kind]
     name = item.__name__
-    batch = type(f"{name}Batch", (serializers.Serializer,), {"items": item(many=True)})
+    batch = type(f"{name}Batch", (StrictSerializer,), {"items": item(many=True, min_length=1)})
     return extend_schema(
         operation_id=f"upsert_{kind.replace('-', '_')}",
         summary=f"Write {kind.replace('-', ' ')}",
@@ -363,7 +368,26 @@ def _schema(kind: str) -> Any:
             serializers=[item, batch],
             resource_type_field_name=None,
         ),
-        responses=dict.fromkeys((200, 201, 400, 404, 409), StateResponse),
+        responses={
+            200: OpenApiResponse(
+                StateResponse,
+                "A batch with at least one item accepted, or a single item updated, "
+                "unchanged or stale.",
+            ),
+            201: OpenApiResponse(StateResponse, "A single item created."),
+            400: OpenApiResponse(
+                schema.or_error(StateResponse, "StateRejection"),
+                "Every item rejected, or the items' answers differ and none was accepted; "
+                'or the body as a whole is malformed ({"detail": ...}: not JSON, nested too '
+                "deep, neither an item nor a batch, an empty batch).",
+            ),
+            404: OpenApiResponse(StateResponse, "Every item not_found."),
+            409: OpenApiResponse(StateResponse, "Every item a conflict."),
+            **schema.refusals(
+                *schema.WRITE_REFUSALS,
+                meaning={403: "Without the tamma_metrics.change_domain permission."},
+            ),
+        },
         examples=EXAMPLES.get(kind, []),
     )
 

@@ -10,10 +10,10 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.decorators import method_decorator
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
+    OpenApiResponse,
     PolymorphicProxySerializer,
     extend_schema,
 )
@@ -27,8 +27,7 @@ from .. import access, budget, catalogue, record
 from ..conf import app_settings
 from ..models import IngestedEvent
 from ..reports import delivery, health, velocity
-from . import bodies
-from . import schema as _schema  # noqa: F401  (registers the auth scheme)
+from . import bodies, schema  # schema: the OpenAPI schema's shared parts and extensions
 from . import serializers as wire
 from .bodies import DatabaseAwareView, LenientJSONParser
 
@@ -51,8 +50,8 @@ def _event_union(**kwargs: Any) -> PolymorphicProxySerializer:
 EVENT_UNION = _event_union()
 
 
-class BatchSerializer(serializers.Serializer):
-    events = _event_union(many=True)
+class BatchSerializer(wire.StrictSerializer):
+    events = _event_union(many=True, min_length=1)
 
 
 def _prune() -> None:
@@ -128,7 +127,21 @@ class EventsView(DatabaseAwareView):
             serializers=[EVENT_UNION, BatchSerializer],
             resource_type_field_name=None,
         ),
-        responses={200: wire.IngestResponseSerializer, 400: wire.IngestResponseSerializer},
+        responses={
+            200: OpenApiResponse(
+                wire.IngestResponseSerializer,
+                "At least one event was counted or was a duplicate; each event is answered.",
+            ),
+            400: OpenApiResponse(
+                schema.or_error(wire.IngestResponseSerializer, "IngestRejection"),
+                "Every event was rejected (each answered, errors naming the fields), or the "
+                'body as a whole is malformed ({"detail": ...}).',
+            ),
+            **schema.refusals(
+                *schema.WRITE_REFUSALS,
+                meaning={403: "Without the tamma_metrics.add_event permission."},
+            ),
+        },
         examples=[
             OpenApiExample(
                 "AI request",
@@ -176,7 +189,7 @@ class FamiliesView(DatabaseAwareView):
     @extend_schema(
         operation_id="list_families",
         summary="Metric families",
-        responses={200: wire.FamilySerializer(many=True)},
+        responses={200: wire.FamilySerializer(many=True), **schema.refusals(*schema.READ_REFUSALS)},
     )
     def get(self, request: Request) -> Response:
         try:
@@ -211,6 +224,18 @@ class _ReportView(DatabaseAwareView):
         return access.visible_families(request.auth, names)
 
 
+def _report_responses(report: type[serializers.Serializer], families: str) -> dict[int, Any]:
+    return {
+        200: report,
+        400: OpenApiResponse(
+            schema.FieldErrorsSerializer, "A parameter at fault (unknown, or a value not taken)."
+        ),
+        **schema.refusals(
+            403, *schema.READ_REFUSALS, meaning={403: f"The caller may not see {families}."}
+        ),
+    }
+
+
 def _filter_parameters() -> list[OpenApiParameter]:
     parameters = [
         OpenApiParameter(
@@ -239,7 +264,7 @@ class VelocityView(_ReportView):
             "families behind them (403 otherwise); 400 names a parameter at fault."
         ),
         parameters=_filter_parameters(),
-        responses={200: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT, 403: OpenApiTypes.OBJECT},
+        responses=_report_responses(schema.VelocitySerializer, "the business families"),
     )
     def get(self, request: Request) -> Response:
         if self.visible(request, velocity.FAMILIES) != set(velocity.FAMILIES):
@@ -269,7 +294,7 @@ class DeliveryView(_ReportView):
                 "days", int, enum=list(delivery.WINDOWS), default=30, description="The window."
             )
         ],
-        responses={200: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT, 403: OpenApiTypes.OBJECT},
+        responses=_report_responses(schema.DeliverySerializer, "the delivery families"),
     )
     def get(self, request: Request) -> Response:
         if self.visible(request, delivery.FAMILIES) != set(delivery.FAMILIES):
@@ -293,7 +318,12 @@ class HealthView(_ReportView):
             "and an overall status (healthy, degraded or critical) with the rules that set "
             "it. 403 for a caller who sees none of its families."
         ),
-        responses={200: OpenApiTypes.OBJECT, 403: OpenApiTypes.OBJECT},
+        responses={
+            200: schema.HealthSerializer,
+            **schema.refusals(
+                403, *schema.READ_REFUSALS, meaning={403: "The caller sees none of its families."}
+            ),
+        },
     )
     def get(self, request: Request) -> Response:
         visible = self.visible(request, set(health.SECTIONS.values()))
