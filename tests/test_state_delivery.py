@@ -478,3 +478,30 @@ def test_the_delivery_report_and_metrics_agree_after_tamma_reports(tamma, shippe
     assert keys["incidents_resolved"] == change.total(f"{RECOVERY}_count") == 2
     assert change.total(f"{RECOVERY}_sum") == pytest.approx((20 + 5) * 60)
     assert keys["recovery_time_hours"]["value"] == round(5 / 60, 3)
+
+
+def test_a_revert_and_review_rounds_sent_by_tamma_reach_the_delivery_report(tamma, shipped):
+    """is_revert, review_rounds, changes_requested and the size, sent through the state
+    API, are figures of the delivery report (the pull requests merged in the window)."""
+    revert = timeline_pr(9, is_revert=True)  # 2 rounds, 1 change request, 150 lines, 4 files
+    assert post(tamma, "pull-requests", revert).status_code == 201
+    pm = client_of(PRODUCT_MANAGER, "pm")
+    report = pm.get("/api/v1/delivery", {"days": 7}).json()
+    # 7, 8 and 9 merged at minute -20; 9 is a revert.
+    keys = report["keys"]
+    assert (keys["pull_requests_merged"], keys["reverts"], keys["revert_rate"]) == (
+        3,
+        1,
+        round(1 / 3, 4),
+    )
+    # Rounds 0, 0 and 2: the 2nd and the 3rd of three. Only 9's size is known.
+    assert report["reviews"] == {
+        "pull_requests": 3,
+        "review_rounds_p50": 0.0,
+        "review_rounds_p95": 2.0,
+        "changes_requested": 1,
+        "changes_requested_share": round(1 / 3, 4),
+        "sized": 1,
+        "lines_changed_mean": 150.0,
+        "files_changed_mean": 4.0,
+    }

@@ -17,6 +17,11 @@ window the ``days`` before it. Production deployments only (``environment="produ
 - failed deployment recovery time: median time from an incident opening to its
   resolution, over the incidents resolved in the window.
 
+Beside the keys, for the window and the one before: the pull requests merged in it and the
+reverts among them (``PullRequest.is_revert``), a quality signal. Nothing records which
+change a revert undid, so the change it undid is not marked (it stays a good change unless
+its deployment failed); the reverts are counted, not linked.
+
 Bands (DORA's State of DevOps report, 2023), best first; a key with no data has none:
 
 | key | elite | high | medium | low |
@@ -25,6 +30,11 @@ Bands (DORA's State of DevOps report, 2023), best first; a key with no data has 
 | lead time | under a day | under a week | under a month | a month or more |
 | change failure rate | 5% or less | 10% or less | 15% or less | more |
 | recovery time | under an hour | under a day | under a week | a week or more |
+
+Reviews, over the pull requests merged in the window: the median and 95th percentile of
+their review rounds (reviews by people: the webhooks leave bots' reviews out), the share
+on which a person requested changes, and their mean size (lines added and deleted, files
+changed) over those whose size is known (files changed above 0).
 
 Cost: an issue's AI cost (``Issue.cost_usd``) is shared equally by its pull requests; the
 cost per change is what the changes of the window cost over their number, the cost per
@@ -38,7 +48,8 @@ or to the issue's end when never answered). Overlapping waits each count; an iss
 is at most its cycle time, and the rest is the agent working.
 
 Every figure is computed by the database, in a constant number of queries whatever the
-number of rows (15).
+number of rows (15): the lead times and the merged pull requests of both windows are one
+query each (grouped by window).
 """
 
 from __future__ import annotations
@@ -47,17 +58,20 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.db.models import (
+    Case,
     Count,
     Exists,
     ExpressionWrapper,
     F,
     FloatField,
+    IntegerField,
     OuterRef,
     Q,
     QuerySet,
     Subquery,
     Sum,
     Value,
+    When,
 )
 from django.db.models.functions import Cast, Coalesce, Greatest, Least
 from django.utils import timezone
@@ -141,32 +155,79 @@ def _production(start: datetime | None = None, end: datetime | None = None) -> Q
     )
 
 
-def _keys(start: datetime, end: datetime, days: int) -> dict[str, Any]:
+def _current(field: str, start: datetime) -> Case:
+    """1 for a row whose ``field`` is in the window (from ``start``), 0 for the one before."""
+    return Case(
+        When(**{f"{field}__gte": start}, then=Value(1)),
+        default=Value(0),
+        output_field=IntegerField(),
+    )
+
+
+def _flag(condition: Q) -> Case:
+    """1 for a row matching ``condition``, else 0 (summed: how many match)."""
+    return Case(When(condition, then=Value(1)), default=Value(0), output_field=IntegerField())
+
+
+def _lead_times(before: datetime, start: datetime, end: datetime) -> dict[int, dict[str, float]]:
+    """The changes' lead times of both windows (1 query): {1: this one, 0: the one before}."""
+    shipped = PullRequest.objects.filter(deployed_at__gte=before, deployed_at__lt=end).annotate(
+        first=Coalesce("first_commit_at", "created_at")
+    )
+    return percentiles(
+        shipped, seconds_between("first", "deployed_at"), _current("deployed_at", start), (50,)
+    )
+
+
+def _merged(before: datetime, start: datetime, end: datetime) -> dict[int, dict[str, float]]:
+    """The pull requests merged in both windows (1 query): {1: this one, 0: the one before},
+    each with how many, their review rounds' median and 95th percentile, and the reverts,
+    those with changes requested, those of a known size and their sizes among them."""
+    merged = PullRequest.objects.filter(merged_at__gte=before, merged_at__lt=end)
+    return percentiles(
+        merged,
+        F("review_rounds"),
+        _current("merged_at", start),
+        sums={
+            "reverts": _flag(Q(is_revert=True)),
+            "changes_requested": _flag(Q(changes_requested__gt=0)),
+            "sized": _flag(Q(files_changed__gt=0)),
+            "lines": F("additions") + F("deletions"),
+            "files": F("files_changed"),
+        },
+    )
+
+
+def _keys(
+    start: datetime, end: datetime, days: int, lead: dict[str, float], merged: dict[str, float]
+) -> dict[str, Any]:
+    """The four keys of one window (2 queries), with its lead times and merged pull
+    requests (from ``_lead_times`` and ``_merged``)."""
     counts = _production(start, end).aggregate(
         finished=Count("pk"),
         deployed=Count("pk", filter=Q(status__in=Deployment.DEPLOYED)),
         failed=Count("pk", filter=Q(failure=True)),
     )
-    shipped = PullRequest.objects.filter(deployed_at__gte=start, deployed_at__lt=end).annotate(
-        first=Coalesce("first_commit_at", "created_at")
-    )
-    lead = percentiles(shipped, seconds_between("first", "deployed_at"), Value(1), (50,))
     resolved = Incident.objects.filter(resolved_at__gte=start, resolved_at__lt=end)
     recovery = percentiles(resolved, seconds_between("opened_at", "resolved_at"), Value(1), (50,))
     frequency = counts["deployed"] / days
     failure = _ratio(counts["failed"], counts["finished"])
     figures = {
         "deployment_frequency": round(frequency, 4) if counts["deployed"] else None,
-        "lead_time_hours": _hours(lead.get(1, {}).get("p50")),
+        "lead_time_hours": _hours(lead.get("p50")),
         "change_failure_rate": failure,
         "recovery_time_hours": _hours(recovery.get(1, {}).get("p50")),
     }
+    pulls, reverts = int(merged.get("n", 0)), int(merged.get("reverts", 0))
     return {
         "deployments": counts["deployed"],
         "deployments_finished": counts["finished"],
         "failed_deployments": counts["failed"],
-        "changes_deployed": lead.get(1, {}).get("n", 0),
+        "changes_deployed": int(lead.get("n", 0)),
         "incidents_resolved": recovery.get(1, {}).get("n", 0),
+        "pull_requests_merged": pulls,
+        "reverts": reverts,
+        "revert_rate": _ratio(reverts, pulls),
         **{key: {"value": value, "band": band(key, value)} for key, value in figures.items()},
     }
 
@@ -224,6 +285,23 @@ def _stages(start: datetime, end: datetime) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _reviews(merged: dict[str, float]) -> dict[str, Any]:
+    """Review rounds, changes requested and size of the pull requests merged in the
+    window (from ``_merged``)."""
+    pulls, sized = int(merged.get("n", 0)), int(merged.get("sized", 0))
+    asked = int(merged.get("changes_requested", 0))
+    return {
+        "pull_requests": pulls,
+        "review_rounds_p50": merged.get("p50"),
+        "review_rounds_p95": merged.get("p95"),
+        "changes_requested": asked,
+        "changes_requested_share": _ratio(asked, pulls),
+        "sized": sized,
+        "lines_changed_mean": _ratio(merged.get("lines", 0.0), sized, 1),
+        "files_changed_mean": _ratio(merged.get("files", 0.0), sized, 1),
+    }
 
 
 def _float(expression: Any) -> Cast:
@@ -383,6 +461,7 @@ def delivery(days: int, now: datetime | None = None) -> dict[str, Any]:
     first = today - timedelta(days=days - 1)
     start, before = _midnight(first), _midnight(first - timedelta(days=days))
     by_provider, cost = _providers(start, end)
+    lead, merged = _lead_times(before, start, end), _merged(before, start, end)
     return {
         "window": {
             "days": days,
@@ -391,12 +470,13 @@ def delivery(days: int, now: datetime | None = None) -> dict[str, Any]:
             "time_zone": timezone.get_current_timezone_name(),
         },
         "previous_window": {"since": before.isoformat(), "until": start.isoformat()},
-        "keys": _keys(start, end, days),
-        "previous_keys": _keys(before, start, days),
+        "keys": _keys(start, end, days, lead.get(1, {}), merged.get(1, {})),
+        "previous_keys": _keys(before, start, days, lead.get(0, {}), merged.get(0, {})),
         "deployments_per_day": _per_day(
             start, end, [first + timedelta(days=n) for n in range(days)]
         ),
         "stages": _stages(start, end),
+        "reviews": _reviews(merged.get(1, {})),
         "waiting": _waiting(start, end),
         "cost": cost,
         "providers": by_provider,

@@ -4,7 +4,7 @@ percentiles, the same on SQLite and PostgreSQL, computed by the database."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -88,37 +88,55 @@ def seconds_between(start: str, end: str) -> Expression:
 
 
 def percentiles(
-    rows: QuerySet, value: Expression, group: Expression, ranks: Iterable[int] = (50, 95)
+    rows: QuerySet,
+    value: Expression,
+    group: Expression,
+    ranks: Iterable[int] = (50, 95),
+    sums: Mapping[str, Expression] | None = None,
 ) -> dict[Any, dict[str, float]]:
-    """{group: {"p50": ..., "p95": ..., "n": count}} of ``value`` over ``rows``.
+    """{group: {"p50": ..., "p95": ..., "n": count, **sums}} of ``value`` over ``rows``.
 
     Nearest-rank percentiles (the value at rank ceil(p% of n)), computed by the database
     with window functions in one query whatever the number of rows; rows whose value is
-    NULL are left out.
+    NULL are left out. ``sums`` (name: expression) are summed over the same rows of each
+    group, in the same query (a count of the rows matching a condition is the sum of a
+    0-or-1 expression).
     """
     ranks = tuple(ranks)
+    sums = dict(sums or {})
+    for name in sums:
+        if not name.isidentifier() or not name.islower():
+            raise ValueError(f"sum names are lowercase identifiers, not {name!r}")
+    columns = [f"sum_{name}" for name in sums]
     inner = (
         rows.order_by()
-        .annotate(grp=group, val=value)
+        .annotate(
+            grp=group,
+            val=value,
+            **dict(zip(columns, sums.values(), strict=True)),
+        )
         .filter(val__isnull=False)
-        .values("grp", "val")
+        .values("grp", "val", *columns)
     )
     sql, params = inner.query.sql_with_params()
     # Integer arithmetic: ceil(n * p / 100) as (n * p + 99) / 100 on both databases.
     wanted = " OR ".join(f"rn = (n * {int(p)} + 99) / 100" for p in ranks)
+    summed = "".join(f", SUM(t.{c}) OVER (PARTITION BY t.grp) AS {c}" for c in columns)
     query = (
-        "SELECT grp, val, rn, n FROM ("
+        f"SELECT grp, val, rn, n{''.join(f', {c}' for c in columns)} FROM ("
         " SELECT t.grp AS grp, t.val AS val,"
         " ROW_NUMBER() OVER (PARTITION BY t.grp ORDER BY t.val) AS rn,"
-        " COUNT(*) OVER (PARTITION BY t.grp) AS n"
+        f" COUNT(*) OVER (PARTITION BY t.grp) AS n{summed}"
         f" FROM ({sql}) t) ranked WHERE {wanted}"
     )
     result: dict[Any, dict[str, float]] = defaultdict(dict)
     with connection.cursor() as cursor:
         cursor.execute(query, params)
-        for grp, val, rn, n in cursor.fetchall():
+        for grp, val, rn, n, *totals in cursor.fetchall():
             entry = result[grp]
             entry["n"] = n
+            for name, total in zip(sums, totals, strict=True):
+                entry[name] = float(total or 0)
             for p in ranks:
                 if rn == (n * p + 99) // 100:
                     entry[f"p{p}"] = float(val)

@@ -1,7 +1,12 @@
-"""A review submitted on a pull request: the timeline's first review and approval, and
-its review rounds. A review is a fact at its own time, not a newer state of the row, so
-it is applied under the row's lock whatever the row's ``observed_at``; the caller makes
-it happen once per delivery (webhook delivery ids)."""
+"""A review submitted on a pull request by a person: the timeline's first review and
+approval, and its review rounds. A review is a fact at its own time, not a newer state of
+the row, so it is applied under the row's lock whatever the row's ``observed_at``; the
+caller makes it happen once per delivery (webhook delivery ids).
+
+Only people's reviews are applied: the time to the first review is the pickup stage and
+the time to the approval is work waiting for a person, so a bot's review (a GitHub App,
+an access-token bot) would end those waits early and count rounds nobody took. The
+webhooks tell bots apart on each platform and do not call this for them."""
 
 from __future__ import annotations
 
@@ -17,9 +22,9 @@ APPROVED, CHANGES_REQUESTED = "approved", "changes_requested"
 def review_submitted(
     platform: str, repository: str, number: int, submitted_at: datetime, verdict: str
 ) -> str:
-    """Apply one review; ``applied``, or ``ignored`` for a pull request the app does not
-    hold or one already merged (its stages were counted from the timeline it had).
-    Call inside the transaction that records the delivery."""
+    """Apply one review by a person; ``applied``, or ``ignored`` for a pull request the
+    app does not hold or one already merged (its stages were counted from the timeline it
+    had). Call inside the transaction that records the delivery."""
     row = (
         PullRequest.objects.select_for_update()
         .filter(platform=platform, repository=repository, number=number)
