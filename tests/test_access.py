@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth.models import Group, User
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -229,6 +230,24 @@ def test_create_api_token_command_prints_a_working_token(anonymous, roles):
     token = out.getvalue().strip()
     assert anonymous.get("/metrics", **bearer(token)).status_code == 200
     assert ApiToken.objects.get(user__username="cmd").expires_at > timezone.now()
+
+
+def test_create_api_token_makes_users_only_in_roles_that_exist(anonymous, roles):
+    """A typo in the role fails, listing the roles, and creates nothing."""
+    with pytest.raises(CommandError) as refused:
+        call_command("create_api_token", user="scraper", create_user="promethues")
+    assert str(refused.value) == (
+        "No role named 'promethues'. Roles: operator, orchestrator, product-manager, "
+        "prometheus, worker (python manage.py seed_roles creates the presets)."
+    )
+    assert not User.objects.filter(username="scraper").exists()
+    assert not Group.objects.filter(name="promethues").exists()
+    out = io.StringIO()
+    call_command("create_api_token", user="scraper", create_user=PROMETHEUS, stdout=out)
+    assert anonymous.get("/metrics", **bearer(out.getvalue().strip())).status_code == 200
+    assert list(User.objects.get(username="scraper").groups.values_list("name", flat=True)) == [
+        PROMETHEUS
+    ]
 
 
 def test_admin_grants_a_family_to_a_role_and_creates_tokens(client, anonymous, roles):

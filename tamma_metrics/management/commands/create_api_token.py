@@ -1,7 +1,9 @@
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 from django.utils import timezone
 
 from tamma_metrics.models import ApiToken
@@ -30,17 +32,25 @@ class Command(BaseCommand):
         create_user: str | None,
         **options,
     ) -> None:
+        if expires_days is not None and expires_days <= 0:
+            raise CommandError("--expires-days must be positive.")
         users = get_user_model().objects
         account = users.filter(username=user).first()
         if account is None and create_user:
-            from django.contrib.auth.models import Group
-
-            account = users.create_user(username=user)  # no password: token only
-            account.groups.add(Group.objects.get_or_create(name=create_user)[0])
+            # Only an existing role: a typo would make an empty group whose token sees
+            # nothing (403 on every scrape).
+            role = Group.objects.filter(name=create_user).first()
+            if role is None:
+                roles = ", ".join(Group.objects.order_by("name").values_list("name", flat=True))
+                raise CommandError(
+                    f"No role named {create_user!r}. Roles: {roles or 'none'} "
+                    "(python manage.py seed_roles creates the presets)."
+                )
+            with transaction.atomic():
+                account = users.create_user(username=user)  # no password: token only
+                account.groups.add(role)
         if account is None:
             raise CommandError(f"No user named {user!r}.")
-        if expires_days is not None and expires_days <= 0:
-            raise CommandError("--expires-days must be positive.")
         expires = timezone.now() + timedelta(days=expires_days) if expires_days else None
         _, secret = ApiToken.create_for(account, name, expires)
         self.stdout.write(secret)
