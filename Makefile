@@ -31,6 +31,7 @@ bootstrap:
 # DEBUG=true for the demo only (static files for the admin, error pages with details);
 # everything else runs with DEBUG off.
 run: venv
+	MAKE_TARGET=run scripts/preflight.sh $(HOST) $(PORT)
 	rm -rf $(MULTIPROC) && mkdir -p $(MULTIPROC)
 	export PROMETHEUS_MULTIPROC_DIR=$(MULTIPROC) DEBUG=$${DEBUG:-true} && \
 	$(BIN)/python manage.py migrate --noinput && \
@@ -40,12 +41,14 @@ run: venv
 	$(BIN)/python manage.py demo_scrape_token --target $(HOST):$(PORT) && \
 	$(BIN)/python manage.py demo_orchestrator_token --target $(HOST):$(PORT) && \
 	echo "Admin: http://$(HOST):$(PORT)/admin/  Metrics: http://$(HOST):$(PORT)/metrics  API docs: http://$(HOST):$(PORT)/api/docs" && \
+	echo "$$$$ make run on $(HOST):$(PORT)" > $(RUN)/instance.pid && \
 	exec $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 # Production-style serving: gunicorn with WEB_CONCURRENCY workers (3), the folder
 # checked and emptied by project/gunicorn.conf.py, dead workers' files archived.
 # METRICS_PORT=9100 adds an address that serves only /metrics and /metrics/health.
 serve: venv
+	MAKE_TARGET=serve scripts/preflight.sh $(HOST) $(PORT) $(METRICS_PORT)
 	mkdir -p $(MULTIPROC)
 	export PROMETHEUS_MULTIPROC_DIR=$(MULTIPROC) HOST=$(HOST) PORT=$(PORT) && \
 	$(BIN)/python manage.py migrate --noinput && \
@@ -53,6 +56,7 @@ serve: venv
 	$(BIN)/python manage.py demo_scrape_token --target $(HOST):$(or $(METRICS_PORT),$(PORT)) && \
 	$(BIN)/python manage.py demo_orchestrator_token --target $(HOST):$(PORT) && \
 	echo "Metrics: http://$(HOST):$(or $(METRICS_PORT),$(PORT))/metrics  Site: http://$(HOST):$(PORT)/" && \
+	echo "$$$$ make serve on $(HOST):$(PORT)" > $(RUN)/instance.pid && \
 	exec $(BIN)/gunicorn -c project/gunicorn.conf.py
 
 lint: venv
