@@ -262,12 +262,21 @@ def _admit_in_database(scope: str, key: str, cap: int) -> bool:
     return True
 
 
-def admit(scope: str, key: str, cap: int, deadline: budget.Deadline | None = None) -> bool:
+def admit(
+    scope: str,
+    key: str,
+    cap: int,
+    deadline: budget.Deadline | None = None,
+    *,
+    patient: bool = False,
+) -> bool:
     """Whether ``key`` is (or may now become) one of the at most ``cap`` keys of ``scope``.
 
     The database is asked within ``deadline`` (default POLICY_QUERY_SECONDS): a locked
     or slow database refuses the new key (the event still counts, folded) rather than
-    holding up the caller's request."""
+    holding up the caller's request. ``patient``: a row is being written (the state API),
+    so the answer must not depend on the database's speed: it is asked without a time
+    limit, and its failure is the caller's (the row's transaction fails, nothing written)."""
     state = _state
     admitted = state.admitted.setdefault(scope, set())
     if key in admitted:
@@ -275,9 +284,11 @@ def admit(scope: str, key: str, cap: int, deadline: budget.Deadline | None = Non
     refused = state.refused.setdefault(scope, set())
     if key in refused or scope in state.full:
         return False
-    if budget.failed_recently():
+    if patient and _database_usable():
+        ok = _admit_in_database(scope, key[:1000], cap)
+    elif budget.failed_recently():
         return False  # the database just failed to answer: refuse at once, keep the cap
-    if _database_usable():
+    elif _database_usable():
         if deadline is None:
             deadline = budget.Deadline(POLICY_QUERY_SECONDS)
         try:
@@ -313,11 +324,17 @@ KEPT, FOLDED, REDACTED = "kept", "folded", "redacted"
 
 
 def judge(
-    family: str, label: str, raw_value: Any, deadline: budget.Deadline | None = None
+    family: str,
+    label: str,
+    raw_value: Any,
+    deadline: budget.Deadline | None = None,
+    *,
+    patient: bool = False,
 ) -> tuple[str, str]:
     """The value ``label`` of ``family`` is recorded as, and whether it was kept, folded or
     redacted (the series cap aside). The state API stores this value in the row, so a row
-    and the counter of its transition carry the same labels."""
+    and the counter of its transition carry the same labels; it judges ``patient``ly, so
+    the same item twice is judged the same however busy the database was."""
     policy = rule(family, label)
     if not policy.closed and redaction.private(raw_value):
         # Never admitted, never stored: not even in the admissions table.
@@ -326,7 +343,7 @@ def judge(
     if policy.closed:
         allowed = value in policy.values
     else:
-        allowed = admit(f"value:{label}", value, policy.max_values, deadline)
+        allowed = admit(f"value:{label}", value, policy.max_values, deadline, patient=patient)
     if not allowed and value != policy.fold:
         return policy.fold, FOLDED
     return value, KEPT

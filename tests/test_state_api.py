@@ -13,7 +13,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from tamma_metrics import state
+from tamma_metrics import budget, state
 from tamma_metrics.models import (
     Approval,
     AutonomousLoop,
@@ -319,6 +319,19 @@ def test_an_escalation_is_raised_once_and_does_not_change(tamma, metrics):
         None,
         T0 + timedelta(minutes=3),
     )
+
+
+def test_a_busy_database_does_not_change_how_an_item_is_stored(tamma):
+    """Rows are judged patiently: with the recording path's breaker open (the database was
+    slow a moment ago), a new free-form value is still admitted, not folded, so the same
+    item sent again is unchanged instead of a conflict."""
+    with pytest.raises(budget.BudgetExhausted), budget.time_limited(0.0) as before_query:
+        before_query()
+    assert budget.failed_recently()
+    item = {**ESCALATION, "external_id": "esc-busy", "reason": "flaky_network"}
+    assert answer(post(tamma, "escalations", item)) == [{"status": "created"}]
+    assert Escalation.objects.get(external_id="esc-busy").reason == "flaky_network"
+    assert answer(post(tamma, "escalations", item)) == [{"status": "unchanged"}]
 
 
 def test_an_escalation_may_name_its_issue(tamma):

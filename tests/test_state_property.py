@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -177,7 +178,7 @@ def post(client: Client, path: str, items: list[dict]) -> list[dict]:
     response = client.post(
         f"/api/v1/{path}", json.dumps({"items": items}), content_type="application/json"
     )
-    assert response.status_code in (200, 201, 404), response.content[:500]
+    assert response.status_code in (200, 201, 404), response.content.decode()[-1500:]
     return response.json()["results"]
 
 
@@ -188,7 +189,9 @@ def clients():
 
 @given(case=deliveries())
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "40")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 def test_any_delivery_converges_and_counts_each_transition_once(case, clients, metrics, settings):
     settings.TAMMA_METRICS = {

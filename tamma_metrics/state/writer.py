@@ -106,7 +106,7 @@ def _judged(kind: Kind, item: dict[str, Any]) -> tuple[dict[str, Any], list[dict
     values, folded = dict(item), []
     for column, (family, label) in kind.labels.items():
         if column in values:
-            value, verdict = labels.judge(family, label, values[column])
+            value, verdict = labels.judge(family, label, values[column], patient=True)
             values[column] = value
             if verdict != labels.KEPT:
                 folded.append(
