@@ -7,7 +7,9 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Group, User
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from tamma_metrics.api import views as api_views
@@ -282,6 +284,36 @@ def test_retries_are_counted_once_within_the_window_whoever_sends_them(worker, m
     api_views._last_prune = float("-inf")
     assert post(worker, {**AI, "event_id": "retry-1"}).json()["counted"] == 1
     assert IngestedEvent.objects.count() == 1
+
+
+def test_a_batch_claims_its_ids_in_one_statement_and_counts_each_once(worker, metrics):
+    """100 events with ids: one INSERT claims them all (one transaction, not one per event);
+    an id already held and an id twice in the batch are duplicates, in order."""
+    assert post(worker, {**AI, "event_id": "held-1"}).json()["counted"] == 1
+    events = [{**AI, "event_id": f"b-{n:03d}"} for n in range(100)]
+    events[10] = {**AI, "event_id": "held-1"}
+    events[20] = {**AI, "event_id": "b-005"}
+    events[30] = {**AI}  # no id: counted as it comes
+    events[40] = {**AI, "event_id": "b-041", "duration_seconds": -1}  # rejected: not claimed
+    before = metrics()
+    with CaptureQueriesContext(connection) as executed:
+        body = post(worker, {"events": events}).json()
+    claims = [q["sql"] for q in executed.captured_queries if "ingestedevent" in q["sql"].lower()]
+    assert len([sql for sql in claims if sql.startswith("INSERT")]) == 1
+    assert (body["counted"], body["duplicates"], body["rejected"]) == (97, 2, 1)
+    statuses = {r["index"]: r["status"] for r in body["results"]}
+    assert (statuses[5], statuses[10], statuses[20], statuses[30], statuses[40]) == (
+        "counted",
+        "duplicate",
+        "duplicate",
+        "counted",
+        "rejected",
+    )
+    assert delta(metrics(), before).total("tamma_ai_requests_total") == 97
+    assert IngestedEvent.objects.count() == 1 + 96  # held-1 and the 96 ids claimed now
+    # The whole batch again: every id is a duplicate; only the event without an id counts.
+    again = post(worker, {"events": events}).json()
+    assert (again["counted"], again["duplicates"], again["rejected"]) == (1, 98, 1)
 
 
 def test_folded_label_values_are_reported_not_rejected(worker, metrics):

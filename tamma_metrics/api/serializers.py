@@ -138,8 +138,11 @@ class EventSerializer(StrictSerializer):
     recorder: Callable[..., None]
 
     def record(self) -> None:
-        fields = {key: value for key, value in self.validated_data.items() if key not in ENVELOPE}
-        type(self).recorder(**fields)
+        self.record_validated(self.validated_data)
+
+    def record_validated(self, validated: Mapping[str, Any]) -> None:
+        """Record an event this serializer's type validated (``run_validation``)."""
+        type(self).recorder(**{key: v for key, v in validated.items() if key not in ENVELOPE})
 
 
 class AiRequestSerializer(EventSerializer):
@@ -196,8 +199,11 @@ for _kind, _serializer in EVENT_TYPES.items():
     _serializer._declared_fields["type"] = serializers.ChoiceField([_kind])
 
 
-def for_event(data: Any) -> EventSerializer | dict:
-    """The serializer for one raw event, or the errors when its type is unusable."""
+def for_event(
+    data: Any, validators: dict[str, EventSerializer] | None = None
+) -> EventSerializer | dict:
+    """The serializer for one raw event, or the errors when its type is unusable. With
+    ``validators``, one serializer per type is made and reused (``run_validation``)."""
     if not isinstance(data, dict):
         return {"non_field_errors": ["Each event must be a JSON object."]}
     kind = data.get("type")
@@ -214,7 +220,11 @@ def for_event(data: Any) -> EventSerializer | dict:
         }
     if kind not in EVENT_TYPES:
         return {"type": [f"Unknown event type; one of {', '.join(EVENT_TYPES)}."]}
-    return EVENT_TYPES[kind](data=data)
+    if validators is None:
+        return EVENT_TYPES[kind](data=data)
+    if kind not in validators:
+        validators[kind] = EVENT_TYPES[kind]()
+    return validators[kind]
 
 
 # -- responses (documented in the OpenAPI schema) -------------------------------------
