@@ -72,8 +72,9 @@ def post(url: str, token: str, body: dict) -> tuple[float, int, dict]:
     return (time.perf_counter() - start) * 1000, status, answer
 
 
-def send(url: str, tokens: list[str], bodies: list[dict]) -> dict:
-    """Post ``bodies`` from SENDERS threads at once; items/s, latency and answers."""
+def send(url: str, tokens: list[str], bodies: list[dict], key: str = "items") -> dict:
+    """Post ``bodies`` from SENDERS threads at once; items (``body[key]``) per second,
+    latency, and the answers' counts added up."""
     results: list[tuple[float, int, dict]] = []
     lock = threading.Lock()
 
@@ -93,9 +94,10 @@ def send(url: str, tokens: list[str], bodies: list[dict]) -> dict:
     times = sorted(ms for ms, _, _ in results)
     answered: dict[str, int] = {}
     for *_, answer in results:
-        for key in ("created", "updated", "unchanged", "stale", "rejected"):
-            answered[key] = answered.get(key, 0) + answer.get(key, 0)
-    items = sum(len(body["items"]) for body in bodies)
+        for name, value in answer.items():
+            if isinstance(value, int):
+                answered[name] = answered.get(name, 0) + value
+    items = sum(len(body[key]) for body in bodies)
     return {
         "requests": len(results),
         "items": items,
@@ -156,7 +158,10 @@ def main() -> None:
             f"{r['p50']:.1f} | {r['p99']:.1f} | {r['errors']} |"
         )
     sent = args.singles + args.batched + 30
-    answered = {key: sum(r["answered"][key] for _, r in rounds) for key in rounds[0][1]["answered"]}
+    answered = {
+        key: sum(r["answered"].get(key, 0) for _, r in rounds)
+        for key in ("created", "updated", "unchanged", "stale", "rejected")
+    }
     ok = rows == sent and counted == args.batched and answered["created"] == sent - 30
     print(
         f"\nChecked: {rows:,} rows for {sent:,} issues sent; "
