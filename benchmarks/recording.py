@@ -31,7 +31,7 @@ import django  # noqa: E402
 django.setup()
 
 from django.core.management import call_command  # noqa: E402
-from prometheus_client import Counter  # noqa: E402
+from prometheus_client import Counter, Histogram  # noqa: E402
 
 from tamma_metrics import record  # noqa: E402
 from tamma_metrics.scrape import exposition  # noqa: E402
@@ -84,6 +84,42 @@ def main() -> None:
     print("|---|---:|---:|")
     for name, value in results.items():
         print(f"| {name} | {value:,.0f} | {value / base:.2f} |")
+
+    # An AI request is five writes: its count, its latency, two token counts, its cost.
+    requests = Counter("bench_raw_ai_requests_total", "raw", ["provider", "model", "rt", "o"])
+    latency = Histogram("bench_raw_ai_seconds", "raw", ["provider", "model", "rt", "tr"])
+    tokens = Counter("bench_raw_ai_tokens_total", "raw", ["provider", "model", "token_type"])
+    cost = Counter("bench_raw_ai_cost_total", "raw", ["provider", "model"])
+
+    def raw_ai_request() -> None:
+        requests.labels(provider="anthropic", model="sonnet", rt="chat", o="success").inc()
+        latency.labels(provider="anthropic", model="sonnet", rt="chat", tr="1k-10k").observe(2.5)
+        tokens.labels(provider="anthropic", model="sonnet", token_type="input").inc(1200)
+        tokens.labels(provider="anthropic", model="sonnet", token_type="output").inc(300)
+        cost.labels(provider="anthropic", model="sonnet").inc(0.021)
+
+    ai = medians(
+        {
+            "record.ai_request (five writes)": lambda: record.ai_request(
+                provider="anthropic",
+                model="sonnet",
+                request_type="chat",
+                outcome="success",
+                duration_seconds=2.5,
+                tokens={"input": 1200, "output": 300},
+                cost_usd=0.021,
+            ),
+            "the same five prometheus_client writes, labels(**kw)": raw_ai_request,
+        },
+        args.calls,
+        args.repeats,
+    )
+    raw_five = ai["the same five prometheus_client writes, labels(**kw)"]
+    print(f"\n### Recording one AI request ({args.calls} calls x {args.repeats} repeats)\n")
+    print("| path | median ns/call | ratio to the raw writes |")
+    print("|---|---:|---:|")
+    for name, value in ai.items():
+        print(f"| {name} | {value:,.0f} | {value / raw_five:.2f} |")
 
     print("\n### Rendering /metrics (superuser, all families)\n")
     print("| escalation series stored | median ms/scrape | bytes |")

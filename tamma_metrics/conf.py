@@ -188,13 +188,21 @@ class AppSettings:
 app_settings = AppSettings()
 
 
+_max_values: dict[str, float] = {}  # read on every recorded number: built once
+
+
 def max_event_value(kind: str) -> float:
     """The largest number one event may report for ``kind`` (a key of MAX_EVENT_VALUES,
     or "duration_seconds")."""
-    if kind == "duration_seconds":
-        return float(app_settings.INGEST_MAX_DURATION_SECONDS)
-    limits = {**DEFAULTS["MAX_EVENT_VALUES"], **(app_settings.MAX_EVENT_VALUES or {})}
-    return float(limits[kind])
+    found = _max_values.get(kind)
+    if found is None:
+        if kind == "duration_seconds":
+            found = float(app_settings.INGEST_MAX_DURATION_SECONDS)
+        else:
+            limits = {**DEFAULTS["MAX_EVENT_VALUES"], **(app_settings.MAX_EVENT_VALUES or {})}
+            found = float(limits[kind])
+        _max_values[kind] = found
+    return found
 
 
 _resets: list[Callable[[], None]] = []
@@ -211,6 +219,7 @@ def reset() -> None:
     families, the caches of access, label policy, recording and the scrape, and the
     push backends' dispatcher (flushed first)."""
     app_settings.reload()
+    _max_values.clear()
     for func in list(_resets):
         func()
 

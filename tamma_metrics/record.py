@@ -108,7 +108,7 @@ class _Series:
     """One label set of one family: the instrument child, the self-metrics to bump with
     it (folds, overflow), what the push backends are told and what the policy changed."""
 
-    __slots__ = ("child", "side_effects", "family", "labels", "folded", "overflow")
+    __slots__ = ("child", "side_effects", "family", "labels", "folded", "overflow", "plain")
 
     def __init__(
         self,
@@ -122,6 +122,9 @@ class _Series:
         self.child, self.side_effects = child, side_effects
         self.family, self.labels = family, label_values
         self.folded, self.overflow = folded, overflow
+        # Nothing but the write itself, unless a backend or a report listens (checked per
+        # call): the common case costs one attribute test more than the child's write.
+        self.plain = not side_effects and not folded and not overflow
 
     def _apply(self, operation: str, value: float) -> None:
         for counter in self.side_effects:  # every folded or overflowing event is counted
@@ -135,13 +138,19 @@ class _Series:
             report.append(Adjustment(self.family.name, self.folded, self.overflow))
 
     def inc(self, value: float = 1.0) -> None:
-        self._apply("inc", value)
+        if self.plain and backends.dispatcher() is None:
+            self.child.inc(value)
+        else:
+            self._apply("inc", value)
 
     def dec(self, value: float = 1.0) -> None:
         self._apply("dec", value)
 
     def observe(self, value: float) -> None:
-        self._apply("observe", value)
+        if self.plain and backends.dispatcher() is None:
+            self.child.observe(value)
+        else:
+            self._apply("observe", value)
 
     def set(self, value: float) -> None:
         self._apply("set", value)
@@ -227,6 +236,11 @@ def _guarded(func: Callable[P, None]) -> Callable[P, None]:
 def _bounded(value: float, what: str, kind: str | None = None) -> float:
     """``value`` as a float if it is between 0 and its kind's MAX_EVENT_VALUES; else
     Rejected (integers too large for a float included)."""
+    # The common case, without exceptions: a plain number within bounds.
+    if (type(value) is float or type(value) is int) and 0 <= value <= max_event_value(
+        kind or what
+    ):
+        return float(value)
     try:
         number = float(value)
     except OverflowError:
@@ -242,6 +256,8 @@ def _bounded(value: float, what: str, kind: str | None = None) -> float:
 
 def _whole(value: Any, what: str) -> Any:
     """``value`` if it is a whole number (an int, or a float without a fraction)."""
+    if type(value) is int:
+        return value
     if isinstance(value, bool) or not (
         isinstance(value, int) or (isinstance(value, float) and value.is_integer())
     ):
