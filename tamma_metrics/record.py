@@ -237,9 +237,7 @@ def _bounded(value: float, what: str, kind: str | None = None) -> float:
     """``value`` as a float if it is between 0 and its kind's MAX_EVENT_VALUES; else
     Rejected (integers too large for a float included)."""
     # The common case, without exceptions: a plain number within bounds.
-    if (type(value) is float or type(value) is int) and 0 <= value <= max_event_value(
-        kind or what
-    ):
+    if (type(value) is float or type(value) is int) and 0 <= value <= max_event_value(kind or what):
         return float(value)
     try:
         number = float(value)
