@@ -26,6 +26,14 @@ out=benchmarks/RESULTS.md
   echo
   scripts/with-postgres.sh .venv/bin/python benchmarks/state_api.py | grep -v '^with-postgres:'
   echo
+  echo "## ingest_api on PostgreSQL"
+  echo
+  scripts/with-postgres.sh .venv/bin/python benchmarks/ingest_api.py | grep -v '^with-postgres:'
+  echo
+  echo "## saves on PostgreSQL"
+  echo
+  scripts/with-postgres.sh .venv/bin/python benchmarks/saves.py | grep -v '^with-postgres:'
+  echo
   cat benchmarks/notes.md
 } > "$out.tmp"
 mv "$out.tmp" "$out"

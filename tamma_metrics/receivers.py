@@ -62,11 +62,29 @@ def remember_previous_status(
         if update_fields is not None and "status" not in update_fields:
             previous = instance.status  # the status column is not written: no transition
         else:
-            rows = sender._base_manager.using(using).filter(pk=instance.pk)
-            if transaction.get_connection(using).in_atomic_block:
-                rows = rows.select_for_update()
-            previous = rows.values_list("status", flat=True).first()
+            previous = _stored_status(sender, instance.pk, using)
     setattr(instance, _PREVIOUS, previous)
+
+
+def _stored_status(model: type[models.Model], pk: Any, using: str) -> str | None:
+    """The row's status as committed (locked until the transaction ends inside ``atomic``),
+    by a statement built once per model: building a QuerySet for it cost more than the
+    query on every status-changing save."""
+    connection = transaction.get_connection(using)
+    locked = connection.in_atomic_block and connection.features.has_select_for_update
+    sql = _STATUS_SQL.get((model, connection.vendor, locked))
+    if sql is None:
+        rows = model._base_manager.using(using).filter(pk=0).order_by().values_list("status")
+        query, _ = (rows.select_for_update() if locked else rows).query.sql_with_params()
+        sql = _STATUS_SQL[(model, connection.vendor, locked)] = query
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [pk])
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+# (model, vendor, locked) -> "SELECT status FROM ... WHERE id = %s [FOR UPDATE]"
+_STATUS_SQL: dict[tuple[Any, str, bool], str] = {}
 
 
 @_safely
