@@ -1,5 +1,6 @@
-"""`make screenshots`: the landing, velocity, delivery and health pages as a product manager sees
-them, with the demo's data, in Debian's Chromium; written to docs/images/.
+"""`make screenshots`: the landing page, the admin's index, and the velocity, delivery and health
+pages as a product manager sees them, with the demo's data, in Debian's Chromium; written to
+docs/images/.
 
 A throwaway site in a temporary folder (SQLite, its own multiprocess folder), served by
 runserver on a free port of 127.0.0.1 and stopped by its PID; nothing is left behind.
@@ -23,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT / "docs" / "images"
 PAGES = {
     "landing": "/",
+    "admin-index": "/admin/",
     "velocity": "/reports/velocity/?days=30",
     "delivery": "/reports/delivery/?days=30",
     "health": "/reports/health/",

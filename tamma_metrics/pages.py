@@ -17,10 +17,11 @@ from django.urls import reverse
 from django.utils.safestring import mark_safe
 
 from . import access, catalogue
-from .reports import charts, delivery, families, health, velocity
+from .reports import charts, delivery, families, health, units, velocity
 from .reports.charts import Series
+from .reports.units import duration
 
-__all__ = ["delivery_page", "families_page", "health_page", "velocity_page"]
+__all__ = ["delivery_page", "duration", "families_page", "health_page", "velocity_page"]
 
 OUTCOME_NAMES = {"success": "Succeeded", "failure": "Failed", "timeout": "Timed out"}
 
@@ -36,13 +37,49 @@ def _visible(request: HttpRequest, names: Any) -> set[str]:
     return access.visible_families(access.Caller(request.user, "session"), names)
 
 
+def _partial_week(days: int) -> str:
+    """What a partial week holds: its whole days before today, and today so far."""
+    before = days - 1
+    if not before:
+        return "today so far"
+    return f"{before} day{'s' if before > 1 else ''} and today so far"
+
+
+def _durations(
+    title: str,
+    x_labels: list[str],
+    named: list[tuple[str, list[float | None]]],
+    chart: Any = charts.lines,
+) -> str:
+    """A chart of durations given in hours, its axis in minutes, hours or days (chosen by
+    the largest), each mark's tooltip in words."""
+    size, unit = units.axis(v for _, values in named for v in values)
+    series = [
+        Series(
+            name,
+            [None if v is None else round(v / size, 2) for v in values],
+            [units.hours(v) for v in values],
+        )
+        for name, values in named
+    ]
+    return chart(title, x_labels, series, unit)
+
+
 def _velocity_charts(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each chart with the rows of its table (the same numbers)."""
+    """Each chart with the rows of its table (the same numbers, durations in words)."""
     days = [row["day"][5:] for row in report["completed_per_day"]]
-    weeks = [row["week_start"][5:] for row in report["throughput_per_week"]]
+    throughput = report["throughput_per_week"]
+    weeks = [row["week_start"][5:] for row in throughput]
+    partial = {
+        index: f"Partial week: {_partial_week(row['days'])}"
+        for index, row in enumerate(throughput)
+        if row.get("partial")
+    }
     per_day = report["completed_per_day"]
     cycle, lead = report["cycle_time_hours"], report["lead_time_hours"]
     prs = report["pull_requests_per_day"]
+    waits = report["approval_wait_hours"]
+    hours = units.hours
     return [
         {
             "id": "completed",
@@ -60,38 +97,51 @@ def _velocity_charts(report: dict[str, Any]) -> list[dict[str, Any]]:
             "svg": charts.bars(
                 "Throughput per week (7-day weeks from the window's first day)",
                 weeks,
-                [Series("Completed", [row["completed"] for row in report["throughput_per_week"]])],
+                [Series("Completed", [row["completed"] for row in throughput])],
                 "issues per week",
+                partial=partial,
             ),
-            "columns": ["Week from", "Days", "Completed", "Succeeded"],
+            "columns": ["Week from", "Days", "Completed", "Succeeded", "Week"],
             "rows": [
-                [row["week_start"], row["days"], row["completed"], row["succeeded"]]
-                for row in report["throughput_per_week"]
+                [
+                    row["week_start"],
+                    row["days"],
+                    row["completed"],
+                    row["succeeded"],
+                    f"partial: {_partial_week(row['days'])}" if row.get("partial") else "whole",
+                ]
+                for row in throughput
             ],
         },
         {
             "id": "cycle",
-            "svg": charts.lines(
+            "svg": _durations(
                 "Cycle and lead time per week",
                 weeks,
                 [
-                    Series("Cycle median", [row["median"] for row in cycle]),
-                    Series("Cycle p95", [row["p95"] for row in cycle]),
-                    Series("Lead median", [row["median"] for row in lead]),
-                    Series("Lead p95", [row["p95"] for row in lead]),
+                    ("Cycle median", [row["median"] for row in cycle]),
+                    ("Cycle p95", [row["p95"] for row in cycle]),
+                    ("Lead median", [row["median"] for row in lead]),
+                    ("Lead p95", [row["p95"] for row in lead]),
                 ],
-                "hours",
             ),
             "columns": [
                 "Week from",
                 "Issues",
-                "Cycle median h",
-                "Cycle p95 h",
-                "Lead median h",
-                "Lead p95 h",
-            ],  # fmt: skip
+                "Cycle median",
+                "Cycle p95",
+                "Lead median",
+                "Lead p95",
+            ],
             "rows": [
-                [c["week_start"], c["count"], c["median"], c["p95"], le["median"], le["p95"]]
+                [
+                    c["week_start"],
+                    c["count"],
+                    hours(c["median"]),
+                    hours(c["p95"]),
+                    hours(le["median"]),
+                    hours(le["p95"]),
+                ]
                 for c, le in zip(cycle, lead, strict=True)
             ],
         },
@@ -111,16 +161,16 @@ def _velocity_charts(report: dict[str, Any]) -> list[dict[str, Any]]:
         },
         {
             "id": "approvals",
-            "svg": charts.bars(
+            "svg": _durations(
                 "Approval wait, median by type",
-                [row["approval_type"] for row in report["approval_wait_hours"]],
-                [Series("Median", [row["median"] for row in report["approval_wait_hours"]])],
-                "hours",
+                [row["approval_type"] for row in waits],
+                [("Median", [row["median"] for row in waits])],
+                chart=charts.bars,
             ),
-            "columns": ["Approval type", "Decided", "Median h", "p95 h"],
+            "columns": ["Approval type", "Decided", "Median", "p95"],
             "rows": [
-                [row["approval_type"], row["count"], row["median"], row["p95"]]
-                for row in report["approval_wait_hours"]
+                [row["approval_type"], row["count"], hours(row["median"]), hours(row["p95"])]
+                for row in waits
             ],
         },
     ]
@@ -170,7 +220,16 @@ def velocity_page(request: HttpRequest) -> HttpResponse:
         "first_merge": _percent(report["first_time_merge"]["rate"]),
         "autonomy": _percent(report["autonomy"]["rate"]),
     }
-    providers = [{**row, "success": _percent(row["success_rate"])} for row in report["providers"]]
+    providers = [
+        {
+            **row,
+            "success": _percent(row["success_rate"]),
+            "median_cycle": units.hours(row["median_cycle_hours"]),
+        }
+        for row in report["providers"]
+    ]
+    to_merge = report["time_to_merge_hours"]
+    merge = {"median": units.hours(to_merge["median"]), "p95": units.hours(to_merge["p95"])}
     until = datetime.fromisoformat(report["window"]["until"])
     for chart in (rows := _velocity_charts(report)):
         chart["svg"] = mark_safe(chart["svg"])  # noqa: S308 - built with escape()
@@ -183,15 +242,16 @@ def velocity_page(request: HttpRequest) -> HttpResponse:
         form=_filter_form(filters),
         percent=percent,
         providers=providers,
+        merge=merge,
         until=until,
     )
 
 
 KEY_NAMES = {
     "deployment_frequency": ("Deployment frequency", "per day"),
-    "lead_time_hours": ("Lead time for changes", "h (median)"),
+    "lead_time_hours": ("Lead time for changes", "median"),
     "change_failure_rate": ("Change failure rate", ""),
-    "recovery_time_hours": ("Failed deployment recovery", "h (median)"),
+    "recovery_time_hours": ("Failed deployment recovery", "median"),
 }
 
 
@@ -200,6 +260,8 @@ def _key_value(key: str, value: float | None) -> str:
         return "–"
     if key == "change_failure_rate":
         return _percent(value)
+    if key.endswith("_hours"):
+        return units.hours(value)
     return f"{value:g}"
 
 
@@ -209,7 +271,7 @@ def _threshold(key: str, limit: float) -> str:
     if key == "deployment_frequency":
         period = {1.0: "a day", 7.0: "a week", 30.0: "a month"}.get(round(1 / limit, 6))
         return f"once {period} or more" if period else f"{limit:.4g} a day or more"
-    return f"under {limit:g} h"
+    return f"under {units.hours(limit)}"
 
 
 def _delivery_keys(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -239,6 +301,7 @@ def _delivery_charts(report: dict[str, Any]) -> list[dict[str, Any]]:
     per_day = report["deployments_per_day"]
     stages = report["stages"]
     waiting = report["waiting"]["providers"]
+    hours = units.hours
     return [
         {
             "id": "deployments",
@@ -256,48 +319,53 @@ def _delivery_charts(report: dict[str, Any]) -> list[dict[str, Any]]:
         },
         {
             "id": "stages",
-            "svg": charts.bars(
+            "svg": _durations(
                 "Pull-request stages",
                 [row["stage"] for row in stages],
                 [
-                    Series("Median", [row["p50_hours"] for row in stages]),
-                    Series("p95", [row["p95_hours"] for row in stages]),
+                    ("Median", [row["p50_hours"] for row in stages]),
+                    ("p95", [row["p95_hours"] for row in stages]),
                 ],
-                "hours",
+                chart=charts.bars,
             ),
-            "columns": ["Stage", "Pull requests", "Median h", "p95 h"],
+            "columns": ["Stage", "Pull requests", "Median", "p95"],
             "rows": [
-                [row["stage"], row["pull_requests"], row["p50_hours"], row["p95_hours"]]
+                [
+                    row["stage"],
+                    row["pull_requests"],
+                    hours(row["p50_hours"]),
+                    hours(row["p95_hours"]),
+                ]
                 for row in stages
             ],
         },
         {
             "id": "waiting",
-            "svg": charts.bars(
-                "Agent working and waiting for a person, by provider",
+            "svg": _durations(
+                "Agent working and waiting for a person, by provider (issues completed)",
                 [row["provider"] for row in waiting],
                 [
-                    Series("Working", [row["working_hours"] for row in waiting]),
-                    Series("Waiting", [row["waiting_hours"] for row in waiting]),
+                    ("Working", [row["working_hours"] for row in waiting]),
+                    ("Waiting", [row["waiting_hours"] for row in waiting]),
                 ],
-                "hours (issues completed)",
+                chart=charts.bars,
             ),
             "columns": [
                 "Provider",
                 "Issues",
-                "Working h",
-                "Waiting h",
-                "Approvals h",
-                "Reviews h",
-                "Escalations h",
+                "Working",
+                "Waiting",
+                "Approvals",
+                "Reviews",
+                "Escalations",
             ],  # fmt: skip
             "rows": [
                 [
                     row["provider"],
                     row["issues"],
-                    row["working_hours"],
-                    row["waiting_hours"],
-                    *row["waiting_for"].values(),
+                    hours(row["working_hours"]),
+                    hours(row["waiting_hours"]),
+                    *(hours(value) for value in row["waiting_for"].values()),
                 ]
                 for row in waiting
             ],
@@ -336,6 +404,7 @@ def delivery_page(request: HttpRequest) -> HttpResponse:
         charts=rows,
         form=form,
         providers=providers,
+        waiting=_in_words(report["waiting"]),
         waiting_share=_percent(report["waiting"]["waiting_share"]),
         until=datetime.fromisoformat(report["window"]["until"]),
     )
@@ -345,20 +414,11 @@ def _percent(rate: float | None) -> str:
     return "–" if rate is None else f"{rate * 100:.1f}%"
 
 
-def duration(seconds: float | None) -> str:
-    """A duration as people read it: "3 d 4 h", "2 h 5 min", "40 s"."""
-    if seconds is None:
-        return "–"
-    seconds = int(seconds)
-    for unit, size, smaller, smaller_size in (
-        ("d", 86_400, "h", 3_600),
-        ("h", 3_600, "min", 60),
-        ("min", 60, "s", 1),
-    ):
-        if seconds >= size:
-            rest = (seconds % size) // smaller_size
-            return f"{seconds // size} {unit}" + (f" {rest} {smaller}" if rest else "")
-    return f"{seconds} s"
+def _in_words(waiting: dict[str, Any]) -> dict[str, Any]:
+    """The waiting figures' hours in words (``..._hours`` keys, and ``waiting_for``)."""
+    shown = {key: units.hours(value) for key, value in waiting.items() if key.endswith("_hours")}
+    shown["waiting_for"] = {key: units.hours(v) for key, v in waiting["waiting_for"].items()}
+    return shown
 
 
 @staff_member_required

@@ -9,6 +9,7 @@ from collections import Counter
 from django.contrib.auth.decorators import login_not_required
 from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
 
@@ -115,6 +116,16 @@ def _authenticated(request: HttpRequest) -> bool:
         return False
 
 
+# What /metrics/health answers about, in its body: the service, not Tamma's work, whose
+# health (healthy, degraded, critical) is the System health page and GET /api/v1/health.
+# Its words, ok and unavailable, are not the report's, so neither reads as the other.
+HEALTH_COVERS = (
+    "this service: it answers and its database is reachable (for load balancers); "
+    "the health of Tamma's work (approvals, escalations, the queue, the loops) is {page} "
+    "and {api}"
+)
+
+
 @csrf_exempt
 @login_not_required
 @require_safe
@@ -122,7 +133,14 @@ def health(request: HttpRequest) -> JsonResponse:
     """Liveness for load balancers; details for authenticated callers only."""
     start = time.perf_counter()
     reachable = _database_reachable()
-    body: dict = {"status": "ok" if reachable else "degraded", "database": {"reachable": reachable}}
+    covers = HEALTH_COVERS.format(
+        page=reverse("tamma_metrics:health-page"), api=reverse("tamma_metrics:api-health")
+    )
+    body: dict = {
+        "status": "ok" if reachable else "unavailable",
+        "covers": covers,
+        "database": {"reachable": reachable},
+    }
     if _authenticated(request):
         body.update(
             {

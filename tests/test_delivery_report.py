@@ -12,6 +12,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from tamma_metrics import pages
 from tamma_metrics.models import Approval, Deployment, Escalation, Incident, Issue, PullRequest
 from tamma_metrics.reports import delivery
 from tamma_metrics.roles import PRODUCT_MANAGER, WORKER, seed_roles
@@ -337,6 +338,13 @@ def test_time_waiting_for_a_person_against_time_working(waits, django_assert_num
             },
         ],
     }
+    # The page says them in words.
+    assert pages._in_words(waiting) == {
+        "cycle_hours": "26 h",
+        "waiting_hours": "13 h",
+        "working_hours": "13 h",
+        "waiting_for": {"approvals": "8 h", "reviews": "4 h", "escalations": "4 h"},
+    }
 
 
 def test_the_stages_of_the_pull_requests_merged_in_the_window(scenario):
@@ -448,8 +456,14 @@ def test_the_page_shows_what_the_api_serves(scenario):
         '<div class="value">50.0%</div><div class="tamma-band low">low</div>'
         '<div class="previous">before: 0.0% (elite)</div>'
     ) in body
-    assert '<div class="value">10 <small>h (median)</small></div>' in body
-    assert "<td>under 24 h</td><td>under 168 h</td><td>under 720 h</td>" in body
+    # Durations in words: the unit by size (hours under two days, days above).
+    assert '<div class="value">10 h <small>median</small></div>' in body
+    assert '<div class="previous">before: 4 h (elite)</div>' in body
+    assert "<td>under 24 h</td><td>under 7 d</td><td>under 30 d</td>" in body
+    assert "<td>under 1 h</td><td>under 24 h</td><td>under 7 d</td>" in body
+    assert "<td>coding</td><td>4</td><td>30 min</td><td>4 h</td>" in body
+    assert '<p id="waiting">Of 0 s of work on the 0 issues completed, 0 s (–) waited' in body
+    assert ">hours</text>" in page.context["charts"][1]["svg"]  # the stages' axis
     assert (
         "<td>once a day or more</td><td>once a week or more</td><td>once a month or more</td>"
     ) in body

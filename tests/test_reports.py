@@ -87,7 +87,8 @@ def test_velocity_figures_equal_hand_computed_values(scenario):
     assert per_day["2026-11-30"]["timeout"] == 1
     assert sum(sum(v for k, v in row.items() if k != "day") for row in per_day.values()) == 4
     assert report["throughput_per_week"] == [
-        {"week_start": "2026-11-24", "days": 7, "completed": 4, "succeeded": 2}
+        # The week holds today: not over, so partial.
+        {"week_start": "2026-11-24", "days": 7, "completed": 4, "succeeded": 2, "partial": True}
     ]
     # Cycle hours 10, 24, 1, 24 -> sorted 1, 10, 24, 24: p50 rank 2, p95 rank 4.
     assert report["cycle_time_hours"] == [
@@ -278,6 +279,11 @@ def test_the_pages_show_what_the_api_serves(scenario, roles):
     health_page = pm.get("/reports/health/")
     assert health_page.status_code == 200
     assert 'id="queue"' not in health_page.content.decode()  # not a business family
+    # What the status covers, and where the service's own liveness is.
+    assert f'<p id="covers">This status covers {health.COVERS}</p>' in (
+        health_page.content.decode().replace("&#x27;", "'")
+    )
+    assert "/metrics/health, which says ok or unavailable" in health.COVERS
     bad = pm.get("/reports/velocity/", {"days": "8"})
     assert bad.status_code == 400
     assert "days must be one of 7, 30, 90" in bad.content.decode()
@@ -332,13 +338,53 @@ def test_the_landing_page_links_everything(client):
 
 @pytest.mark.parametrize(
     ("seconds", "shown"),
-    [(None, "–"), (40, "40 s"), (60, "1 min"), (125, "2 min 5 s"), (7_500, "2 h 5 min"),
-     (86_400, "1 d"), (2_223_073, "25 d 17 h")],
+    [(None, "–"), (0, "0 s"), (40, "40 s"), (59.4, "59 s"), (59.6, "1 min"), (60, "1 min"),
+     (125, "2 min"), (2_700, "45 min"), (3_569, "59 min"), (3_590, "1 h"), (7_500, "2.1 h"),
+     (38_984.4, "10.8 h"), (86_400, "24 h"), (172_619, "47.9 h"), (172_800, "2 d"),
+     (276_480, "3.2 d"), (2_223_073, "25.7 d"), (-5, "0 s")],
 )  # fmt: skip
 def test_durations_read_as_people_read_them(seconds, shown):
+    """One unit chosen by size, at most one decimal, never "10.829 h"."""
     from tamma_metrics.pages import duration
 
     assert duration(seconds) == shown
+
+
+def test_the_velocity_page_shows_durations_in_words_and_the_partial_week(scenario, roles):
+    pm = staff_client("pm-words", PRODUCT_MANAGER)
+    with mock.patch.object(timezone, "now", return_value=NOW):
+        week = pm.get("/reports/velocity/", {"days": "7"})
+        month = pm.get("/reports/velocity/", {"days": "30"})
+    body = week.content.decode()
+    # Time to merge 6 and 14.5 hours; cycle 10 and 24 hours, lead 25 and 206.5 hours.
+    assert '<div class="value">6 h</div><div>p95 14.5 h, 2 merged</div>' in body
+    cells = "<td>10 h</td><td>24 h</td><td>25 h</td><td>8.6 d</td>"  # cycle, lead: p50, p95
+    assert f"<td>2026-11-24</td><td>4</td>{cells}" in body
+    assert "<td>code_review</td><td>2</td><td>2 h</td><td>6 h</td>" in body
+    assert "<td>anthropic</td><td>3</td><td>66.7%</td><td>10 h</td>" in body
+    assert "Cycle p95: 24 h</title>" in body and "Lead p95: 8.6 d</title>" in body
+    cycle = week.context["charts"][2]["svg"]
+    assert ">days</text>" in cycle  # the axis unit of the largest, 206.5 hours
+    assert "10.0" not in body and " h</th>" not in body
+
+    # 30 days from 1 November: four whole weeks and the 29th-30th, today so far.
+    weeks = month.context["report"]["throughput_per_week"]
+    assert [(row["week_start"], row["days"], row["partial"]) for row in weeks] == [
+        ("2026-11-01", 7, False), ("2026-11-08", 7, False), ("2026-11-15", 7, False),
+        ("2026-11-22", 7, False), ("2026-11-29", 2, True),
+    ]  # fmt: skip
+    throughput = month.context["charts"][1]
+    assert throughput["id"] == "throughput"
+    assert [row[-1] for row in throughput["rows"]] == ["whole"] * 4 + [
+        "partial: 1 day and today so far"
+    ]
+    svg = throughput["svg"]
+    assert svg.count('class="tamma-partial"') == 1  # the label over the last bar
+    assert "Partial week: 1 day and today so far</text>" in svg  # in the legend
+    bars = [part for part in svg.split("<rect")[1:] if "<title>" in part]
+    # The first two weeks have none: bars for the 15th, the 22nd and the partial 29th.
+    assert [("stroke-dasharray" in bar) for bar in bars] == [False, False, True]
+    assert "11-29 Completed: 2 (Partial week: 1 day and today so far)</title>" in svg
 
 
 def test_a_daylight_saving_change_inside_the_window_keeps_days_local(db):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
@@ -19,6 +20,7 @@ from tamma_metrics.models import (
     Issue,
     PullRequest,
 )
+from tamma_metrics.reports import health
 from tamma_metrics.roles import ORCHESTRATOR
 from tests.utils import client_of, delta
 
@@ -228,3 +230,36 @@ def test_tamma_takes_over_the_seeded_rows_through_the_state_api(metrics):
     assert change.total("tamma_escalations_total") == 0
     issue.refresh_from_db()
     assert issue.status == "succeeded"
+
+
+def test_pending_approvals_are_fresh_but_one_so_health_reads_like_a_working_team():
+    """The pending approvals waited as long as the decided ones do (median half an hour),
+    at most six hours, except the first issue's, which has waited 20 hours: an old one,
+    under the 24-hour rule, so the demo does not open on critical."""
+    before = timezone.now().replace(microsecond=0)  # the command's "now" is not earlier
+    call_command("seed_demo", issues=400, stdout=io.StringIO())
+    after = timezone.now()  # nor later
+
+    pending = list(Approval.objects.filter(status="pending").order_by("requested_at"))
+    assert len(pending) >= 10
+    old, *fresh = pending
+    waiting = Issue.objects.filter(status="awaiting_approval").values_list("external_id", "pk")
+    first = min(waiting, key=lambda row: int(row[0]))
+    assert old.issue_id == first[1]  # the first issue awaiting approval
+    assert before - timedelta(hours=20) <= old.requested_at <= after - timedelta(hours=20)
+    for approval in fresh:
+        assert approval.requested_at >= before - timedelta(hours=6), approval
+    within_an_hour = [a for a in fresh if a.requested_at >= after - timedelta(hours=1)]
+    assert len(within_an_hour) > len(fresh) / 2  # the median wait is under an hour
+    # The work came first: started, pull request opened, then the approval requested.
+    for approval in pending:
+        issue = Issue.objects.get(pk=approval.issue_id)
+        assert issue.created_at < issue.started_at < approval.requested_at
+        for pr in issue.pull_requests.all():
+            assert pr.created_at <= approval.requested_at
+
+    report = health.health()
+    assert report["status"] != health.CRITICAL
+    assert not [r for r in report["reasons"] if r["about"] == "pending_approvals"]
+    ages = sorted(row["oldest_age_seconds"] for row in report["approvals"] if row["pending"])
+    assert ages[-1] >= 20 * 3600 > 7 * 3600 > ages[-2]  # read a moment after the seed

@@ -161,6 +161,9 @@ class ThroughputWeekSerializer(serializers.Serializer):
     )
     completed = serializers.IntegerField()
     succeeded = serializers.IntegerField()
+    partial = serializers.BooleanField(
+        help_text="The week holding today (the last): not over, so its count is not a whole week's."
+    )
 
 
 class HoursSerializer(serializers.Serializer):
@@ -418,6 +421,10 @@ class HealthSerializer(serializers.Serializer):
     who may see its family, and the database's parts only when it answered."""
 
     status = serializers.ChoiceField(("healthy", "degraded", "critical"))
+    covers = serializers.CharField(
+        help_text="What the status is about: Tamma's work. /metrics/health is the service's "
+        "liveness (ok or unavailable)."
+    )
     reasons = HealthReasonSerializer(many=True)
     rules = HealthRulesSerializer()
     checked_at = serializers.DateTimeField()

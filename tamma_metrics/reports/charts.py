@@ -7,16 +7,19 @@ numbers in a table beside it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from django.utils.html import escape
 
-__all__ = ["PALETTE", "Series", "bars", "lines"]
+__all__ = ["PALETTE", "PARTIAL_OPACITY", "Series", "bars", "lines"]
 
 # Okabe & Ito (2008): distinguishable with protanopia, deuteranopia and tritanopia.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000")
 
+# A bar whose period is not over (the week holding today) is drawn pale with a dashed
+# outline, labelled "partial" above it, and named in the legend.
+PARTIAL_OPACITY = 0.35
 WIDTH, HEIGHT = 640, 280
 LEFT, RIGHT, TOP, BOTTOM = 56, 16, 40, 64
 
@@ -25,6 +28,11 @@ LEFT, RIGHT, TOP, BOTTOM = 56, 16, 40, 64
 class Series:
     name: str
     values: Sequence[float | None]  # one per x label; None: no value (a gap)
+    # What a mark's tooltip says of each value ("10.8 h"); the number itself when empty.
+    texts: Sequence[str] = ()
+
+    def text(self, index: int, value: float) -> str:
+        return self.texts[index] if self.texts else _number(value)
 
 
 def _nice_ceiling(value: float) -> float:
@@ -81,7 +89,7 @@ def _frame(title: str, x_labels: Sequence[str], y_label: str, top: float) -> lis
     return parts
 
 
-def _legend(series: Sequence[Series]) -> list[str]:
+def _legend(series: Sequence[Series], partial: str = "") -> list[str]:
     parts, x = [], LEFT
     for index, one in enumerate(series):
         colour = PALETTE[index % len(PALETTE)]
@@ -90,11 +98,26 @@ def _legend(series: Sequence[Series]) -> list[str]:
             f'<text x="{x + 14}" y="33">{escape(one.name)}</text>'
         )
         x += 24 + 7 * len(one.name)
+    if partial:
+        parts.append(
+            f'<rect x="{x}" y="24" width="10" height="10" fill="{PALETTE[0]}" '
+            f'fill-opacity="{PARTIAL_OPACITY}" stroke="{PALETTE[0]}" stroke-dasharray="3 2"/>'
+            f'<text x="{x + 14}" y="33" class="tamma-partial-legend">{escape(partial)}</text>'
+        )
     return parts
 
 
-def bars(title: str, x_labels: Sequence[str], series: Sequence[Series], y_label: str) -> str:
-    """Stacked bars, one stack per x label."""
+def bars(
+    title: str,
+    x_labels: Sequence[str],
+    series: Sequence[Series],
+    y_label: str,
+    partial: Mapping[int, str] | None = None,
+) -> str:
+    """Stacked bars, one stack per x label. ``partial`` maps the index of a stack whose
+    period is not over to what its legend entry says ("week not over: 2 of 7 days"):
+    that stack is drawn pale with a dashed outline and labelled "partial"."""
+    partial = partial or {}
     totals = [sum(one.values[i] or 0 for one in series) for i in range(len(x_labels))]
     top = _nice_ceiling(max(totals, default=0))
     parts = _frame(title, x_labels, y_label, top)
@@ -103,21 +126,38 @@ def bars(title: str, x_labels: Sequence[str], series: Sequence[Series], y_label:
     width = max(slot * 0.7, 1)
     for i in range(len(x_labels)):
         base = 0.0
+        x = LEFT + slot * i + (slot - width) / 2
         for index, one in enumerate(series):
             value = one.values[i] or 0
             if not value:
                 continue
+            colour = PALETTE[index % len(PALETTE)]
             height = plot_h * value / top
             y = TOP + plot_h - plot_h * base / top - height
+            style = f'fill="{colour}"'
+            note = ""
+            if i in partial:
+                style += (
+                    f' fill-opacity="{PARTIAL_OPACITY}" stroke="{colour}" '
+                    'stroke-width="1.5" stroke-dasharray="4 2"'
+                )
+                note = f" ({partial[i]})"
             parts.append(
-                f'<rect x="{LEFT + slot * i + (slot - width) / 2:.1f}" y="{y:.1f}" '
-                f'width="{width:.1f}" height="{height:.1f}" '
-                f'fill="{PALETTE[index % len(PALETTE)]}">'
-                f"<title>{escape(x_labels[i])} {escape(one.name)}: {_number(value)}</title>"
-                "</rect>"
+                f'<rect x="{x:.1f}" y="{y:.1f}" width="{width:.1f}" height="{height:.1f}" '
+                f"{style}><title>{escape(x_labels[i])} {escape(one.name)}: "
+                f"{escape(one.text(i, value))}{escape(note)}</title></rect>"
             )
             base += value
-    return "".join([*parts, *_legend(series), "</svg>"])
+        if i in partial:
+            stack_top = TOP + plot_h - plot_h * base / top
+            # Above the stack, or inside its top when there is no room under the legend.
+            y = stack_top - 4 if stack_top - TOP > 14 else stack_top + 12
+            parts.append(
+                f'<text x="{x + width / 2:.1f}" y="{y:.1f}" text-anchor="middle" '
+                'font-style="italic" class="tamma-partial">partial</text>'
+            )
+    legend = next(iter(partial.values()), "")
+    return "".join([*parts, *_legend(series, legend), "</svg>"])
 
 
 def lines(title: str, x_labels: Sequence[str], series: Sequence[Series], y_label: str) -> str:
@@ -141,8 +181,8 @@ def lines(title: str, x_labels: Sequence[str], series: Sequence[Series], y_label
             run.append(f"{x:.1f},{y:.1f}")
             parts.append(
                 f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}">'
-                f"<title>{escape(x_labels[i])} {escape(one.name)}: {_number(value)}</title>"
-                "</circle>"
+                f"<title>{escape(x_labels[i])} {escape(one.name)}: "
+                f"{escape(one.text(i, value))}</title></circle>"
             )
         if len(run) > 1:
             points.append(run)

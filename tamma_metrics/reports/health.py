@@ -14,6 +14,10 @@ The overall status follows stated rules (thresholds are settings):
 
 Recent escalations show their type, severity, component, reason code and age: never a
 title or a person.
+
+The status covers Tamma's work (``COVERS``, in the answer too); ``/metrics/health`` is the
+service's liveness for load balancers, in other words ("ok", "unavailable"), so neither
+reads as the other.
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ from .. import budget, catalogue, instruments
 from ..conf import app_settings
 from ..models import Escalation
 from ..scrape import exposition, queries
+from .units import duration
 
 __all__ = [
+    "COVERS",
     "CRITICAL",
     "DEGRADED",
     "HEALTHY",
@@ -43,6 +49,12 @@ __all__ = [
 ]
 
 HEALTHY, DEGRADED, CRITICAL = "healthy", "degraded", "critical"
+COVERS = (
+    "Tamma's work: pending approvals, escalations and, for the roles that see them, the "
+    "autonomous loops, the queue and the metrics layer; critical too when the database "
+    "does not answer. Whether this service answers at all (for load balancers) is "
+    "/metrics/health, which says ok or unavailable."
+)
 RECENT_ESCALATIONS = 20
 # Each part of the report and the family whose figures it reveals: a caller gets the
 # parts whose family it may see, and the overall status when it sees any of them.
@@ -156,7 +168,7 @@ def _status(database: dict[str, Any]) -> tuple[str, list[dict[str, str]]]:
     limit = float(app_settings.HEALTH_APPROVAL_WAIT_CRITICAL_SECONDS)
     for row in database["approvals"]:
         if row["oldest_age_seconds"] is not None and row["oldest_age_seconds"] > limit:
-            text = f"a {row['approval_type']} approval has waited more than {limit / 3600:g} h"
+            text = f"a {row['approval_type']} approval has waited more than {duration(limit)}"
             critical.append(_reason("pending_approvals", text))
     escalations = int(app_settings.HEALTH_ESCALATIONS_PER_HOUR_DEGRADED)
     if database["escalations_last_hour"] >= escalations:
@@ -188,6 +200,7 @@ def health(now: datetime | None = None) -> dict[str, Any]:
     status, reasons = _status(database)
     return {
         "status": status,
+        "covers": COVERS,
         "reasons": reasons,
         "rules": {
             "approval_wait_critical_seconds": app_settings.HEALTH_APPROVAL_WAIT_CRITICAL_SECONDS,

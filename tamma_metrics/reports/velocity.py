@@ -6,7 +6,9 @@ Every figure is an aggregate computed by the database (grouped by day, by 7-day 
 by a label; percentiles with window functions), in a constant number of queries
 whatever the number of rows. Days are calendar days in the site's ``TIME_ZONE``; the
 window is the last ``days`` of them, today included; weeks are 7-day buckets from the
-window's first day. Percentiles are nearest-rank. Durations are in hours.
+window's first day, and the last one, which holds today, is ``partial`` (not over; with
+fewer than 7 days when ``days`` is not a multiple of 7). Percentiles are nearest-rank.
+Durations are in hours (the pages show them in minutes, hours or days by size).
 
 - completed: issues that reached a terminal outcome (succeeded, failed, timed out) in the
   window; cancelled issues are not completed;
@@ -173,6 +175,9 @@ def velocity(filters: Filters, now: datetime | None = None) -> dict[str, Any]:
                 "days": len(week_days),
                 "completed": sum(sum(per_day[d].values()) for d in week_days),
                 "succeeded": sum(per_day[d]["success"] for d in week_days),
+                # The last week holds today, so it is not over: fewer completions than a
+                # whole week's is not a drop.
+                "partial": index == len(weeks) - 1,
             }
         )
 

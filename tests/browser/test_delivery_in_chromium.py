@@ -109,7 +109,7 @@ def test_a_product_manager_reads_the_delivery_page(page, live_server):
         band = page.inner_text(f"#kpi-{key} .tamma-band")
         assert band in {"elite", "high", "medium", "low"}, key
     assert page.inner_text("#bands tbody tr:nth-child(2)") == (
-        "Lead time for changes\tunder 24 h\tunder 168 h\tunder 720 h"
+        "Lead time for changes\tunder 24 h\tunder 7 d\tunder 30 d"
     )
 
     shown = {}

@@ -252,6 +252,14 @@ def test_a_product_manager_reads_the_reports(page, live_server):
     assert_shows(page, everything)
     assert_charts_drawn(page, 5)
     assert page.locator("div.tamma-figure[id^=chart-] svg.tamma-chart").count() == 5
+    # The last week (yesterday and today, so far) is marked partial, on the chart and in
+    # the table; durations read in one unit, never with three decimals.
+    label = page.locator("#chart-throughput svg text.tamma-partial")
+    assert label.count() == 1 and label.text_content() == "partial"
+    assert label.bounding_box()["height"] > 0
+    last_week = page.locator("#chart-throughput tbody tr").last.inner_text()
+    assert last_week.endswith("partial: 1 day and today so far"), last_week
+    assert not re.search(r"\d\.\d\d+ h\b", page.inner_text("#content-main"))
     escalations = Counter(
         (e.severity, e.reason) for e in Escalation.objects.filter(created_at__gte=window_start(30))
     )

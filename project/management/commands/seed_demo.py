@@ -89,6 +89,13 @@ LOOPS = [  # name, mode, environment, status, heartbeat age in seconds
     ("worker-dev-1", "worker", "development", "stopped", 7200),
 ]
 BATCH = 5000
+# Approvals still pending when the demo starts: requested as long ago as a decided one
+# waited (the same draw, median half an hour), at most PENDING_WAIT_MAX; the first issue
+# awaiting approval has waited OLD_PENDING_WAIT, the one a person forgot, under the
+# health page's 24-hour rule (it crosses it after four hours of running the demo).
+DECIDED_WAIT = (7.5, 1.2)  # lognormal seconds: median e**7.5 s, about 30 minutes
+PENDING_WAIT_MAX = timedelta(hours=6)
+OLD_PENDING_WAIT = timedelta(hours=20)
 
 
 def _in_vocabulary(label: str, values: list[str] | tuple[str, ...]) -> None:
@@ -151,6 +158,7 @@ class Command(BaseCommand):
         self._loops()
         demo = Issue.objects.filter(repository__startswith=DEMO_PREFIX)
         existing = demo.count()
+        self.first_waiting = self._first_waiting(issues)
         for first in range(existing, issues, BATCH):
             self._insert_batch(first, min(first + BATCH, issues))
         created = max(issues - existing, 0)
@@ -225,14 +233,36 @@ class Command(BaseCommand):
         """Nothing in the demo happens in the future."""
         return min(moment, self.now - timedelta(seconds=1))
 
-    def _plan_issue(self, index: int, batch: Batch) -> None:
+    def _draw(self, index: int) -> tuple[random.Random, str, str, str]:
+        """Issue ``index``'s random source and its first draws: provider, type, status."""
         rng = random.Random(f"{self.seed}:{index}")
-        platform, repository = REPOSITORIES[index % len(REPOSITORIES)]
         provider = rng.choices(list(PROVIDERS), weights=[w for w, _ in PROVIDERS.values()])[0]
         issue_type = _pick(rng, ISSUE_TYPES)
-        status = _pick(rng, STATUSES)
+        return rng, provider, issue_type, _pick(rng, STATUSES)
+
+    def _first_waiting(self, issues: int) -> int | None:
+        """The first issue awaiting approval: its approval is the old one."""
+        for index in range(issues):
+            if self._draw(index)[3] == "awaiting_approval":
+                return index
+        return None
+
+    def _pending_wait(self, rng: random.Random, index: int) -> timedelta:
+        """How long issue ``index``'s pending approval has waited."""
+        if index == self.first_waiting:
+            return OLD_PENDING_WAIT
+        return min(timedelta(seconds=rng.lognormvariate(*DECIDED_WAIT)), PENDING_WAIT_MAX)
+
+    def _plan_issue(self, index: int, batch: Batch) -> None:
+        rng, provider, issue_type, status = self._draw(index)
+        platform, repository = REPOSITORIES[index % len(REPOSITORIES)]
         complexity = rng.choice(["low", "medium", "medium", "high"])
         created = self.now - timedelta(seconds=rng.uniform(600, 30 * 86400))
+        waited = None
+        if status == "awaiting_approval":
+            # The work (from two hours to two days) ended when the approval was requested.
+            waited = self._pending_wait(rng, index)
+            created = self.now - waited - timedelta(seconds=rng.uniform(2 * 3600, 2 * 86400))
         issue = Issue(
             platform=platform,
             repository=repository,
@@ -257,7 +287,7 @@ class Command(BaseCommand):
         if status in ("succeeded", "failed", "awaiting_approval"):
             self._plan_pull_request(rng, index, issue, position, batch)
         if status in ("succeeded", "failed", "awaiting_approval"):
-            self._plan_approval(rng, issue, position, batch)
+            self._plan_approval(rng, issue, position, batch, waited)
         if rng.random() < (0.35 if status in ("failed", "timed_out") else 0.04):
             kind, component, reason = rng.choice(ESCALATIONS)
             escalation = Escalation(
@@ -369,7 +399,16 @@ class Command(BaseCommand):
             )
             batch.incidents.append((len(batch.deployments) - 1, incident))
 
-    def _plan_approval(self, rng: random.Random, issue: Issue, position: int, batch: Batch) -> None:
+    def _plan_approval(
+        self,
+        rng: random.Random,
+        issue: Issue,
+        position: int,
+        batch: Batch,
+        waited: timedelta | None = None,
+    ) -> None:
+        """A decided approval for some finished issues; the pending one of an issue
+        awaiting approval, requested ``waited`` ago."""
         if issue.status == "awaiting_approval":
             status = "pending"
         elif rng.random() < 0.4:
@@ -384,7 +423,9 @@ class Command(BaseCommand):
         requested = self._past(issue.started_at + timedelta(minutes=rng.uniform(10, 120)))
         decided: datetime | None = None
         if status != "pending":
-            decided = self._past(requested + timedelta(seconds=rng.lognormvariate(7.5, 1.2)))
+            decided = self._past(requested + timedelta(seconds=rng.lognormvariate(*DECIDED_WAIT)))
+        elif waited is not None:
+            requested = self.now - waited
         approval = Approval(
             external_id=f"{approval_type}-1",
             approval_type=approval_type,
