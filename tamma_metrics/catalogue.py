@@ -18,6 +18,7 @@ from .conf import app_settings, on_reset
 
 __all__ = [
     "Audience",
+    "ERROR_STAGES",
     "EVERYTHING",
     "FAMILIES",
     "FAMILY_VOCABULARIES",
@@ -33,6 +34,7 @@ __all__ = [
     "VALUE_CAPS",
     "VOCABULARIES",
     "Visibility",
+    "WEBHOOK_OUTCOMES",
     "build",
     "choices",
     "families",
@@ -270,7 +272,7 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         "approval_oldest_pending_timestamp_seconds",
         Kind.GAUGE,
-        "Unix time of the oldest pending approval request (0 when none is pending).",
+        "Unix time of the oldest pending approval request; no series for a type with none.",
         ("approval_type",),
         source=Source.DATABASE,
         audience=B,
@@ -475,16 +477,15 @@ VALUE_CAPS: dict[str, int] = {
     "endpoint": 200,
     "status_code": 60,
 }
+# The closed label values of self-metric counters, which start at 0 (instruments.zero_series):
+# the stages of metrics_errors_total (selfmetrics.count_error) and the webhook outcomes.
+ERROR_STAGES: tuple[str, ...] = ("receiver", "record", "rejected")
+WEBHOOK_OUTCOMES: tuple[str, ...] = ("applied", "duplicate", "ignored", "rejected")
 # A family whose label differs from the label's general rule: a vocabulary or a cap.
 FAMILY_VOCABULARIES: dict[tuple[str, str], tuple[str, ...] | int] = {
     ("approval_wait_duration_seconds", "outcome"): ("approved", "rejected", "expired"),
     ("deployments_total", "outcome"): ("success", "failure", "rolled_back"),
-    ("metrics_webhook_deliveries_total", "outcome"): (
-        "applied",
-        "duplicate",
-        "ignored",
-        "rejected",
-    ),
+    ("metrics_webhook_deliveries_total", "outcome"): WEBHOOK_OUTCOMES,
     # Environments are the team's own names (production, staging, preview-1, ...).
     ("deployments_total", "environment"): 20,
     # Connections go to AI providers and to platforms such as GitHub.

@@ -11,7 +11,7 @@ from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
 from . import catalogue
-from .conf import DEFAULTS, app_settings, cache_weakness, parse_port
+from .conf import DEFAULTS, app_settings, cache_weakness, parse_port, worker_processes
 from .scrape import conformance, multiprocess
 
 RATE = re.compile(r"^[1-9][0-9]*/[smhd]$")
@@ -107,24 +107,46 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
     return errors
 
 
+# What to do about each unusable PROMETHEUS_MULTIPROC_DIR (E007), by FolderError.problem.
+FOLDER_HINTS = {
+    "empty": "Set it to a folder the site's processes share, or remove the variable to "
+    "record in one process only (single-process mode).",
+    "missing": "Create it (and empty it) before the processes start.",
+    "not_a_folder": "Point it at a folder, created (and emptied) before the processes start.",
+}
+
+
 @register(Tags.compatibility)
 def check_multiprocess_dir(app_configs: Any = None, **kwargs: Any) -> list:
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if path is None:
-        return []  # single-process mode
+        return _check_single_process()
     try:
         multiprocess.check_folder(path)
     except multiprocess.FolderError as exc:
         if not exc.writable:
             return [Error(str(exc), id="tamma_metrics.E008")]
-        return [
-            Error(
-                str(exc),
-                hint="Create it (and empty it) before the processes start.",
-                id="tamma_metrics.E007",
-            )
-        ]
+        return [Error(str(exc), hint=FOLDER_HINTS[exc.problem], id="tamma_metrics.E007")]
     return []
+
+
+def _check_single_process() -> list:
+    """Single-process mode is right for one process; W003 when the site says it runs
+    more (WORKER_PROCESSES, else WEB_CONCURRENCY: ``conf.worker_processes``)."""
+    processes = worker_processes()
+    if processes < 2:
+        return []
+    said_by = "WORKER_PROCESSES" if app_settings.WORKER_PROCESSES else "WEB_CONCURRENCY"
+    return [
+        Warning(
+            f"PROMETHEUS_MULTIPROC_DIR is not set while the site runs {processes} processes "
+            f"({said_by}={processes}): each records events in its own registry, and a scrape "
+            "shows only the events of the process that answers it.",
+            hint="Set PROMETHEUS_MULTIPROC_DIR to a folder the processes share, created (and "
+            "emptied) before they start (docs/serving.md).",
+            id="tamma_metrics.W003",
+        )
+    ]
 
 
 @register(Tags.compatibility)

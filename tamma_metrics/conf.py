@@ -27,6 +27,7 @@ __all__ = [
     "parse_bool",
     "parse_port",
     "reset",
+    "worker_processes",
 ]
 
 DEFAULTS: dict[str, Any] = {
@@ -186,6 +187,16 @@ class AppSettings:
 
 
 app_settings = AppSettings()
+
+
+def worker_processes() -> int:
+    """Processes serving the site on this host: WORKER_PROCESSES, else gunicorn's
+    WEB_CONCURRENCY, else 1 (a value that is not a number counts as 1)."""
+    configured = app_settings.WORKER_PROCESSES or os.environ.get("WEB_CONCURRENCY") or 1
+    try:
+        return max(1, int(configured))
+    except (TypeError, ValueError):
+        return 1
 
 
 _max_values: dict[str, float] = {}  # read on every recorded number: built once

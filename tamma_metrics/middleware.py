@@ -21,6 +21,11 @@ KNOWN_METHODS = frozenset(m.upper() for m in catalogue.VOCABULARIES["method"]) -
 
 
 def _user_type(request: HttpRequest) -> str:
+    """What authentication said of the caller (a token is ``service``), else the
+    session's user: anonymous, user or staff."""
+    known = getattr(request, "tamma_user_type", None)
+    if known is not None:
+        return str(known)
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return "anonymous"

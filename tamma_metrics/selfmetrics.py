@@ -15,6 +15,7 @@ __all__ = [
     "count_error",
     "count_label_change",
     "count_webhook",
+    "start_backend_errors",
     "swallowed",
 ]
 
@@ -39,6 +40,17 @@ def count_backend_error(backend: str) -> None:
         instruments.get("metrics_backend_errors_total").labels(backend).inc()
     except Exception:  # pragma: no cover
         logger.exception("tamma_metrics could not count a backend error")
+
+
+def start_backend_errors(*backends: str) -> None:
+    """Start ``metrics_backend_errors_total{backend}`` at 0 for these backends (a
+    dispatcher starting, a push), so an alert on it needs no ``or vector(0)``."""
+    try:
+        counter = instruments.get("metrics_backend_errors_total")
+        for backend in backends:
+            counter.labels(backend)
+    except Exception:  # pragma: no cover
+        logger.exception("tamma_metrics could not start the backend errors at 0")
 
 
 def count_label_change(family: str, label: str, *, redacted: bool) -> None:

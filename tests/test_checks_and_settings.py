@@ -45,9 +45,72 @@ def test_auth_off_outside_debug_warns(settings):
     assert checks.check_auth_enabled() == []
 
 
-def test_multiprocess_dir_must_exist(monkeypatch, tmp_path):
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "missing"))
-    assert _ids(checks.check_multiprocess_dir()) == {"tamma_metrics.E007"}
+def _messages(errors) -> list[tuple[str, str, str | None]]:
+    return [(error.id, error.msg, error.hint) for error in errors]
+
+
+def test_multiprocess_dir_errors_say_which_case(monkeypatch, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    missing, a_file = str(tmp_path / "missing"), str(tmp_path / "a-file")
+    cases = {
+        "": (
+            "PROMETHEUS_MULTIPROC_DIR is set but empty: prometheus_client then writes its "
+            "files to the current directory, where no scrape reads them; set it to an "
+            "existing, writable folder.",
+            "Set it to a folder the site's processes share, or remove the variable to "
+            "record in one process only (single-process mode).",
+        ),
+        missing: (
+            f"PROMETHEUS_MULTIPROC_DIR={missing!r} does not exist.",
+            "Create it (and empty it) before the processes start.",
+        ),
+        a_file: (
+            f"PROMETHEUS_MULTIPROC_DIR={a_file!r} is not a folder.",
+            "Point it at a folder, created (and emptied) before the processes start.",
+        ),
+    }
+    for value, (message, hint) in cases.items():
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", value)
+        assert _messages(checks.check_multiprocess_dir()) == [("tamma_metrics.E007", message, hint)]
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # root may write anywhere
+    assert _messages(checks.check_multiprocess_dir()) == [
+        ("tamma_metrics.E008", f"PROMETHEUS_MULTIPROC_DIR={str(tmp_path)!r} is not writable.", None)
+    ]
+
+
+def test_no_multiprocess_dir_is_single_process_mode_unless_several_processes_serve(
+    monkeypatch, settings
+):
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+    monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
+    assert checks.check_multiprocess_dir() == []
+    monkeypatch.setenv("WEB_CONCURRENCY", "1")
+    assert checks.check_multiprocess_dir() == []
+    hint = (
+        "Set PROMETHEUS_MULTIPROC_DIR to a folder the processes share, created (and emptied) "
+        "before they start (docs/serving.md)."
+    )
+    monkeypatch.setenv("WEB_CONCURRENCY", "3")
+    assert _messages(checks.check_multiprocess_dir()) == [
+        (
+            "tamma_metrics.W003",
+            "PROMETHEUS_MULTIPROC_DIR is not set while the site runs 3 processes "
+            "(WEB_CONCURRENCY=3): each records events in its own registry, and a scrape "
+            "shows only the events of the process that answers it.",
+            hint,
+        )
+    ]
+    settings.TAMMA_METRICS = {"WORKER_PROCESSES": 4}
+    assert _messages(checks.check_multiprocess_dir()) == [
+        (
+            "tamma_metrics.W003",
+            "PROMETHEUS_MULTIPROC_DIR is not set while the site runs 4 processes "
+            "(WORKER_PROCESSES=4): each records events in its own registry, and a scrape "
+            "shows only the events of the process that answers it.",
+            hint,
+        )
+    ]
 
 
 def test_prefix_setting_names_every_family(settings):

@@ -45,19 +45,32 @@ def test_pending_approvals_follow_creation_and_decision(metrics):
     assert samples.total("tamma_pending_approvals") == 3
 
 
-def test_oldest_pending_approval_is_a_timestamp(metrics):
+def test_oldest_pending_approval_is_a_timestamp_present_only_while_one_is_pending(metrics):
     issue = factories.issue()
     oldest = timezone.now().replace(microsecond=0) - timedelta(hours=5)
-    factories.approval(issue, approval_type="plan", requested_at=oldest)
-    factories.approval(issue, approval_type="plan", requested_at=oldest + timedelta(hours=1))
+    first = factories.approval(issue, approval_type="plan", requested_at=oldest)
+    second = factories.approval(
+        issue, approval_type="plan", requested_at=oldest + timedelta(hours=1)
+    )
     factories.approval(
         issue, approval_type="plan", requested_at=oldest - timedelta(hours=1), status="approved"
     )
-    samples = metrics()
     name = "tamma_approval_oldest_pending_timestamp_seconds"
-    assert samples.value(name, approval_type="plan") == oldest.timestamp()
-    assert samples.value(name, approval_type="merge") == 0
-    assert len(samples.series(name)) == len(Approval.ApprovalType.values)
+    samples = metrics()
+    # A type with nothing pending has no series: no 0 for ``time() - x`` to read as 1970.
+    assert samples.series(name) == {frozenset({("approval_type", "plan")}): oldest.timestamp()}
+
+    first.status = Approval.Status.APPROVED
+    first.save()
+    later = (oldest + timedelta(hours=1)).timestamp()
+    assert metrics().series(name) == {frozenset({("approval_type", "plan")}): later}
+    second.status = Approval.Status.REJECTED
+    second.save()
+    assert metrics().series(name) == {}
+    # The health report still lists every type, with no age when none is pending.
+    assert queries.oldest_pending_approval() == dict.fromkeys(
+        [(t,) for t in Approval.ApprovalType.values], 0.0
+    )
 
 
 def test_queue_depth_by_priority(metrics):

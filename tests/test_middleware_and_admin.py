@@ -46,6 +46,43 @@ def test_response_times_are_labelled_by_route_name(anonymous, metrics):
     assert not any("12345" in value for labels in change for _, value in labels[1])
 
 
+def test_token_and_basic_callers_are_labelled_by_kind_never_by_name(metrics):
+    from django.contrib.auth.models import Group, User
+    from django.test import Client
+
+    from tamma_metrics.roles import PROMETHEUS, WORKER
+    from tests.utils import basic, client_of
+
+    scraper = client_of(PROMETHEUS, "prom-scraper")  # a bearer token (seeds the roles)
+    worker = client_of(WORKER, "worker-1")
+    for username, staff in (("basic-user", False), ("basic-staff", True)):
+        user = User.objects.create_user(username, password="pw", is_staff=staff)
+        user.groups.add(Group.objects.get(name=PROMETHEUS))
+    before = metrics()
+    assert scraper.get("/metrics").status_code == 200
+    assert worker.get("/api/v1/families").status_code == 200
+    assert Client().get("/metrics", HTTP_AUTHORIZATION=basic("basic-user", "pw")).status_code == 200
+    assert (
+        Client().get("/metrics", HTTP_AUTHORIZATION=basic("basic-staff", "pw")).status_code == 200
+    )
+    assert Client().get("/metrics", HTTP_AUTHORIZATION="Bearer tmm_no_such").status_code == 401
+    change = delta(metrics(), before)
+    counts = {
+        (labels["endpoint"], labels["status_code"], labels["user_type"]): value
+        for (name, items), value in change.items()
+        if name == "tamma_api_response_duration_seconds_count"
+        for labels in [dict(items)]
+    }
+    # The superuser's session scrapes of ``metrics`` are staff.
+    assert counts == {
+        ("tamma_metrics:metrics", "200", "service"): 1,
+        ("tamma_metrics:api-families", "200", "service"): 1,
+        ("tamma_metrics:metrics", "200", "user"): 1,
+        ("tamma_metrics:metrics", "200", "staff"): 2,
+        ("tamma_metrics:metrics", "401", "anonymous"): 1,
+    }
+
+
 @pytest.fixture
 def admin_client(client):
     return client  # signed in as a superuser

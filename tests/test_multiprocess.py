@@ -268,16 +268,36 @@ def test_empty_folder_removes_metric_files_only(tmp_path):
 
 
 def test_check_folder_says_what_is_wrong(tmp_path, monkeypatch):
-    with pytest.raises(FolderError, match="PROMETHEUS_MULTIPROC_DIR is not set"):
-        multiprocess.check_folder(None)
-    with pytest.raises(FolderError, match="does not exist or is not a folder"):
-        multiprocess.check_folder(str(tmp_path / "missing"))
     (tmp_path / "file").write_text("")
-    with pytest.raises(FolderError, match="does not exist or is not a folder"):
-        multiprocess.check_folder(str(tmp_path / "file"))
+    missing, a_file = str(tmp_path / "missing"), str(tmp_path / "file")
+    cases = {
+        None: (
+            "unset",
+            "PROMETHEUS_MULTIPROC_DIR is not set: set it to an existing, writable folder "
+            "before gunicorn starts (prometheus_client picks its storage at import).",
+        ),
+        "": (
+            "empty",
+            "PROMETHEUS_MULTIPROC_DIR is set but empty: prometheus_client then writes its "
+            "files to the current directory, where no scrape reads them; set it to an "
+            "existing, writable folder.",
+        ),
+        missing: ("missing", f"PROMETHEUS_MULTIPROC_DIR={missing!r} does not exist."),
+        a_file: ("not_a_folder", f"PROMETHEUS_MULTIPROC_DIR={a_file!r} is not a folder."),
+    }
+    for path, (problem, message) in cases.items():
+        with pytest.raises(FolderError) as raised:
+            multiprocess.check_folder(path)
+        assert (raised.value.problem, str(raised.value), raised.value.writable) == (
+            problem,
+            message,
+            True,
+        )
     monkeypatch.setattr(os, "access", lambda path, mode: False)  # root may write anywhere
-    with pytest.raises(FolderError, match="is not writable"):
+    with pytest.raises(FolderError) as raised:
         multiprocess.check_folder(str(tmp_path))
+    assert str(raised.value) == f"PROMETHEUS_MULTIPROC_DIR={str(tmp_path)!r} is not writable."
+    assert (raised.value.problem, raised.value.writable) == ("not_writable", False)
     monkeypatch.undo()
     assert multiprocess.check_folder(str(tmp_path)) == str(tmp_path)
 

@@ -20,7 +20,6 @@ import base64
 import binascii
 import hmac
 import logging
-import os
 import secrets
 import socket
 from typing import Any
@@ -36,7 +35,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.throttling import SimpleRateThrottle
 
 from .. import budget
-from ..conf import app_settings, cache_weakness
+from ..conf import app_settings, cache_weakness, worker_processes
 from ..models import ApiToken
 from ..models.access import TOKEN_PREFIX, digest
 from . import callers
@@ -51,6 +50,7 @@ __all__ = [
     "authenticate",
     "host_identity",
     "share",
+    "user_type",
     "worker_processes",
 ]
 
@@ -59,15 +59,6 @@ logger = logging.getLogger(__name__)
 CHALLENGE = 'Basic realm="tamma-metrics", charset="UTF-8", Bearer realm="tamma-metrics"'
 MAX_AUTHORIZATION_LENGTH = 1024
 FAILED_GROUP = "tamma_metrics.failed_auth"
-
-
-def worker_processes() -> int:
-    """WORKER_PROCESSES, else gunicorn's WEB_CONCURRENCY, else 1."""
-    configured = app_settings.WORKER_PROCESSES or os.environ.get("WEB_CONCURRENCY") or 1
-    try:
-        return max(1, int(configured))
-    except (TypeError, ValueError):
-        return 1
 
 
 def share(rate: str) -> str:
@@ -214,10 +205,22 @@ def authenticate(
         callers.remember(Caller(user, method, fingerprint), principal)
         _touch(getattr(request, "tamma_token", None), deadline)
     request.tamma_principal = principal
+    # What ResponseTimeMiddleware labels the response with (its user_type): request.user
+    # is the session's, anonymous for a token or basic caller outside DRF.
+    request.tamma_user_type = user_type(user, method)
     throttle = PrincipalThrottle(scope)
     if not throttle.allow_request(request, None):
         raise Throttled(throttle.wait() or 1)
     return Caller(user, method, fingerprint)
+
+
+def user_type(user: Any, method: str) -> str:
+    """The ``user_type`` label of an authenticated caller: ``service`` for a bearer
+    token (what machines send: Prometheus, Tamma's workers), else ``staff`` or ``user``
+    by the account; never its name."""
+    if method == "token":
+        return "service"
+    return "staff" if getattr(user, "is_staff", False) else "user"
 
 
 def _touch(token: ApiToken | None, deadline: budget.Deadline | None) -> None:

@@ -105,6 +105,7 @@ class Dispatcher:
         self.wakeup = threading.Event()
         self.pid = os.getpid()
         self._logged: dict[str, float] = {}  # backend name -> when its failure was last logged
+        selfmetrics.start_backend_errors("queue", *(backend.name for backend in self.backends))
         self.thread = threading.Thread(target=self._run, name="tamma-metrics-backends", daemon=True)
         self.thread.start()
 

@@ -102,10 +102,12 @@ _DROP = {"gauge_all"}
 
 
 class FolderError(Exception):
-    """The multiprocess folder is missing, not a folder or not writable."""
+    """The multiprocess folder is not set, empty, missing, not a folder or not writable
+    (``problem`` says which)."""
 
-    def __init__(self, message: str, *, writable: bool = True) -> None:
+    def __init__(self, message: str, *, problem: str = "missing", writable: bool = True) -> None:
         super().__init__(message)
+        self.problem = problem  # unset, empty, missing, not_a_folder or not_writable
         self.writable = writable  # False: the folder exists but cannot be written
 
 
@@ -115,15 +117,31 @@ class LockTimeout(Exception):
 
 def check_folder(path: str | None) -> str:
     """Return ``path`` if it is a writable folder; raise FolderError saying what is wrong."""
-    if not path:
+    if path is None:
         raise FolderError(
             "PROMETHEUS_MULTIPROC_DIR is not set: set it to an existing, writable folder "
-            "before gunicorn starts (prometheus_client picks its storage at import)."
+            "before gunicorn starts (prometheus_client picks its storage at import).",
+            problem="unset",
         )
+    if not path:
+        raise FolderError(
+            "PROMETHEUS_MULTIPROC_DIR is set but empty: prometheus_client then writes its "
+            "files to the current directory, where no scrape reads them; set it to an "
+            "existing, writable folder.",
+            problem="empty",
+        )
+    if not os.path.exists(path):
+        raise FolderError(f"PROMETHEUS_MULTIPROC_DIR={path!r} does not exist.", problem="missing")
     if not os.path.isdir(path):
-        raise FolderError(f"PROMETHEUS_MULTIPROC_DIR={path!r} does not exist or is not a folder.")
+        raise FolderError(
+            f"PROMETHEUS_MULTIPROC_DIR={path!r} is not a folder.", problem="not_a_folder"
+        )
     if not os.access(path, os.W_OK | os.X_OK):
-        raise FolderError(f"PROMETHEUS_MULTIPROC_DIR={path!r} is not writable.", writable=False)
+        raise FolderError(
+            f"PROMETHEUS_MULTIPROC_DIR={path!r} is not writable.",
+            problem="not_writable",
+            writable=False,
+        )
     return path
 
 

@@ -2,7 +2,8 @@
 
 Shared by the scrape-time collector and the API so a gauge and a JSON figure can
 never disagree. Each function returns {label values: number} with every known label
-combination present (0 included), so a series never vanishes from Prometheus.
+combination present (0 included), so a series never vanishes from Prometheus; the one
+exception is ``pending_since``, a timestamp that has no value when nothing is pending.
 """
 
 from __future__ import annotations
@@ -98,6 +99,16 @@ def oldest_pending_approval() -> dict[Labels, float]:
     return result
 
 
+def pending_since() -> dict[Labels, float]:
+    """The gauge of the oldest pending request: its Unix time, for the approval types
+    with a request pending only. A type with none has no series, so ``time() - x`` never
+    reads a 0 as a wait since 1970."""
+    return {
+        (approval_type,): oldest.timestamp()
+        for approval_type, oldest in oldest_pending_approval_rows()
+    }
+
+
 def series_admitted() -> dict[Labels, float]:
     """Label combinations admitted per event family (0 included), shared by all processes,
     labelled with the served name (``tamma_escalations_total``) so it joins ``__name__``."""
@@ -114,6 +125,6 @@ GAUGES = {
     "active_autonomous_loops": active_loops,
     "pending_approvals": pending_approvals,
     "queue_depth": queue_depth,
-    "approval_oldest_pending_timestamp_seconds": oldest_pending_approval,
+    "approval_oldest_pending_timestamp_seconds": pending_since,
     "metrics_series": series_admitted,
 }

@@ -387,13 +387,14 @@ def test_gunicorn_refuses_to_start_without_a_usable_folder(e2e_site, tmp_path: P
     missing, a_file = str(tmp_path / "missing"), str(tmp_path / "a-file")
     cases = {
         None: "PROMETHEUS_MULTIPROC_DIR is not set: set it to an existing, writable folder",
-        missing: f"PROMETHEUS_MULTIPROC_DIR={missing!r} does not exist or is not a folder.",
-        a_file: f"PROMETHEUS_MULTIPROC_DIR={a_file!r} does not exist or is not a folder.",
+        "": "PROMETHEUS_MULTIPROC_DIR is set but empty: prometheus_client then writes its",
+        missing: f"PROMETHEUS_MULTIPROC_DIR={missing!r} does not exist.",
+        a_file: f"PROMETHEUS_MULTIPROC_DIR={a_file!r} is not a folder.",
     }
     for folder, message in cases.items():
         env = {k: v for k, v in e2e_site.env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
         env["PORT"] = str(free_port())
-        if folder:
+        if folder is not None:
             env["PROMETHEUS_MULTIPROC_DIR"] = folder
         done = subprocess.run(
             [GUNICORN, "-c", "project/gunicorn.conf.py"],

@@ -80,6 +80,7 @@ class Command(BaseCommand):
         if not job:
             raise CommandError("--job must not be empty")
         grouping = _grouping(options["grouping"])
+        selfmetrics.start_backend_errors(BACKEND)
         registry = exposition.build_registry()
         if options["name"]:
             registry = registry.restricted_registry(options["name"])
