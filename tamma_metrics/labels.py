@@ -349,21 +349,23 @@ def judge(
     return value, KEPT
 
 
-def guard(family: catalogue.Family, raw: tuple[Any, ...]) -> Guarded:
-    """Apply normalisation, vocabularies, value caps and the series cap to one label set."""
+def guard(family: catalogue.Family, raw: tuple[Any, ...], *, patient: bool = False) -> Guarded:
+    """Apply normalisation, vocabularies, value caps and the series cap to one label set
+    (``patient``: for a row's transition, see ``admit``)."""
     generation()
     # One event's admissions share one wait for the database, however many labels are new.
     deadline = budget.Deadline(POLICY_QUERY_SECONDS)
     values, folded, redacted = [], [], []
     for label, raw_value in zip(family.labels, raw, strict=True):
-        value, verdict = judge(family.name, label, raw_value, deadline)
+        value, verdict = judge(family.name, label, raw_value, deadline, patient=patient)
         values.append(value)
         if verdict == REDACTED:
             redacted.append(label)
         elif verdict == FOLDED:
             folded.append(label)
     series_key = "\x1f".join(values)
-    if not admit(f"series:{family.name}", series_key, max_series(family.name), deadline):
+    scope, cap = f"series:{family.name}", max_series(family.name)
+    if not admit(scope, series_key, cap, deadline, patient=patient):
         return Guarded((OVERFLOW_VALUE,) * len(values), tuple(folded), True, tuple(redacted))
     return Guarded(tuple(values), tuple(folded), False, tuple(redacted))
 

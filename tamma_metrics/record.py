@@ -164,7 +164,7 @@ _generation = -1
 _CHILD_CACHE_LIMIT = 50_000
 
 
-def _child(family: str, values: tuple[Any, ...]) -> _Series:
+def _child(family: str, values: tuple[Any, ...], *, patient: bool = False) -> _Series:
     global _generation
     current = labels.generation()
     if current != _generation:
@@ -173,18 +173,25 @@ def _child(family: str, values: tuple[Any, ...]) -> _Series:
     key = (family, values)
     series = _children.get(key)
     if series is None:
-        series = _guarded_series(family, values)
+        series = _guarded_series(family, values, patient)
         if len(_children) >= _CHILD_CACHE_LIMIT:
             _children.clear()
         _children[key] = series
     return series
 
 
-def _guarded_series(family_name: str, values: tuple[Any, ...]) -> _Series:
+def _row_child(family: str, values: tuple[Any, ...]) -> _Series:
+    """The series of a row's transition: its label set is judged patiently (see
+    ``labels.admit``), as the row's own values were, so the counter carries the row's
+    labels however busy the database was (never the overflow series for a slow answer)."""
+    return _child(family, values, patient=True)
+
+
+def _guarded_series(family_name: str, values: tuple[Any, ...], patient: bool = False) -> _Series:
     family = catalogue.get(family_name)
     if len(values) != len(family.labels):
         raise ValueError(f"{family_name} takes labels {family.labels}, got {len(values)} values")
-    result = labels.guard(family, values)
+    result = labels.guard(family, values, patient=patient)
     side = [
         instruments.get("metrics_label_folds_total").labels(family_name, label)
         for label in result.folded
@@ -313,9 +320,9 @@ def issue_processed(
 ) -> None:
     """An issue reached a terminal status; the duration is started -> completed."""
     duration = None if duration_seconds is None else _bounded(duration_seconds, "duration_seconds")
-    _child("issues_processed_total", (provider, platform, issue_type, outcome)).inc()
+    _row_child("issues_processed_total", (provider, platform, issue_type, outcome)).inc()
     if duration is not None:
-        _child(
+        _row_child(
             "issue_completion_duration_seconds", (provider, platform, issue_type, complexity)
         ).observe(duration)
 
@@ -323,25 +330,25 @@ def issue_processed(
 @_guarded
 def pr_created(*, provider: str, platform: str, issue_type: str, actor: str) -> None:
     """A pull request was opened by the system or a user."""
-    _child("prs_created_total", (provider, platform, issue_type, actor)).inc()
+    _row_child("prs_created_total", (provider, platform, issue_type, actor)).inc()
 
 
 @_guarded
 def pr_merged(*, provider: str, platform: str, issue_type: str, merge_strategy: str) -> None:
     """A pull request was merged."""
-    _child("prs_merged_total", (provider, platform, issue_type, merge_strategy)).inc()
+    _row_child("prs_merged_total", (provider, platform, issue_type, merge_strategy)).inc()
 
 
 @_guarded
 def escalation(*, escalation_type: str, severity: str, component: str, reason: str) -> None:
     """An agent escalated to a person."""
-    _child("escalations_total", (escalation_type, severity, component, reason)).inc()
+    _row_child("escalations_total", (escalation_type, severity, component, reason)).inc()
 
 
 @_guarded
 def approval_decided(*, approval_type: str, outcome: str, wait_seconds: float) -> None:
     """An approval request was decided (approved, rejected or expired)."""
-    _child("approval_wait_duration_seconds", (approval_type, outcome)).observe(
+    _row_child("approval_wait_duration_seconds", (approval_type, outcome)).observe(
         _bounded(wait_seconds, "wait_seconds", "duration_seconds")
     )
 
@@ -349,13 +356,13 @@ def approval_decided(*, approval_type: str, outcome: str, wait_seconds: float) -
 @_guarded
 def deployment_finished(*, platform: str, environment: str, outcome: str) -> None:
     """A deployment succeeded, failed or was rolled back."""
-    _child("deployments_total", (platform, environment, outcome)).inc()
+    _row_child("deployments_total", (platform, environment, outcome)).inc()
 
 
 @_guarded
 def pr_stage(*, platform: str, stage: str, seconds: float) -> None:
     """A pull request left a stage (coding, pickup, review, merge, deploy)."""
-    _child("pr_stage_duration_seconds", (platform, stage)).observe(
+    _row_child("pr_stage_duration_seconds", (platform, stage)).observe(
         _bounded(seconds, "seconds", "duration_seconds")
     )
 
@@ -363,7 +370,7 @@ def pr_stage(*, platform: str, stage: str, seconds: float) -> None:
 @_guarded
 def change_deployed(*, platform: str, lead_time_seconds: float) -> None:
     """A change reached production for the first time, this long after its first commit."""
-    _child("change_lead_time_seconds", (platform,)).observe(
+    _row_child("change_lead_time_seconds", (platform,)).observe(
         _bounded(lead_time_seconds, "lead_time_seconds", "duration_seconds")
     )
 
@@ -371,13 +378,13 @@ def change_deployed(*, platform: str, lead_time_seconds: float) -> None:
 @_guarded
 def incident_opened(*, severity: str) -> None:
     """An incident opened: a failure in production."""
-    _child("incidents_total", (severity,)).inc()
+    _row_child("incidents_total", (severity,)).inc()
 
 
 @_guarded
 def incident_resolved(*, platform: str, severity: str, recovery_seconds: float) -> None:
     """An incident was resolved, ``recovery_seconds`` after it opened."""
-    _child("failed_deployment_recovery_seconds", (platform, severity)).observe(
+    _row_child("failed_deployment_recovery_seconds", (platform, severity)).observe(
         _bounded(recovery_seconds, "recovery_seconds", "duration_seconds")
     )
 
