@@ -6,6 +6,7 @@ the database or against the requests the test made."""
 from __future__ import annotations
 
 import collections
+import json
 import os
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
-from tamma_metrics import catalogue
+from tamma_metrics import catalogue, views
 from tests.e2e.servers import (
     GUNICORN,
     PROMTOOL,
@@ -273,10 +274,12 @@ def test_the_metrics_port_serves_only_metrics(gunicorn_server, prometheus_server
     assert gunicorn_server.get("/metrics", reader_token, **on_port).status == 200
     assert gunicorn_server.get("/metrics", **on_port).status == 401  # same auth
     health = gunicorn_server.get("/metrics/health", **on_port)
-    assert (health.status, health.text) == (
-        200,
-        '{"status": "ok", "database": {"reachable": true}}',
-    )
+    assert health.status == 200
+    assert json.loads(health.text) == {
+        "status": "ok",
+        "covers": views.HEALTH_COVERS.format(page="/reports/health/", api="/api/v1/health"),
+        "database": {"reachable": True},
+    }
     for path in ("/", "/admin/", "/admin/login/", "/metrics/"):
         response = gunicorn_server.get(path, **on_port)
         assert response.status == 404, path
