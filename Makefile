@@ -63,6 +63,7 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy tamma_metrics
 
 format: venv
 	$(BIN)/ruff check --fix .
@@ -94,4 +95,4 @@ screenshots: venv bootstrap
 	$(BIN)/python scripts/screenshots.py
 
 clean:
-	rm -rf $(VENV) $(RUN) .pytest_cache .ruff_cache .hypothesis .import_linter_cache
+	rm -rf $(VENV) $(RUN) .pytest_cache .ruff_cache .hypothesis .import_linter_cache .mypy_cache

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -27,6 +27,7 @@ __all__ = [
     "Kind",
     "LABEL_NAME",
     "METRIC_NAME",
+    "MultiprocessMode",
     "RESERVED_LABELS",
     "RUNTIME_PATTERNS",
     "Source",
@@ -63,6 +64,22 @@ class Audience(StrEnum):
     OPERATIONS = "operations"  # system health: what an operator reads
 
 
+# prometheus_client's Gauge modes, or "" for a family that is no gauge.
+MultiprocessMode = Literal[
+    "",
+    "all",
+    "liveall",
+    "min",
+    "livemin",
+    "max",
+    "livemax",
+    "sum",
+    "livesum",
+    "mostrecent",
+    "livemostrecent",
+]
+
+
 @dataclass(frozen=True)
 class Family:
     name: str
@@ -73,7 +90,7 @@ class Family:
     source: Source = Source.EVENT
     audience: Audience = Audience.OPERATIONS
     # Multiprocess aggregation of a gauge recorded in-process.
-    multiprocess_mode: str = ""
+    multiprocess_mode: MultiprocessMode = ""
     custom: bool = False  # declared by the host project in CUSTOM_FAMILIES
     # Computed at each scrape (build info, the scrape's own figures), never recorded.
     # Database families always are.
@@ -535,7 +552,7 @@ def _custom_family(spec: Any) -> Family:
     if not isinstance(name, str) or not METRIC_NAME.match(name):
         raise ImproperlyConfigured(f"{where}: name must be a metric name")
     try:
-        kind = Kind(spec.get("type"))
+        kind = Kind(spec.get("type", ""))
     except ValueError:
         raise ImproperlyConfigured(f"{where}: type must be counter, histogram or gauge") from None
     if (kind is Kind.COUNTER) != name.endswith("_total"):

@@ -46,7 +46,7 @@ def multiprocess_dir() -> str | None:
 
 
 def _build(family: catalogue.Family) -> Any:
-    common = {
+    common: dict[str, Any] = {
         "name": family.full_name,
         "documentation": family.help,
         "labelnames": family.labels,

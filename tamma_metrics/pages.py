@@ -416,7 +416,9 @@ def _percent(rate: float | None) -> str:
 
 def _in_words(waiting: dict[str, Any]) -> dict[str, Any]:
     """The waiting figures' hours in words (``..._hours`` keys, and ``waiting_for``)."""
-    shown = {key: units.hours(value) for key, value in waiting.items() if key.endswith("_hours")}
+    shown: dict[str, Any] = {
+        key: units.hours(value) for key, value in waiting.items() if key.endswith("_hours")
+    }
     shown["waiting_for"] = {key: units.hours(v) for key, v in waiting["waiting_for"].items()}
     return shown
 

@@ -35,7 +35,12 @@ def grant(group: Group, families: list[MetricFamily] | set[str]) -> int:
     )
     new = [row for row in rows if row.pk not in had]
     if new:
-        assign_perm(VIEW_PERMISSION, group, MetricFamily.objects.filter(pk__in=[r.pk for r in new]))
+        # guardian takes a QuerySet of objects too (its docstring); its annotation says Model.
+        assign_perm(
+            VIEW_PERMISSION,
+            group,
+            MetricFamily.objects.filter(pk__in=[r.pk for r in new]),  # type: ignore[arg-type]
+        )
     return len(new)
 
 

@@ -145,6 +145,7 @@ def approval(row: Approval, *, created: bool = False, previous: str | None = Non
     """An approval was decided (once): its outcome and how long it waited."""
     if not row.is_decided or previous not in (None, Approval.Status.PENDING):
         return []
+    assert row.decided_at is not None  # Approval.save stamps a decided approval
     wait = max((row.decided_at - row.requested_at).total_seconds(), 0.0)
     return [
         (
@@ -177,6 +178,7 @@ def incident(row: Incident, *, created: bool = False, previous: str | None = Non
     if created:
         events.append((record.incident_opened, {"severity": row.severity}))
     if row.status == Incident.Status.RESOLVED and previous != row.status:
+        assert row.resolved_at is not None  # Incident.save stamps a resolved incident
         recovery = max((row.resolved_at - row.opened_at).total_seconds(), 0.0)
         events.append(
             (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+from typing import TypeVar
 
 from django.contrib.auth.decorators import login_not_required
 from django.db import connection
@@ -30,7 +31,10 @@ def scrape_timeout(request: HttpRequest) -> float | None:
     return seconds if math.isfinite(seconds) and seconds > 0 else None
 
 
-def _no_store(response: HttpResponse) -> HttpResponse:
+_Response = TypeVar("_Response", bound=HttpResponse)
+
+
+def _no_store(response: _Response) -> _Response:
     # Metrics are live figures, different per caller: never serve them from a cache.
     response["Cache-Control"] = "no-store"
     response["Vary"] = "Accept, Accept-Encoding, Authorization, Cookie"

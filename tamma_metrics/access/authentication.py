@@ -22,7 +22,7 @@ import hmac
 import logging
 import secrets
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.conf import settings
 from django.contrib.auth import authenticate as check_password
@@ -40,6 +40,17 @@ from ..models import ApiToken
 from ..models.access import TOKEN_PREFIX, digest
 from . import callers
 from .callers import Caller, NotAuthenticated, Throttled, Unavailable
+
+if TYPE_CHECKING:
+
+    class _MarkedRequest(HttpRequest):
+        """A request as ``authenticate`` leaves it: what the throttle and
+        ResponseTimeMiddleware read, beside Django's own attributes."""
+
+        tamma_token: ApiToken
+        tamma_principal: str
+        tamma_user_type: str
+
 
 __all__ = [
     "CHALLENGE",
@@ -102,6 +113,8 @@ class PrincipalThrottle(SimpleRateThrottle):
     """DRF's rate throttle keyed by the authenticated token or user, per endpoint scope:
     per host for scrapes, across hosts for the API."""
 
+    scope: str  # always set (DRF's own throttles may have none)
+
     def __init__(self, scope: str = "metrics") -> None:
         self.scope = scope
         super().__init__()
@@ -152,7 +165,8 @@ def _credentials(request: HttpRequest, header: str) -> tuple[Any, str, str]:
     scheme, credentials = scheme.lower(), credentials.strip()
     if scheme == "bearer":
         token = _bearer(credentials)
-        request.tamma_token = token  # its last use is written after the lookup
+        # Its last use is written after the lookup.
+        cast("_MarkedRequest", request).tamma_token = token
         return token.user, "token", f"token:{token.pk}"
     if scheme == "basic":
         user = _basic(request, credentials)
@@ -204,12 +218,14 @@ def authenticate(
     else:
         callers.remember(Caller(user, method, fingerprint), principal)
         _touch(getattr(request, "tamma_token", None), deadline)
-    request.tamma_principal = principal
+    marked = cast("_MarkedRequest", request)
+    marked.tamma_principal = principal
     # What ResponseTimeMiddleware labels the response with (its user_type): request.user
     # is the session's, anonymous for a token or basic caller outside DRF.
-    request.tamma_user_type = user_type(user, method)
+    marked.tamma_user_type = user_type(user, method)
     throttle = PrincipalThrottle(scope)
-    if not throttle.allow_request(request, None):
+    # A plain HttpRequest and no view: get_cache_key above reads only the marks set here.
+    if not throttle.allow_request(request, None):  # type: ignore[arg-type]
         raise Throttled(throttle.wait() or 1)
     return Caller(user, method, fingerprint)
 

@@ -36,7 +36,8 @@ CACHE_SECONDS = 300
 
 
 def _version() -> int:
-    return cache.get(VERSION_KEY, 0)
+    version: int = cache.get(VERSION_KEY, 0)
+    return version
 
 
 def bump_version(**kwargs: Any) -> None:
@@ -84,11 +85,12 @@ def visibility(caller: Caller, *, deadline: budget.Deadline | None = None) -> Vi
 def may_create_token_for(user: Any, owner: Any) -> bool:
     """A token acts as its owner: only the owner, a superuser, or who holds the explicit
     permission to act for others may create one."""
-    return (
+    allowed: bool = (
         owner.pk == user.pk
         or user.is_superuser
         or user.has_perm("tamma_metrics.create_token_for_others")
     )
+    return allowed
 
 
 def visible_families(caller: Caller, names: Iterable[str]) -> set[str]:

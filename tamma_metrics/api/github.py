@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from typing import Any
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -159,7 +160,7 @@ def _issue(payload: dict[str, Any]) -> str:
     return apply_item("incidents", item)
 
 
-HANDLERS = {
+HANDLERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "pull_request": _pull_request,
     "pull_request_review": _review,
     "deployment_status": _deployment_status,

@@ -60,8 +60,10 @@ class StrictSerializerScheme(OpenApiSerializerExtension):
         schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
         schema["additionalProperties"] = False
         for name, field in force_instance(self.target).fields.items():
-            if is_list_serializer(field) and field.min_length and name in schema["properties"]:
-                schema["properties"][name]["minItems"] = field.min_length
+            # ListSerializer keeps min_length (its stub declares only the argument).
+            min_length = getattr(field, "min_length", None) if is_list_serializer(field) else None
+            if min_length and name in schema["properties"]:
+                schema["properties"][name]["minItems"] = min_length
         return schema
 
 
@@ -161,7 +163,8 @@ class ThroughputWeekSerializer(serializers.Serializer):
     )
     completed = serializers.IntegerField()
     succeeded = serializers.IntegerField()
-    partial = serializers.BooleanField(
+    # A declared field, moved out of the class by DRF's metaclass (not BaseSerializer.partial).
+    partial = serializers.BooleanField(  # type: ignore[assignment]
         help_text="The week holding today (the last): not over, so its count is not a whole week's."
     )
 

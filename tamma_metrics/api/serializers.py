@@ -59,10 +59,11 @@ class _Bounded:
 
     def __init__(self, kind: str, **kwargs: Any) -> None:
         self.kind = kind
-        super().__init__(min_value=0, **kwargs)
+        # A mixin: the number field after it in the MRO takes min_value (mypy sees object).
+        super().__init__(min_value=0, **kwargs)  # type: ignore[call-arg]
 
     def to_internal_value(self, data: Any) -> Any:
-        value = super().to_internal_value(data)
+        value = super().to_internal_value(data)  # type: ignore[misc]  # the same mixin
         ceiling = max_event_value(self.kind)
         if value > ceiling:
             unit = " seconds" if self.kind == "duration_seconds" else ""
@@ -230,9 +231,11 @@ def for_event(
 # -- responses (documented in the OpenAPI schema) -------------------------------------
 
 
+# DRF's metaclass moves declared fields out of the class, so a field may share a name with
+# an attribute of Field or Serializer (label, errors, source); the stubs cannot say so.
 class FoldSerializer(serializers.Serializer):
     family = serializers.CharField()
-    label = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]
     recorded_as = serializers.CharField()
 
 
@@ -240,7 +243,7 @@ class EventResultSerializer(serializers.Serializer):
     index = serializers.IntegerField()
     event_id = serializers.CharField(required=False)
     status = serializers.ChoiceField(["counted", "duplicate", "rejected"])
-    errors = serializers.DictField(required=False)
+    errors = serializers.DictField(required=False)  # type: ignore[assignment]
     folded = FoldSerializer(many=True, required=False)
     overflow = serializers.ListField(
         child=serializers.CharField(),
@@ -264,5 +267,5 @@ class FamilySerializer(serializers.Serializer):
     labels = serializers.ListField(child=serializers.CharField())
     buckets = serializers.ListField(child=serializers.FloatField())
     audience = serializers.CharField()
-    source = serializers.CharField()
+    source = serializers.CharField()  # type: ignore[assignment]
     visible = serializers.BooleanField(help_text="Whether you may see it on /metrics.")

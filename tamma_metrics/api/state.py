@@ -4,7 +4,7 @@ them all. What an item does to the rows is decided in ``tamma_metrics.state``.""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.db import transaction
 from django.utils import timezone
@@ -299,7 +299,11 @@ class ItemResult(serializers.Serializer):
     index = serializers.IntegerField()
     key = serializers.DictField(required=False, help_text="The item's natural key.")
     status = serializers.ChoiceField(STATUSES)
-    errors = serializers.DictField(required=False, help_text="Field -> what is wrong.")
+    # DRF's metaclass moves declared fields out of the class: this does not replace the
+    # errors property, whatever the stub's reading of it.
+    errors = serializers.DictField(  # type: ignore[assignment]
+        required=False, help_text="Field -> what is wrong."
+    )
     current = serializers.DictField(
         required=False, help_text="What the row holds (stale, conflict): status, observed_at."
     )
@@ -349,7 +353,10 @@ DESCRIPTIONS = {
 def _schema(kind: str) -> Any:
     item = SERIALIZERS[kind]
     name = item.__name__
-    batch = type(f"{name}Batch", (StrictSerializer,), {"items": item(many=True, min_length=1)})
+    # item(many=True, min_length=1) in DRF's words (BaseSerializer.__new__ calls many_init),
+    # whose stub knows no min_length.
+    items = item.many_init(min_length=1)
+    batch = type(f"{name}Batch", (StrictSerializer,), {"items": items})
     return extend_schema(
         operation_id=f"upsert_{kind.replace('-', '_')}",
         summary=f"Write {kind.replace('-', ' ')}",
@@ -429,7 +436,8 @@ class StateView(bodies.DatabaseAwareView):
 
         # A function of its own per kind: the schema decorator marks the function.
         name = f"{SERIALIZERS[kind].__name__}View"
-        return type(name, (cls,), {"kind": kind, "post": _schema(kind)(post)}).as_view()
+        view = type(name, (cls,), {"kind": kind, "post": _schema(kind)(post)})
+        return cast("type[StateView]", view).as_view()
 
     def post(self, request: Request) -> Response:
         raw_items = bodies.items(request, "items", app_settings.STATE_MAX_BATCH)

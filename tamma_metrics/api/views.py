@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -140,7 +140,8 @@ def _ingest(events: list[Any], user: Any) -> list[dict]:
         elif event_id and event_id not in claimed:
             results.append({**result, "status": "duplicate"})
         else:
-            claimed.discard(event_id)  # a second copy in the same batch is a duplicate
+            if event_id:  # a second copy in the same batch is a duplicate
+                claimed.discard(event_id)
             results.append(_count(result, validators[fields["type"]], fields))
     return results
 
@@ -235,7 +236,8 @@ class FamiliesView(DatabaseAwareView):
     )
     def get(self, request: Request) -> Response:
         try:
-            visibility = access.visibility(request.auth)
+            # access.TokenAuthentication authenticates every caller here: auth is its Caller.
+            visibility = access.visibility(cast(access.Caller, request.auth))
         except access.NoFamilies:
             visibility = catalogue.Visibility(frozenset(), False)
         rows = [
@@ -263,7 +265,7 @@ class _ReportView(DatabaseAwareView):
     permission_classes = [IsAuthenticated]
 
     def visible(self, request: Request, names: Any) -> set[str]:
-        return access.visible_families(request.auth, names)
+        return access.visible_families(cast(access.Caller, request.auth), names)
 
 
 def _report_responses(report: type[serializers.Serializer], families: str) -> dict[int, Any]:

@@ -170,7 +170,7 @@ def _error(code: int, detail: Any) -> Response:
 class WebhookView(bodies.DatabaseAwareView):
     """One platform's webhook endpoint; subclasses say how its deliveries look."""
 
-    authentication_classes: ClassVar[list] = []
+    authentication_classes = []
     permission_classes = [AllowAny]  # the platform's check runs first, in post()
     parser_classes = [_RawBody]
 

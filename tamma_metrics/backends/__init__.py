@@ -125,7 +125,7 @@ class Dispatcher:
             self.wakeup.clear()
             closing = self.closing.is_set()
             while self.pending:
-                batch = []
+                batch: list[Sample] = []
                 while self.pending and len(batch) < BATCH:
                     batch.append(self.pending.popleft())
                 self._send(batch)

@@ -5,11 +5,16 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
+
+if TYPE_CHECKING:
+    # settings.AUTH_USER_MODEL as django-stubs resolves it for the settings mypy runs with.
+    from django.contrib.auth.models import User
 
 TOKEN_PREFIX = "tmm"  # recognisable in secret scanners and logs-to-be-scrubbed
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -66,7 +71,7 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-class ApiTokenQuerySet(models.QuerySet):
+class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
     def usable(self) -> ApiTokenQuerySet:
         now = timezone.now()
         return self.filter(revoked_at__isnull=True, user__is_active=True).exclude(
@@ -108,7 +113,7 @@ class ApiToken(models.Model):
 
     @classmethod
     def create_for(
-        cls, user: models.Model, name: str, expires_at: datetime | None = None
+        cls, user: User, name: str, expires_at: datetime | None = None
     ) -> tuple[ApiToken, str]:
         """Create a token; the secret is returned once and never stored."""
         token = cls(user=user, name=name, expires_at=expires_at)

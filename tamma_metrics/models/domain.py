@@ -20,7 +20,10 @@ from .. import catalogue
 def _vocabulary(name: str, label: str, only: tuple[str, ...] | None = None) -> Any:
     """TextChoices of a label's vocabulary in the catalogue (the one source of both)."""
     pairs = catalogue.choices(label, only=only)
-    return models.TextChoices(name, [(value.upper(), (value, shown)) for value, shown in pairs])
+    # The Enum functional API: django-stubs types only a member's __init__ for this call.
+    return models.TextChoices(  # type: ignore[call-overload]
+        name, [(value.upper(), (value, shown)) for value, shown in pairs]
+    )
 
 
 Platform = _vocabulary("Platform", "platform")
@@ -41,7 +44,11 @@ class Issue(models.Model):
         CANCELLED = "cancelled", "Cancelled"
 
     # Terminal statuses that count as processed, and the outcome label of each.
-    OUTCOMES = {Status.SUCCEEDED: "success", Status.FAILED: "failure", Status.TIMED_OUT: "timeout"}
+    OUTCOMES: dict[str, str] = {
+        Status.SUCCEEDED: "success",
+        Status.FAILED: "failure",
+        Status.TIMED_OUT: "timeout",
+    }
     TERMINAL = frozenset({*OUTCOMES, Status.CANCELLED})
 
     platform = models.CharField(max_length=32, choices=Platform.choices)
@@ -327,11 +334,12 @@ class Deployment(models.Model):
 
     @property
     def outcome(self) -> str | None:
-        return {
+        outcomes: dict[str, str] = {
             self.Status.SUCCEEDED: "success",
             self.Status.FAILED: "failure",
             self.Status.ROLLED_BACK: "rolled_back",
-        }.get(self.status)
+        }
+        return outcomes.get(self.status)
 
 
 class Incident(models.Model):

@@ -21,8 +21,8 @@ def families() -> list[dict[str, Any]]:
     grants = MetricFamilyGroupPermission.objects.filter(
         permission__codename=VIEW_PERMISSION
     ).values_list("content_object__name", "group__name")
-    for family, role in grants:
-        roles[family].add(role)
+    for name, role in grants:
+        roles[name].add(role)
     rows = {row.name: row for row in MetricFamily.objects.all()}
     series = labels.admitted_series()
     overflow = self_metrics()["label_overflow"]

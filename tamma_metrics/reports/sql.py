@@ -10,11 +10,16 @@ from typing import Any
 
 from django.db import connection
 from django.db.models import Case, Expression, FloatField, Func, QuerySet, Value, When
+from django.db.models.expressions import Combinable
 from django.db.models.functions import Floor
 from django.db.models.lookups import GreaterThanOrEqual
 from django.utils import timezone
 
 __all__ = ["Epoch", "Offsets", "day_index", "offsets", "percentiles", "seconds_between"]
+
+
+# SQL and its parameters, as Django's as_sql() returns them.
+_Sql = tuple[str, list[Any] | tuple[Any, ...]]
 
 
 class Epoch(Func):
@@ -23,13 +28,13 @@ class Epoch(Func):
     output_field = FloatField()
     arity = 1
 
-    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list]:
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> _Sql:
         # Django stores UTC text that julianday() reads; 2440587.5 is the Unix epoch.
         return self.as_sql(
             compiler, connection, template="((julianday(%(expressions)s) - 2440587.5) * 86400.0)"
         )
 
-    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list]:
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> _Sql:
         return self.as_sql(
             compiler, connection, template="EXTRACT(EPOCH FROM %(expressions)s)::float8"
         )
@@ -45,7 +50,9 @@ def offsets(start: datetime, end: datetime) -> Offsets:
     zone = timezone.get_current_timezone()
 
     def offset(moment: datetime) -> float:
-        return moment.astimezone(zone).utcoffset().total_seconds()
+        delta = moment.astimezone(zone).utcoffset()
+        assert delta is not None  # an aware datetime in a time zone has an offset
+        return delta.total_seconds()
 
     first = current = offset(start)
     changes = []
@@ -89,10 +96,10 @@ def seconds_between(start: str, end: str) -> Expression:
 
 def percentiles(
     rows: QuerySet,
-    value: Expression,
-    group: Expression,
+    value: Combinable,
+    group: Combinable,
     ranks: Iterable[int] = (50, 95),
-    sums: Mapping[str, Expression] | None = None,
+    sums: Mapping[str, Combinable] | None = None,
 ) -> dict[Any, dict[str, float]]:
     """{group: {"p50": ..., "p95": ..., "n": count, **sums}} of ``value`` over ``rows``.
 

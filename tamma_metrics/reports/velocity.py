@@ -194,14 +194,14 @@ def velocity(filters: Filters, now: datetime | None = None) -> dict[str, Any]:
     prs = PullRequest.objects.filter(filters.issue_filter("issue__"))
     pr_days = {day: {"opened": 0, "merged": 0} for day in days}
     for key, field in (("opened", "created_at"), ("merged", "merged_at")):
-        rows = (
+        pr_rows = (
             prs.filter(**{f"{field}__gte": start, f"{field}__lte": now})
             .order_by()
             .annotate(day=day_index(field, start, zone_offsets))
             .values_list("day")
             .annotate(n=Count("id"))
         )
-        for day, n in rows:
+        for day, n in pr_rows:
             if 0 <= day < len(days):
                 pr_days[days[int(day)]][key] += n
     merged = prs.filter(status=PullRequest.Status.MERGED, merged_at__gte=start, merged_at__lte=now)

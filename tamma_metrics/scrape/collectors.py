@@ -30,7 +30,7 @@ def _gauge(name: str) -> GaugeMetricFamily:
 CACHE_KEY = "tamma_metrics:db_gauge:v2:{}"
 
 
-def _cached(names: list[str], max_age: float) -> dict[str, dict]:
+def _cached(names: list[str], max_age: float) -> dict[str, dict[queries.Labels, float]]:
     """The families' values still in the shared cache and younger than ``max_age``
     seconds; a cache failure is a miss."""
     if not names or max_age <= 0:
@@ -45,7 +45,7 @@ def _cached(names: list[str], max_age: float) -> dict[str, dict]:
     return {keys[key]: entry["values"] for key, entry in found.items() if entry["at"] >= oldest}
 
 
-def _remember(values: dict[str, dict]) -> None:
+def _remember(values: dict[str, dict[queries.Labels, float]]) -> None:
     seconds = app_settings.DATABASE_CACHE_SECONDS
     if not values or not seconds:
         return
@@ -92,7 +92,7 @@ class DatabaseCollector:
         yield _gauge("metrics_collector_up")
         yield _gauge("metrics_collector_duration_seconds")
 
-    def _values(self) -> dict[str, dict]:
+    def _values(self) -> dict[str, dict[queries.Labels, float]]:
         values = _cached(self.families, self.max_age)
         missing = [name for name in self.families if name not in values]
         if not missing:
@@ -100,7 +100,7 @@ class DatabaseCollector:
         seconds = self.budget_seconds
         if seconds is None:
             seconds = budget.database_budget()
-        computed: dict[str, dict] = {}
+        computed: dict[str, dict[queries.Labels, float]] = {}
         try:
             with budget.time_limited(seconds) as before_query:
                 for name in missing:

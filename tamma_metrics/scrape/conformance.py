@@ -36,7 +36,7 @@ TESTED_RELEASE = (0, 26)
 
 # (file name, [(metric, sample name, labels, value, timestamp)]): every file type and
 # gauge mode, two processes, histogram buckets, a label needing escapes.
-_PROBE = {
+_PROBE: dict[str, list[tuple[str, str, dict[str, str], float, float]]] = {
     "counter_101.db": [("probe_c", "probe_c_total", {"k": 'a"b\\c'}, 2.0, 0.0)],
     "counter_102.db": [("probe_c", "probe_c_total", {"k": 'a"b\\c'}, 3.5, 0.0)],
     "gauge_livesum_101.db": [("probe_g", "probe_g", {"k": "x"}, 4.0, 0.0)],

@@ -14,9 +14,10 @@ from __future__ import annotations
 import gzip as gzip_module
 import math
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from prometheus_client import exposition as text_exposition
 from prometheus_client.metrics_core import Metric
@@ -33,8 +34,16 @@ from prometheus_client.openmetrics.exposition import (
     escape_label_name,
     escape_metric_name,
 )
-from prometheus_client.utils import floatToGoString, parse_version
+from prometheus_client.samples import Exemplar, Sample
+from prometheus_client.utils import parse_version
 from prometheus_client.validation import _is_valid_legacy_metric_name
+
+if TYPE_CHECKING:
+
+    def floatToGoString(d: float) -> str: ...  # noqa: N802 - unannotated in the library
+
+else:
+    from prometheus_client.utils import floatToGoString
 
 _INF = math.inf
 _OM_ONLY_SUFFIXES = ("_created", "_gsum", "_gcount")
@@ -105,7 +114,7 @@ def _weighed(entry: str) -> tuple[str, float, list[str]]:
 _TEXT_RANGES = {"text/plain", "text/*", "*/*"}
 
 
-def _format(chosen) -> Format:
+def _format(chosen: Callable[..., bytes]) -> Format:
     func = getattr(chosen, "func", chosen)
     options = getattr(chosen, "keywords", {})
     openmetrics = func is om_exposition.generate_latest
@@ -181,7 +190,10 @@ def _header(fmt: Format, name: str, typ: str, documentation: str, unit: str) -> 
 
 
 def prefix(
-    fmt: Format, name: str, labels: tuple[tuple[str, str], ...], pairs: dict | None = None
+    fmt: Format,
+    name: str,
+    labels: tuple[tuple[str, str], ...],
+    pairs: dict[tuple[str, str], str] | None = None,
 ) -> str:
     """``name{labels} `` of one series, labels sorted by name as the library sorts them.
 
@@ -194,7 +206,12 @@ def prefix(
 
 
 def bucket_prefix(
-    fmt: Format, name: str, base: tuple[tuple[str, str], ...], le: str, bases: dict, pairs: dict
+    fmt: Format,
+    name: str,
+    base: tuple[tuple[str, str], ...],
+    le: str,
+    bases: dict[tuple[tuple[str, str], ...], tuple[str, str]],
+    pairs: dict[tuple[str, str], str],
 ) -> str:
     """``prefix(fmt, name, base + (("le", le),))``, rendering ``base`` once per ``bases``:
     the buckets of one histogram series share every label but ``le``."""
@@ -235,7 +252,7 @@ def _wrap(fmt: Format, name: str, labelstr: str) -> str:
 _names: dict[tuple[str, str, str], str] = {}
 
 
-def _pair(escaping: str, pair: tuple[str, str], pairs: dict) -> str:
+def _pair(escaping: str, pair: tuple[str, str], pairs: dict[tuple[str, str], str]) -> str:
     found = pairs.get(pair)
     if found is None:
         name, value = pair
@@ -277,7 +294,7 @@ class PrefixCache:
 
     def __init__(self, limit: int = _PREFIX_CACHE_LIMIT) -> None:
         self.limit = limit
-        self._cache: dict[tuple, str] = {}
+        self._cache: dict[tuple[Format, str, tuple[tuple[str, str], ...]], str] = {}
         self._lock = threading.Lock()
 
     def get(self, fmt: Format, name: str, labels: tuple[tuple[str, str], ...]) -> str:
@@ -298,8 +315,9 @@ class PrefixCache:
 _prefixes = PrefixCache()
 
 
-def _exemplar(metric: Metric, sample) -> str:
-    exemplar = sample.exemplar
+def _exemplar(metric: Metric, sample: Sample) -> str:
+    exemplar: Exemplar
+    exemplar = sample.exemplar  # type: ignore[assignment]  # called for a sample with one
     ok = (
         (metric.type == "counter" and sample.name.endswith("_total"))
         or (metric.type == "gaugehistogram" and sample.name.endswith("_bucket"))
@@ -319,7 +337,7 @@ def _exemplar(metric: Metric, sample) -> str:
     return text
 
 
-def _sample_line(fmt: Format, metric: Metric, sample) -> str | None:
+def _sample_line(fmt: Format, metric: Metric, sample: Sample) -> str | None:
     labels = sample.labels
     items = tuple(sorted(labels.items())) if labels else ()
     line = _prefixes.get(fmt, sample.name, items)
@@ -338,7 +356,7 @@ def _sample_line(fmt: Format, metric: Metric, sample) -> str | None:
 
 
 @lru_cache(maxsize=16)
-def _version(version: str) -> tuple:
+def _version(version: str) -> tuple[int | str, ...]:
     return parse_version(version)
 
 
@@ -367,10 +385,11 @@ def _encode_metric(fmt: Format, metric: Metric) -> str:
         for suffix in _OM_ONLY_SUFFIXES:
             if sample.name == metric.name + suffix:
                 # OpenMetrics-only sample: the text format puts it in a gauge at the end.
-                separate.setdefault(suffix, []).append(_sample_line(fmt, metric, sample))
+                # (The text format never leaves a sample out: no None here or below.)
+                separate.setdefault(suffix, []).append(_sample_line(fmt, metric, sample))  # type: ignore[arg-type]
                 break
         else:
-            out.append(_sample_line(fmt, metric, sample))
+            out.append(_sample_line(fmt, metric, sample))  # type: ignore[arg-type]
     for suffix, lines in sorted(separate.items()):
         out.append(_header(fmt, metric.name + suffix, "gauge", metric.documentation, ""))
         out.extend(lines)
@@ -387,7 +406,7 @@ class _OneShot:
 
 def _library_encode(fmt: Format, metrics: list[Metric]) -> str:
     if fmt.openmetrics:
-        body = om_exposition.generate_latest(
+        body: bytes = om_exposition.generate_latest(
             _OneShot(metrics), escaping=fmt.escaping, version=fmt.version
         )
         return body.decode("utf-8").removesuffix("# EOF\n")

@@ -162,7 +162,7 @@ def build_registry(
     """
     instruments.get_all()  # families with no sample yet still get HELP and TYPE lines
     path = instruments.multiprocess_dir()
-    sources = [_MergedFolder(path)] if path else []
+    sources: list[Collector] = [_MergedFolder(path)] if path else []
     sources += _computed(visibility, scrape_timeout)
     # Collectors without describe() are always collected and filtered by name;
     # those with describe() are skipped when none of their names is wanted.
@@ -217,11 +217,12 @@ def render(
 
 
 def _folder_chunks(
-    path: str, fmt: encoder.Format, allows: Callable[[str], bool] | None, wanted: frozenset
+    path: str, fmt: encoder.Format, allows: Callable[[str], bool] | None, wanted: frozenset[str]
 ) -> list[bytes]:
     """The folder's families, from the cached chunks of this process's reader (or from
     prometheus_client's own collector, should the installed version merge differently)."""
     try:
+        snapshot: folder.Snapshot | folder.FolderRead | None
         if conformance.verified():
             parts, seen, snapshot = folder.reader(path).chunks(fmt, allows, wanted)
         else:
@@ -239,7 +240,7 @@ def _folder_chunks(
 
 
 def _restrict(
-    metrics: Iterable[Metric], allows: Callable[[str], bool] | None, wanted: frozenset
+    metrics: Iterable[Metric], allows: Callable[[str], bool] | None, wanted: frozenset[str]
 ) -> Iterator[Metric]:
     """The metrics the caller may see, narrowed to ``name[]`` as the library narrows."""
     for metric in metrics:
@@ -275,7 +276,7 @@ _TYPE_SUFFIXES = {
 
 
 def _collect(
-    source: Collector, allows: Callable[[str], bool] | None, wanted: frozenset
+    source: Collector, allows: Callable[[str], bool] | None, wanted: frozenset[str]
 ) -> Iterator[Metric]:
     """Collect ``source`` unless ``name[]`` asks for none of its families: a collector
     with ``describe()`` (the database) is then not run at all, as in a restricted
@@ -292,6 +293,7 @@ def _remember_scrape(duration: float) -> None:
     cache.set(LAST_SCRAPE_KEY, {"time": time.time(), "duration_seconds": duration}, None)
 
 
-def last_scrape() -> dict | None:
+def last_scrape() -> dict[str, float] | None:
     """Time and duration of the last scrape served, if the cache still has it."""
-    return cache.get(LAST_SCRAPE_KEY)
+    found: dict[str, float] | None = cache.get(LAST_SCRAPE_KEY)
+    return found

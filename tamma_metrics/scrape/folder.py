@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from operator import gt, itemgetter, lt
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import ALLOWUTF8, UNDERSCORES
@@ -44,6 +45,17 @@ from prometheus_client.utils import floatToGoString
 from . import encoder, mmap_keys, multiprocess
 from .encoder import Format
 from .mmap_keys import BrokenKey, Key
+
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    _Labels = tuple[tuple[str, str], ...]
+
+    class _Unit(Protocol):
+        """What computes output values from file values: _Sum, _Buckets, _MostRecent."""
+
+        def compute(self) -> None: ...
+
 
 _INT = struct.Struct("i")
 _BLOCK = 64  # values compared per slice when looking for what changed
@@ -84,17 +96,17 @@ class _File:
         self.name, self.path, self.kind, self.inode = name, path, kind, inode
         self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         self.mm: mmap.mmap | None = None
-        self.doubles: memoryview | None = None
-        self.words: memoryview | None = None
+        self.doubles: memoryview[float] | None = None
+        self.words: memoryview[int] | None = None
         self.used = 8
         self.keys: list[Key] = []
         self.positions: list[int] = []  # index of each entry's value in ``doubles``
         # Gauges need each entry's timestamp as well (mostrecent modes).
         self.stride = 2 if kind.typ == "gauge" else 1
-        self.getter: Callable | None = None
-        self.raw: tuple = ()  # the value words last read, compared bit for bit
+        self.getter: Callable[[Any], tuple[Any, ...]] | None = None
+        self.raw: tuple[int, ...] = ()  # the value words last read, compared bit for bit
         self.values: list[float] = []
-        self.units: list = []  # the layout unit each value feeds
+        self.units: list[Any] = []  # the layout unit each value feeds (None before one)
 
     def close(self) -> None:
         self._unmap()
@@ -121,7 +133,9 @@ class _File:
     def signature(self) -> tuple[int, int, int]:
         return multiprocess.signature(os.fstat(self.fd))
 
-    def refresh(self, keys: dict[bytes, Key], identities: dict) -> bool:
+    def refresh(
+        self, keys: dict[bytes, Key], identities: dict[bytes, mmap_keys.Identity | None]
+    ) -> bool:
         """Parse what was appended since the last call; True when keys were added.
 
         Raises _Broken when the file is corrupt, ``_Shrunk`` when it must be read anew.
@@ -133,11 +147,12 @@ class _File:
             self._map(size)
         elif size < len(self.mm):
             raise _Shrunk  # checked before touching the mapping: past the end is SIGBUS
-        used = _INT.unpack_from(self.mm, 0)[0]
+        # (Mapped from here on: mypy does not see that _map() sets self.mm.)
+        used = _INT.unpack_from(self.mm, 0)[0]  # type: ignore[arg-type]
         # The size after ``used``: a writer grows the file before it writes past the old
         # end, and writes ``used`` last, so a ``used`` read first fits the size read next.
         size = os.fstat(self.fd).st_size
-        if size < len(self.mm):
+        if size < len(self.mm):  # type: ignore[arg-type]
             raise _Shrunk
         if used < 8:
             used = 8  # no entry yet (a file being created); the library reads none either
@@ -147,15 +162,20 @@ class _File:
             raise _Shrunk
         if used == self.used:
             return False
-        if used > len(self.mm):
+        if used > len(self.mm):  # type: ignore[arg-type]
             self._map(size)  # the writer grew the file past what we mapped
         self._parse(used, keys, identities)
         return True
 
-    def _parse(self, used: int, keys: dict[bytes, Key], identities: dict) -> None:
-        data, pos = self.mm, self.used
+    def _parse(
+        self, used: int, keys: dict[bytes, Key], identities: dict[bytes, mmap_keys.Identity | None]
+    ) -> None:
+        data: mmap.mmap
+        data, pos = self.mm, self.used  # type: ignore[assignment]  # refresh() mapped it
         unpack = _INT.unpack_from
-        new_keys: list[Key | bytes] = []
+        # Keys, and the text of those still to parse (``__class__ is bytes`` tells them
+        # apart, which mypy does not follow): all Keys once parsed below.
+        new_keys: list[Any] = []
         new_positions = []
         unknown = []
         while pos < used:
@@ -213,7 +233,9 @@ class _File:
         if raw == old:
             return []
         changed = []
-        doubles, values, getter_positions = self.doubles, self.values, self._index_of
+        doubles: memoryview[float]
+        # (A getter exists only for a mapped file.)
+        doubles, values, getter_positions = self.doubles, self.values, self._index_of  # type: ignore[assignment]
         for start in range(0, len(raw), _BLOCK):
             end = start + _BLOCK
             if raw[start:end] != old[start:end]:
@@ -248,15 +270,18 @@ class _Series:
 
     __slots__ = ("name", "labels", "le", "value", "metric", "block")
 
-    def __init__(self, name: str, labels: tuple, metric: _Metric, le: tuple | None = None):
+    def __init__(
+        self, name: str, labels: _Labels, metric: _Metric, le: tuple[str, str] | None = None
+    ) -> None:
         self.name, self.labels, self.metric, self.le = name, labels, metric, le
-        self.value: float | None = None
+        # None only until the layout's first compute(), which runs before any read.
+        self.value: float = None  # type: ignore[assignment]
         self.block = 0  # which block of its family's lines it is in
 
     def full_labels(self) -> tuple[tuple[str, str], ...]:
         return self.labels if self.le is None else self.labels + (self.le,)
 
-    def identity(self) -> tuple:
+    def identity(self) -> tuple[str, _Labels, tuple[str, str] | None]:
         return (self.name, self.labels, self.le)
 
     def set(self, value: float) -> None:
@@ -272,7 +297,7 @@ class _Series:
             metric.touch(self.block)
 
 
-def _pairs(refs: list) -> zip:
+def _pairs(refs: list[Any]) -> zip[tuple[Any, Any]]:
     """(value list, index) pairs of a flat reference list.
 
     References are kept flat, ``[values, i, values, i, ...]``: a tuple per file value
@@ -288,7 +313,7 @@ class _Sum:
 
     def __init__(self, series: _Series) -> None:
         self.series = series
-        self.refs: list = []
+        self.refs: list[Any] = []  # [values, i, values, i, ...]
 
     def compute(self) -> None:
         value = 0.0
@@ -334,7 +359,9 @@ class _Buckets:
 
     __slots__ = ("series", "refs", "ends", "count")
 
-    def __init__(self, series: list[_Series], refs: list, ends: list[int], count: _Series):
+    def __init__(
+        self, series: list[_Series], refs: list[Any], ends: list[int], count: _Series
+    ) -> None:
         self.series, self.refs, self.ends, self.count = series, refs, ends, count
 
     def compute(self) -> None:
@@ -357,12 +384,17 @@ class _MostRecent:
 
     __slots__ = ("metric", "raw", "make")
 
-    def __init__(self, metric: _Metric, raw: list, make: Callable) -> None:
+    def __init__(
+        self,
+        metric: _Metric,
+        raw: list[tuple[str, _Labels, list[float], int]],
+        make: Callable[..., _Series],
+    ) -> None:
         self.metric, self.raw, self.make = metric, raw, make
 
     def compute(self) -> None:
-        groups: dict[tuple, dict[tuple, float]] = {}
-        stamps: dict[tuple, dict[str, float]] = {}
+        groups: dict[_Labels, dict[tuple[str, _Labels], float]] = {}
+        stamps: dict[_Labels, dict[str, float]] = {}
         for name, labels, values, i in self.raw:
             by_name = stamps.setdefault(labels, {})
             timestamp = float(values[i + 1] or 0)
@@ -429,8 +461,8 @@ class _Metric:
         return [head, *blocks]
 
     def _render(self, fmt: Format) -> list[bytes]:
-        bases: dict = {}
-        pairs: dict = {}
+        bases: dict[_Labels, tuple[str, str]] = {}
+        pairs: dict[tuple[str, str], str] = {}
         value = encoder.format_value
         lines = []
         for one in self.series:
@@ -487,13 +519,17 @@ class _Merge:
 
     def __init__(self, metric: _Metric, make: Callable[..., _Series]) -> None:
         self.metric, self.make = metric, make
-        self.samples: dict[tuple, dict[tuple, object]] = {}
-        self.buckets: dict[tuple, dict[float, list]] = {}
-        self.slots: dict[tuple, list] = {}  # (file units, index) of each bucket value
+        # Per label set, per (name, labels): its unit, or the _Series that finish() puts
+        # in place of a _count sample.
+        self.samples: dict[_Labels, dict[tuple[str, _Labels], Any]] = {}
+        self.buckets: dict[_Labels, dict[float, list[Any]]] = {}
+        self.slots: dict[_Labels, list[Any]] = {}  # (file units, index) of each bucket value
         # Gauges wait for every file: the mode of the last one decides how all merge.
-        self.deferred: list | None = [] if metric.typ == "gauge" else None
+        self.deferred: list[tuple[Key, _Labels, _File, int]] | None = (
+            [] if metric.typ == "gauge" else None
+        )
 
-    def add(self, key: Key, labels: tuple | None, file: _File, i: int) -> None:
+    def add(self, key: Key, labels: _Labels | None, file: _File, i: int) -> None:
         """One file value of a counter, histogram or summary, in the library's order.
 
         ``labels`` are given for a gauge file's key (with its pid), else they are the
@@ -535,14 +571,14 @@ class _Merge:
         if gauge_file:
             units[i + 1] = unit
 
-    def finish(self, all_units: list) -> None:
+    def finish(self, all_units: list[_Unit]) -> None:
         if self.deferred is not None:
             self._gauge(all_units)
             if self.metric.mode in ("mostrecent", "livemostrecent"):
                 return
         metric, make = self.metric, self.make
         bucket_name, count_name = metric.name + "_bucket", metric.name + "_count"
-        after: dict[tuple, list[_Series]] = {}  # per label set: its buckets, then _count
+        after: dict[_Labels, list[_Series]] = {}  # per label set: its buckets, then _count
         for labels, by_bound in self.buckets.items():
             group = self.samples.setdefault(labels, {})
             series, refs, ends = [], [], []
@@ -575,12 +611,13 @@ class _Merge:
             series += after.get(labels, ())
         metric.set_series(series)
 
-    def _gauge(self, all_units: list) -> None:
+    def _gauge(self, all_units: list[_Unit]) -> None:
         metric, mode, make = self.metric, self.metric.mode, self.make
         if mode in ("mostrecent", "livemostrecent"):
-            entries = []
-            unit = _MostRecent(metric, entries, make)
-            for key, labels, file, i in self.deferred:
+            entries: list[tuple[str, _Labels, list[float], int]] = []
+            unit: Any = _MostRecent(metric, entries, make)
+            # (finish() calls this for a gauge only, whose deferred is a list.)
+            for key, labels, file, i in self.deferred:  # type: ignore[union-attr]
                 labels = tuple([label for label in labels if label[0] != "pid"])
                 entries.append((key.name, labels, file.values, i))
                 file.units[i] = file.units[i + 1] = unit
@@ -594,7 +631,7 @@ class _Merge:
         elif mode in ("sum", "livesum"):
             unit_class = _Sum
         strip_pid = mode in _PID_LESS_MODES
-        for key, labels, file, i in self.deferred:
+        for key, labels, file, i in self.deferred:  # type: ignore[union-attr]
             if strip_pid:
                 labels = tuple([label for label in labels if label[0] != "pid"])
             group = self.samples.setdefault(labels, {})
@@ -618,7 +655,7 @@ class _Layout:
 
     def __init__(self, previous: list[_Metric]) -> None:
         self.previous = {metric.name: metric for metric in previous}
-        self.units: list = []
+        self.units: list[_Unit] = []
 
     def build(self, files: list[_File]) -> list[_Metric]:
         merges: dict[str, _Merge] = {}
@@ -650,7 +687,7 @@ class _Layout:
             return lambda name, labels, le=None: _Series(name, labels, metric, le)
         known = {s.identity(): s for s in old.series}
 
-        def make(name: str, labels: tuple, le: tuple | None = None) -> _Series:
+        def make(name: str, labels: _Labels, le: tuple[str, str] | None = None) -> _Series:
             one = known.get((name, labels, le))
             if one is None:
                 one = known[(name, labels, le)] = _Series(name, labels, metric, le)
@@ -685,8 +722,8 @@ class FolderReader:
         self.dropped = False
         self.bad: dict[str, tuple[int, int, int]] = {}
         self.metrics: list[_Metric] = []
-        self.units: list = []
-        self.layout_key: tuple = ()
+        self.units: list[_Unit] = []
+        self.layout_key: tuple[tuple[int, int], ...] = ()
         self.lock = threading.Lock()
 
     def close(self) -> None:
@@ -805,7 +842,7 @@ class FolderReader:
             del self.bad[gone]
         return order, skipped
 
-    def _open(self, entry: os.DirEntry, kind: _FileName) -> _File | None:
+    def _open(self, entry: os.DirEntry[str], kind: _FileName) -> _File | None:
         """A new file, or None when it is to be skipped (too small, known broken)."""
         stat = entry.stat()
         if stat.st_size < 8:
@@ -819,7 +856,7 @@ class FolderReader:
 
     def _merge(self, order: list[_File], skipped: int) -> Snapshot:
         layout_key = tuple((id(f), len(f.keys)) for f in order)
-        changed: list = []
+        changed: list[_Unit] = []
         rebuild = layout_key != self.layout_key
         for file in order:
             indices = file.read()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 from sys import intern
+from typing import Any, Literal
 
 from prometheus_client.metrics_core import Metric
 
@@ -30,7 +31,7 @@ _LIMIT = 200_000  # distinct label pairs and sets kept for sharing; then they st
 
 _valid_names: set[str] = set()  # metric names the library's validation accepted
 _pairs: dict[tuple[str, str], tuple[str, str]] = {}
-_sets: dict[tuple, tuple] = {}
+_sets: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = {}
 
 
 class BrokenKey(Exception):
@@ -58,7 +59,7 @@ class Key:
         labels: tuple[tuple[str, str], ...] | None,
         help_text: str,
         le: float | None = None,
-        without_le: tuple | None = None,
+        without_le: tuple[tuple[str, str], ...] | None = None,
         identity: Identity | None = None,
         le_pair: tuple[str, str] | None = None,
     ) -> None:
@@ -76,8 +77,9 @@ class Key:
     def labels(self) -> tuple[tuple[str, str], ...]:
         if self._labels is not None:
             return self._labels
-        base, before = self.without_le, self.identity.before
-        return base[:before] + (self.le_pair,) + base[before:]
+        # A bucket read through its identity: it has without_le, identity and le_pair.
+        base, before = self.without_le, self.identity.before  # type: ignore[union-attr]
+        return base[:before] + (self.le_pair,) + base[before:]  # type: ignore[index, return-value]
 
 
 def clear() -> None:
@@ -120,7 +122,7 @@ def _parse_one(raw: bytes) -> Key:
     return Key(raw, metric_name, name, pairs, help_text, _float(labels["le"]), without)
 
 
-def _validated(raw: bytes, parsed: object) -> tuple[str, str, dict, str]:
+def _validated(raw: bytes, parsed: Any) -> tuple[str, str, dict[str, str], str]:
     try:
         metric_name, name, labels, help_text = parsed
         # str.join takes nothing but strings, and encoding fails on a lone surrogate
@@ -180,7 +182,7 @@ _FOLLOWED, _PRECEDED, _ALONE = range(3)
 _bounds: dict[bytes, tuple[tuple[str, str], float | None]] = {}
 
 
-def _bucket(raw: bytes, identities: dict) -> Key | None:
+def _bucket(raw: bytes, identities: dict[bytes, Identity | None]) -> Key | None:
     """A bucket key from its identity, or None (the caller then parses it).
 
     ``raw`` is the identity with the ``le`` pair cut out at ``at`` in the form of
@@ -199,7 +201,7 @@ def _bucket(raw: bytes, identities: dict) -> Key | None:
         case, at, identity = _PRECEDED, start - 2, raw[: start - 2] + raw[end:]
     else:
         case, at, identity = _ALONE, start, raw[:start] + raw[end:]
-    info = identities.get(identity, False)
+    info: Identity | None | Literal[False] = identities.get(identity, False)
     if info is False:
         try:
             info = Identity(identity, json.loads(identity))

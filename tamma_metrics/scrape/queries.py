@@ -9,7 +9,9 @@ exception is ``pending_since``, a timestamp that has no value when nothing is pe
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db.models import Count, Min, QuerySet
 from django.utils import timezone
@@ -44,7 +46,7 @@ def active_loops(now: datetime | None = None) -> dict[Labels, float]:
     return result
 
 
-def pending_approvals_rows() -> QuerySet:
+def pending_approvals_rows() -> QuerySet[Approval, tuple[Any, ...]]:
     """(approval_type, priority, n) of pending approvals; reads the partial index
     tamma_approval_pending only (tests check the plan on each database)."""
     return (
@@ -63,7 +65,7 @@ def pending_approvals() -> dict[Labels, float]:
     return result
 
 
-def queue_depth_rows() -> QuerySet:
+def queue_depth_rows() -> QuerySet[Issue, tuple[Any, ...]]:
     """(priority, n) of queued issues; reads the partial index tamma_issue_queued_prio."""
     return (
         Issue.objects.filter(status=Issue.Status.QUEUED)
@@ -81,7 +83,7 @@ def queue_depth() -> dict[Labels, float]:
     return result
 
 
-def oldest_pending_approval_rows() -> QuerySet:
+def oldest_pending_approval_rows() -> QuerySet[Approval, tuple[Any, ...]]:
     """(approval_type, oldest requested_at) of pending approvals; same partial index."""
     return (
         Approval.objects.filter(status=Approval.Status.PENDING)
@@ -114,14 +116,14 @@ def series_admitted() -> dict[Labels, float]:
     labelled with the served name (``tamma_escalations_total``) so it joins ``__name__``."""
     served = {f.name: f.full_name for f in catalogue.families()}
     events = (f for f in catalogue.families() if f.source is catalogue.Source.EVENT)
-    result = {(family.full_name,): 0.0 for family in events}
+    result: dict[Labels, float] = {(family.full_name,): 0.0 for family in events}
     for family, n in labels.admitted_series().items():
         result[(served.get(family, family),)] = float(n)
     return result
 
 
 # The gauge family each query feeds, by catalogue name.
-GAUGES = {
+GAUGES: dict[str, Callable[[], dict[Labels, float]]] = {
     "active_autonomous_loops": active_loops,
     "pending_approvals": pending_approvals,
     "queue_depth": queue_depth,

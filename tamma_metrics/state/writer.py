@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial, reduce
 from operator import or_
-from typing import Any
+from typing import Any, cast
 
 from django.db import IntegrityError, OperationalError, transaction
 from django.db.models import Model, Q
 
 from .. import labels, receivers, selfmetrics
-from ..models import Issue
+from ..models import Deployment, Issue
 from . import links, shipped
 from .kinds import CREATED_AT, KINDS, Kind, iso
 
@@ -94,8 +94,8 @@ def _write_transaction() -> Iterator[None]:
     try:
         yield
     except BaseException as exc:
-        if not block.__exit__(type(exc), exc, exc.__traceback__):
-            raise
+        block.__exit__(type(exc), exc, exc.__traceback__)  # rolls back; never swallows
+        raise
     else:
         block.__exit__(None, None, None)
 
@@ -222,10 +222,12 @@ def _write(kind: Kind, prepared: list[tuple[dict[str, Any], list]]) -> list[Outc
             outcome = Outcome("created")
         else:
             if issue is not None and getattr(row, "issue_id", None) == issue.pk:
-                row.issue = issue  # the transition reads its labels without a query
+                # The transition reads its labels without a query (the kind's model has
+                # an ``issue``, as ``issue_id`` shows; Model does not say so).
+                cast(Any, row).issue = issue
             outcome = _update(kind, row, values, issue, link)
         if kind.name == "deployments" and outcome.status in ("created", "updated"):
-            shipped.stamp_shipped(rows[key])
+            shipped.stamp_shipped(cast(Deployment, rows[key]))
         if outcome.status in ("created", "updated"):
             _count_label_changes(folded)
         outcome.folded = [
@@ -328,12 +330,16 @@ def _update(
                 },
                 current=_current(kind, row),
             )
-    previous = getattr(row, kind.status) if kind.status else None
-    moving = kind.status in changes and kind.allowed is not None
-    if moving and not kind.allowed(previous, changes[kind.status]):
+    status = kind.status
+    previous: Any = getattr(row, status) if status else None  # a str when it has one
+    if (
+        status in changes
+        and kind.allowed is not None
+        and not kind.allowed(previous, changes[status])
+    ):
         return Outcome(
             "conflict",
-            errors={kind.status: [f"It is {previous}, which is final."]},
+            errors={status: [f"It is {previous}, which is final."]},
             current=_current(kind, row),
         )
     frozen = sorted(kind.frozen(row, set(changes)) & set(changes))

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from prometheus_client import push_to_gateway, pushadd_to_gateway
+from prometheus_client.registry import Collector
 
 from ... import catalogue, selfmetrics
 from ...conf import app_settings
@@ -81,9 +82,8 @@ class Command(BaseCommand):
             raise CommandError("--job must not be empty")
         grouping = _grouping(options["grouping"])
         selfmetrics.start_backend_errors(BACKEND)
-        registry = exposition.build_registry()
-        if options["name"]:
-            registry = registry.restricted_registry(options["name"])
+        full = exposition.build_registry()
+        registry: Collector = full.restricted_registry(options["name"]) if options["name"] else full
         push = push_to_gateway if options["replace"] else pushadd_to_gateway
         try:
             push(
