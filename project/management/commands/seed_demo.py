@@ -176,16 +176,18 @@ class Command(BaseCommand):
             AutonomousLoop.objects.filter(name__in=[loop[0] for loop in LOOPS]).delete()
 
     def _loops(self) -> None:
+        # One statement each (an UPDATE, else an INSERT), never a read then a write in one
+        # transaction: on SQLite that write would have to upgrade a read lock, which fails
+        # at once ("database is locked") while a server process writes, without waiting.
         for name, mode, environment, status, age in LOOPS:
-            AutonomousLoop.objects.update_or_create(
-                name=name,
-                defaults={
-                    "mode": mode,
-                    "environment": environment,
-                    "status": status,
-                    "last_heartbeat": self.now - timedelta(seconds=age),
-                },
-            )
+            values = {
+                "mode": mode,
+                "environment": environment,
+                "status": status,
+                "last_heartbeat": self.now - timedelta(seconds=age),
+            }
+            if not AutonomousLoop.objects.filter(name=name).update(**values):
+                AutonomousLoop.objects.create(name=name, **values)
 
     def _insert_batch(self, first: int, last: int) -> None:
         batch = Batch()
