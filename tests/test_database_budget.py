@@ -13,6 +13,7 @@ import os
 import re
 import socket
 import time
+import types
 
 import pytest
 from django.core.cache import cache
@@ -361,25 +362,39 @@ def test_a_second_scrape_within_the_cache_window_runs_no_gauge_query(client, set
     assert third.value("tamma_queue_depth", queue_type="issues", priority="high") == 2
 
 
+@pytest.fixture
+def clock(monkeypatch):
+    """The collectors' wall clock, moved by the test (ages, not how long scrapes take)."""
+    now = [1_000_000.0]
+    monkeypatch.setattr(
+        collectors,
+        "time",
+        types.SimpleNamespace(time=lambda: now[0], perf_counter=time.perf_counter),
+    )
+    return now
+
+
 @pytest.mark.django_db
-def test_cache_entries_expire_after_the_setting(client, settings):
+def test_cache_entries_expire_after_the_setting(client, settings, clock):
     settings.TAMMA_METRICS = {"DATABASE_CACHE_SECONDS": 1, "POLICY_REFRESH_SECONDS": 3600}
     assert _scrape_counting(client)[1] == len(queries.GAUGES)
     assert _scrape_counting(client)[1] == 0
-    time.sleep(1.1)
+    clock[0] += 1.1
+    cache.clear()  # what the cache's own 1 s expiry does (its clock is not ours)
     assert _scrape_counting(client)[1] == len(queries.GAUGES)
 
 
 @pytest.mark.django_db
-def test_a_cached_value_is_never_older_than_the_scrapers_timeout(client, settings):
+def test_a_cached_value_is_never_older_than_the_scrapers_timeout(client, settings, clock):
     # Prometheus keeps its timeout below its interval: at a 1 s interval a 30 s cache
     # would hide a change for 30 scrapes, so an entry older than the timeout is refreshed.
     settings.TAMMA_METRICS = {"DATABASE_CACHE_SECONDS": 30, "POLICY_REFRESH_SECONDS": 3600}
     short = {"HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS": "0.5"}
     assert _scrape_counting(client, **short)[1] == len(queries.GAUGES)
-    assert _scrape_counting(client, **short)[1] == 0  # within 0.5 s: shared
-    time.sleep(0.6)
-    assert _scrape_counting(client, **short)[1] == len(queries.GAUGES)
+    clock[0] += 0.4
+    assert _scrape_counting(client, **short)[1] == 0  # 0.4 s old: shared
+    clock[0] += 0.2
+    assert _scrape_counting(client, **short)[1] == len(queries.GAUGES)  # 0.6 s: refreshed
     assert _scrape_counting(client)[1] == 0  # no header: the 30 s setting applies
 
 
