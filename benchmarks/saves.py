@@ -30,7 +30,8 @@ django.setup()
 
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
-from django.db.models.signals import post_save, pre_save  # noqa: E402
+from django.db.models import Model  # noqa: E402
+from django.db.models.signals import post_save  # noqa: E402
 
 from tamma_metrics import receivers  # noqa: E402
 from tamma_metrics.models import Issue  # noqa: E402
@@ -47,14 +48,14 @@ def per_save_us(issue: Issue, saves: int) -> float:
 
 
 def disconnected():
-    """The app's receivers off (as if tamma_metrics were not installed), then back on."""
-    pre_save.disconnect(dispatch_uid="tamma_issue_previous", sender=Issue)
+    """What the app adds to a save off (as if tamma_metrics were not installed): the
+    receiver, and the status condition in the UPDATE (Django's own update instead of
+    ``StatusTracked``'s); then back on."""
     post_save.disconnect(dispatch_uid=f"tamma_{Issue.__name__}", sender=Issue)
+    Issue._do_update = Model._do_update  # type: ignore[method-assign]
 
     def reconnect() -> None:
-        pre_save.connect(
-            receivers.remember_previous_status, sender=Issue, dispatch_uid="tamma_issue_previous"
-        )
+        del Issue._do_update
         post_save.connect(
             receivers.count_transition, sender=Issue, dispatch_uid=f"tamma_{Issue.__name__}"
         )

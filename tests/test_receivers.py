@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from tamma_metrics import record, transitions
@@ -41,6 +42,79 @@ def test_issue_lifecycle_counts_once_with_exact_duration(metrics):
     )
     assert change.value("tamma_issue_completion_duration_seconds_bucket", **hist, le="900.0") == 0
     assert change.value("tamma_issue_completion_duration_seconds_bucket", **hist, le="1800.0") == 1
+
+
+def test_stale_copies_of_one_row_count_its_transition_once(metrics):
+    """Two copies loaded before either saves: the second save's UPDATE finds the row no
+    longer in the status it was loaded with, reads it again and counts nothing."""
+    issue = factories.issue(status="in_progress")
+    first, second = Issue.objects.get(pk=issue.pk), Issue.objects.get(pk=issue.pk)
+    before = metrics()
+    first.status = second.status = Issue.Status.SUCCEEDED
+    first.save()
+    second.save()
+    second.status = Issue.Status.FAILED
+    second.save()  # a correction from one terminal status to another: not counted
+    change = delta(metrics(), before)
+    assert change.value("tamma_issues_processed_total", **ISSUE_LABELS, outcome="success") == 1
+    assert change.total("tamma_issues_processed_total") == 1
+    assert Issue.objects.get(pk=issue.pk).status == "failed"
+
+
+def test_a_copy_built_without_loading_reads_the_stored_status(metrics):
+    issue = factories.issue(status="in_progress")
+    before = metrics()
+    copy = Issue(**{f.attname: getattr(issue, f.attname) for f in Issue._meta.concrete_fields})
+    copy.status = Issue.Status.SUCCEEDED
+    copy.save()
+    Issue(**{f.attname: getattr(copy, f.attname) for f in Issue._meta.concrete_fields}).save()
+    change = delta(metrics(), before)
+    assert change.value("tamma_issues_processed_total", **ISSUE_LABELS, outcome="success") == 1
+    assert change.total("tamma_issues_processed_total") == 1
+
+
+def test_a_status_set_in_memory_but_not_saved_counts_nothing(metrics):
+    issue = factories.issue(status="in_progress")
+    before = metrics()
+    issue.status = Issue.Status.SUCCEEDED
+    issue.save(update_fields=["priority"])  # the status column is not written
+    assert delta(metrics(), before).total("tamma_issues_processed_total") == 0
+    assert Issue.objects.get(pk=issue.pk).status == "in_progress"
+    issue.save()
+    assert delta(metrics(), before).total("tamma_issues_processed_total") == 1
+
+
+def test_a_save_rolled_back_leaves_the_transition_to_the_next_save(metrics):
+    issue = factories.issue(status="in_progress")
+    before = metrics()
+    issue.status = Issue.Status.SUCCEEDED
+    with pytest.raises(RuntimeError), transaction.atomic():
+        issue.save()
+        raise RuntimeError("roll back")
+    assert delta(metrics(), before).total("tamma_issues_processed_total") == 0
+    issue.save()  # the row is in_progress again: this save makes the transition
+    change = delta(metrics(), before)
+    assert change.value("tamma_issues_processed_total", **ISSUE_LABELS, outcome="success") == 1
+
+
+def test_a_status_changing_save_adds_no_query_on_its_row():
+    """The status a save replaced comes from its own UPDATE, not from a read before it
+    (the counters' label admission, on commit, has queries of its own)."""
+
+    def statements_on_the_row(row: Issue, status: str) -> list[str]:
+        row.status = status
+        with CaptureQueriesContext(connection) as queries:
+            row.save()
+        return [q["sql"].split()[0] for q in queries if '"tamma_metrics_issue"' in q["sql"]]
+
+    created = factories.issue(status="in_progress", started_at=timezone.now())
+    assert statements_on_the_row(created, "succeeded") == ["UPDATE"]
+    assert statements_on_the_row(Issue.objects.get(pk=created.pk), "failed") == ["UPDATE"]
+    # A copy loaded before the last save: its UPDATE finds nothing, so it reads and retries.
+    stale = Issue.objects.get(pk=created.pk)
+    created.status = "in_progress"
+    created.save()
+    assert statements_on_the_row(stale, "succeeded") == ["UPDATE", "SELECT", "UPDATE"]
 
 
 @pytest.mark.parametrize(("status", "outcome"), [("failed", "failure"), ("timed_out", "timeout")])
@@ -153,7 +227,7 @@ def test_approval_decided_observes_the_wait(metrics):
     change = delta(metrics(), before)
     labels = {"approval_type": "merge", "outcome": "rejected"}
     assert change.value("tamma_approval_wait_duration_seconds_count", **labels) == 1
-    assert change.value("tamma_approval_wait_duration_seconds_sum", **labels) == 4000
+    assert change.value("tamma_approval_wait_duration_seconds_sum", **labels) == pytest.approx(4000)
     assert change.value("tamma_approval_wait_duration_seconds_bucket", **labels, le="3600.0") == 0
     assert change.value("tamma_approval_wait_duration_seconds_bucket", **labels, le="14400.0") == 1
 

@@ -15,6 +15,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from .. import catalogue
+from .tracking import StatusTracked
 
 
 def _vocabulary(name: str, label: str, only: tuple[str, ...] | None = None) -> Any:
@@ -33,7 +34,7 @@ Complexity = _vocabulary("Complexity", "complexity", only=("low", "medium", "hig
 Priority = _vocabulary("Priority", "priority")
 
 
-class Issue(models.Model):
+class Issue(StatusTracked):
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
         IN_PROGRESS = "in_progress", "In progress"
@@ -113,7 +114,7 @@ class Issue(models.Model):
         return self.OUTCOMES.get(self.status)
 
 
-class PullRequest(models.Model):
+class PullRequest(StatusTracked):
     class Status(models.TextChoices):
         OPEN = "open", "Open"
         MERGED = "merged", "Merged"
@@ -176,7 +177,7 @@ class PullRequest(models.Model):
         super().save(*args, **kwargs)
 
 
-class Approval(models.Model):
+class Approval(StatusTracked):
     ApprovalType = _vocabulary("ApprovalType", "approval_type")
 
     class Status(models.TextChoices):
@@ -273,7 +274,7 @@ class Escalation(models.Model):
         return f"{self.escalation_type} ({self.severity})"
 
 
-class Deployment(models.Model):
+class Deployment(StatusTracked):
     """A deployment of a repository to an environment, and the pull requests it shipped."""
 
     class Status(models.TextChoices):
@@ -342,7 +343,7 @@ class Deployment(models.Model):
         return outcomes.get(self.status)
 
 
-class Incident(models.Model):
+class Incident(StatusTracked):
     """A failure in production, attributed to the deployment that caused it."""
 
     Severity = _vocabulary("Severity", "severity")

@@ -23,7 +23,7 @@ from typing import Any, cast
 from django.db import IntegrityError, OperationalError, transaction
 from django.db.models import Model, Q
 
-from .. import labels, receivers, selfmetrics
+from .. import labels, selfmetrics
 from ..models import Deployment, Issue
 from . import links, shipped
 from .kinds import CREATED_AT, KINDS, Kind, iso
@@ -355,8 +355,6 @@ def _update(
     for name, value in changes.items():
         setattr(row, name, value)
     setattr(row, kind.observed, observed)
-    if kind.status:
-        receivers.previous_status_known(row, previous)
     row.save(update_fields=[*changes, kind.observed])
     _add_related(row, link)
     return Outcome("updated")
