@@ -28,6 +28,8 @@ bootstrap:
 # The multiprocess folder is emptied first: old files would add a previous run's
 # counts. seed_demo --reset recreates the demo rows so the counters served equal
 # the database's truth.
+# demo_heartbeats keeps the demo's live loops' heartbeats fresh through the state API
+# while the server runs, as Tamma would (it exits when the server does).
 # DEBUG=true for the demo only (static files for the admin, error pages with details);
 # everything else runs with DEBUG off.
 run: venv
@@ -42,6 +44,7 @@ run: venv
 	$(BIN)/python manage.py demo_orchestrator_token --target $(HOST):$(PORT) && \
 	echo "Admin: http://$(HOST):$(PORT)/admin/  Metrics: http://$(HOST):$(PORT)/metrics  API docs: http://$(HOST):$(PORT)/api/docs" && \
 	echo "$$$$ make run on $(HOST):$(PORT)" > $(RUN)/instance.pid && \
+	{ $(BIN)/python manage.py demo_heartbeats --target $(HOST):$(PORT) & } && \
 	exec $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 # Production-style serving: gunicorn with WEB_CONCURRENCY workers (3), the folder

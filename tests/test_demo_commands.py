@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.test import Client
 
 from tamma_metrics.models import ApiToken
@@ -54,3 +54,43 @@ def test_demo_admin_prints_a_working_login():
     client = Client()
     assert client.login(username=username, password=password)
     assert client.get("/admin/").status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_demo_heartbeats_keep_the_live_demo_loops_active(tmp_path, live_server):
+    """Through the state API, with the orchestrator token, as Tamma does: the loops seeded
+    alive get a fresh heartbeat; the stale and stopped ones are left as they are."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from project.management.commands.seed_demo import LOOPS
+    from tamma_metrics.models import AutonomousLoop
+    from tamma_metrics.scrape import queries
+
+    long_ago = timezone.now() - timedelta(days=1)
+    for name, mode, environment, status, _ in LOOPS:
+        AutonomousLoop.objects.create(
+            name=name, mode=mode, environment=environment, status=status, last_heartbeat=long_ago
+        )
+    assert sum(queries.active_loops().values()) == 0
+    path = tmp_path / "orchestrator.token"
+    call_command("demo_orchestrator_token", file=str(path), stdout=io.StringIO())
+    target = live_server.url.removeprefix("http://")
+    call_command("demo_heartbeats", target=target, token_file=str(path), once=True)
+
+    fresh = set(
+        AutonomousLoop.objects.filter(last_heartbeat__gt=long_ago).values_list("name", flat=True)
+    )
+    assert fresh == {"orchestrator-prod", "worker-prod-1", "worker-prod-2",
+                     "orchestrator-staging", "cli-dev"}  # fmt: skip
+    assert {key: n for key, n in queries.active_loops().items() if n} == {
+        ("orchestrator", "production"): 1,
+        ("worker", "production"): 2,
+        ("orchestrator", "staging"): 1,
+        ("cli", "development"): 1,
+    }
+    # A rotated token is refused: the command stops with the reason instead of retrying.
+    call_command("demo_orchestrator_token", file=str(tmp_path / "other"), stdout=io.StringIO())
+    with pytest.raises(CommandError, match="HTTP 401"):
+        call_command("demo_heartbeats", target=target, token_file=str(path), once=True)
