@@ -307,8 +307,8 @@ def test_a_send_that_fails_raises_for_the_dispatcher_to_count(use_otel, metrics)
     class Unusable:
         """Not a MetricReader: the provider refuses it at the first event."""
 
+    before = metrics()  # before the backend: the scrape's own events would be a second batch
     use_otel(reader=Unusable())
-    before = metrics()
     record.code_change(change_type="update", language="go", actor="system", file_type="go")
     backends.dispatcher().flush()
     assert delta(metrics(), before).value("tamma_metrics_backend_errors_total", backend="otel") == 1

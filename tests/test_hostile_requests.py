@@ -4,6 +4,7 @@ name[] hold, the answer is never a 5xx, and a 200 is always valid exposition."""
 from __future__ import annotations
 
 import gzip
+import re
 
 import pytest
 from django.contrib.auth.models import Group, User
@@ -11,9 +12,10 @@ from django.test import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tamma_metrics import record
 from tamma_metrics.models import ApiToken
 from tamma_metrics.roles import PROMETHEUS, seed_roles
-from tests.utils import parse
+from tests.utils import parse, unescape_names
 
 pytestmark = pytest.mark.django_db
 
@@ -88,7 +90,10 @@ def test_any_headers_get_a_valid_answer(token, accept, encoding, wanted, bearer)
     body = response.content
     if response.get("Content-Encoding") == "gzip":
         body = gzip.decompress(body)
-    parse(body.decode("utf-8"), openmetrics=response["Content-Type"].startswith("application/"))
+    content_type = response["Content-Type"]
+    escaping = re.search(r"escaping=([\w-]+)", content_type)
+    text = unescape_names(body.decode("utf-8"), escaping[1] if escaping else "underscores")
+    parse(text, openmetrics=content_type.startswith("application/"))
 
 
 @given(authorization=st.one_of(header_text, st.binary(max_size=40).map(lambda b: b.hex())))
@@ -97,3 +102,24 @@ def test_any_authorization_gets_401_never_a_500(authorization):
     for scheme in ("", "Bearer ", "Basic ", "bearer tmm_", "Basic Og=="):
         response = Client().get("/metrics", HTTP_AUTHORIZATION=scheme + authorization)
         assert response.status_code in (401, 429), (scheme, authorization)
+
+
+@pytest.mark.parametrize("escaping", ["underscores", "dots", "values", "allow-utf-8"])
+@pytest.mark.parametrize("media", ["application/openmetrics-text", "text/plain"])
+def test_every_escaping_parses_with_each_family_whole(token, media, escaping):
+    """Two series of one histogram, so a sample name read as another family would clash:
+    once unescaped as the response declares, every family keeps all its samples."""
+    for provider in ("anthropic", "openai"):
+        record.ai_request(provider=provider, model="m", request_type="chat", outcome="success",
+                          duration_seconds=1.5, tokens={}, cost_usd=0)  # fmt: skip
+    response = Client().get(
+        "/metrics",
+        HTTP_ACCEPT=f"{media};version=1.0.0;escaping={escaping}",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
+    assert response.status_code == 200
+    assert f"escaping={escaping}" in response["Content-Type"]
+    text = unescape_names(response.content.decode(), escaping)
+    samples = parse(text, openmetrics=media.startswith("application/"))
+    name = "tamma_ai_request_duration_seconds_count"
+    assert {dict(labels)["provider"] for labels in samples.series(name)} >= {"anthropic", "openai"}

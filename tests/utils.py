@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gzip
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
@@ -45,6 +46,34 @@ def parse(text: str, *, openmetrics: bool = False) -> Samples:
             assert key not in samples, f"duplicate series {key}"
             samples[key] = sample.value
     return samples
+
+
+_NAME = re.compile(r"^(# (?:HELP|TYPE|UNIT) )?([^\s{]+)", re.M)
+
+
+def unescape_names(text: str, escaping: str) -> str:
+    """``text`` with its metric names unescaped as Prometheus reads them for the escaping
+    scheme the response declared (``model.UnescapeName`` in prometheus/common).
+
+    prometheus_client's OpenMetrics encoder escapes a sample's whole name under ``dots``
+    and ``values`` (``a__b__bucket`` in family ``a__b``, ``U__a__b__bucket`` in family
+    ``a_b``), which its own parser, knowing no escaping, takes for other families; the
+    names match once unescaped."""
+    if escaping == "dots":
+        return _NAME.sub(
+            lambda m: (m[1] or "") + m[2].replace("_dot_", ".").replace("__", "_"), text
+        )
+    if escaping == "values":
+        return _NAME.sub(lambda m: (m[1] or "") + _unescape_value(m[2]), text)
+    return text
+
+
+def _unescape_value(name: str) -> str:
+    if not name.startswith("U__"):
+        return name
+    decoded = re.sub(r"__|_([0-9a-fA-F]{1,6})_", lambda m: chr(int(m[1], 16)) if m[1] else "_",
+                     name[3:])  # fmt: skip
+    return decoded
 
 
 def scrape(client, *, names: Iterable[str] = (), **headers: str) -> Samples:
