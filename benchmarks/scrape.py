@@ -45,13 +45,13 @@ from tamma_metrics.scrape.encoder import GZIP_LEVEL, OPENMETRICS, TEXT  # noqa: 
 PYTHON = sys.executable
 
 FILL_TO_CAPS = """
-import os, random
+import os, random, sys
 import django
 django.setup()
 from tamma_metrics import catalogue, instruments
 from tamma_metrics.conf import app_settings
 random.seed(7)
-cap = int(app_settings.DEFAULT_MAX_SERIES)
+cap = int(sys.argv[1]) if len(sys.argv) > 1 else int(app_settings.DEFAULT_MAX_SERIES)
 for name, instrument in instruments.get_all().items():
     family = catalogue.get(name)
     for i in range(cap):
@@ -92,10 +92,11 @@ def demo_folder(work: Path) -> Path:
     return path
 
 
-def capped_folder(work: Path) -> Path:
-    path = work / "capped"
+def capped_folder(work: Path, cap: int | None = None) -> Path:
+    """Every stored family with ``cap`` label sets (its series cap when None)."""
+    path = work / f"capped-{cap}"
     path.mkdir()
-    _run(["-c", FILL_TO_CAPS], _env(path, work / "capped.sqlite3"))
+    _run(["-c", FILL_TO_CAPS, *([str(cap)] if cap else [])], _env(path, work / f"{cap}.sqlite3"))
     return path
 
 
@@ -216,42 +217,54 @@ def compare(path: Path, fmt: encoder.Format, zipped: bool, runs: int) -> dict[st
 
 
 MEMORY = """
-import gc, os, sys, tracemalloc
+import ctypes, gc, os, sys, tracemalloc
 sys.path.insert(0, {root!r})
-path, mode = sys.argv[1], sys.argv[2]
+path, mode, measure = sys.argv[1], sys.argv[2], sys.argv[3]
 from benchmarks.scrape import library_render, our_render
 from tamma_metrics.scrape import folder
-from tamma_metrics.scrape.encoder import TEXT
+from tamma_metrics.scrape.encoder import OPENMETRICS, TEXT
 
-def rss():
+def resident():
+    # What stays resident: freed memory handed back to the system first (glibc keeps
+    # what a scrape freed otherwise, which is not what the index holds).
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
     with open("/proc/self/status") as status:
-        return next(int(l.split()[1]) for l in status if l.startswith("VmRSS")) * 1024
+        return next(int(l.split()[1]) for l in status if l.startswith("RssAnon")) * 1024
 
 library_render(path, TEXT, False)  # imports and one-off allocations, in both modes
-gc.collect()
-before = rss()
-tracemalloc.start()
-if mode == "ours":
+before = resident()
+if measure == "heap":
+    tracemalloc.start()  # its own bookkeeping would count in RSS: measured apart
+if mode.startswith("ours"):
     reader = folder.FolderReader(path)
-    our_render(reader, TEXT, False)
-    our_render(reader, TEXT, False)
+    for fmt in (TEXT, OPENMETRICS) if mode == "ours-both" else (TEXT,):
+        our_render(reader, fmt, False)
+        our_render(reader, fmt, False)
 else:
     library_render(path, TEXT, False)
-gc.collect()
-held = tracemalloc.get_traced_memory()[0]
-print(rss() - before, held)
+if measure == "heap":
+    gc.collect()
+    print(tracemalloc.get_traced_memory()[0])
+else:
+    print(resident() - before)
 """
 
 
 def memory(path: Path) -> dict[str, tuple[int, int]]:
     code = MEMORY.format(root=str(ROOT))
     found = {}
-    for mode in ("library", "ours"):
-        done = subprocess.run(
-            [PYTHON, "-c", code, str(path), mode], capture_output=True, text=True, check=True
-        )
-        rss, held = done.stdout.split()
-        found[mode] = (int(rss), int(held))
+    for mode in ("library", "ours", "ours-both"):
+        rss, held = (
+            int(
+                subprocess.run(
+                    [PYTHON, "-c", code, str(path), mode, measure],
+                    capture_output=True, text=True, check=True,
+                ).stdout
+            )
+            for measure in ("rss", "heap")
+        )  # fmt: skip
+        found[mode] = (rss, held)
     return found
 
 
@@ -265,6 +278,7 @@ def main() -> None:
         demo = demo_folder(work)
         folders = {"demo (make run, 1,000 issues)": demo}
         if not args.quick:
+            folders["50,032 series (every family at 390 label sets)"] = capped_folder(work, 390)
             folders["every family at its series cap"] = capped_folder(work)
             for recycles in (100, 1000):
                 folders[f"demo after {recycles:,} worker recycles"] = recycled_folder(
@@ -322,12 +336,17 @@ def gzip_sizes(folders: dict[str, Path]) -> None:
 
 def report_memory(folders: dict[str, Path]) -> None:
     print("\n### Memory after scraping (a fresh process for each figure)\n")
-    print("RSS growth over the process before the scrape, and Python heap still held after it")
-    print("(tracemalloc): what the index keeps, against prometheus_client, which keeps nothing")
-    print("but leaves the memory its scrape used with the allocator.\n")
-    print("| folder | reader | RSS growth MB | heap held MB |")
+    print("What stays after the scrapes, over the process before them: resident memory once")
+    print("the allocator has handed back what was freed (malloc_trim), and the Python heap")
+    print("still held (tracemalloc, in a process of its own): what the index keeps, against")
+    print("prometheus_client, which keeps nothing.\n")
+    print("| folder | reader | RSS held MB | heap held MB |")
     print("|---|---|---:|---:|")
-    labels = {"library": "prometheus_client", "ours": "ours (index kept)"}
+    labels = {
+        "library": "prometheus_client",
+        "ours": "ours (index kept, text served)",
+        "ours-both": "ours (index kept, text and OpenMetrics served)",
+    }
     for name, path in folders.items():
         found = memory(path)
         for mode, label in labels.items():

@@ -31,7 +31,8 @@ import mmap
 import os
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from array import array
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from operator import gt, itemgetter, lt
@@ -44,7 +45,7 @@ from prometheus_client.utils import floatToGoString
 
 from . import encoder, mmap_keys, multiprocess
 from .encoder import Format
-from .mmap_keys import BrokenKey, Key
+from .mmap_keys import Bound, BrokenKey, Identity, Key, digest
 
 if TYPE_CHECKING:
     from typing import Protocol
@@ -55,6 +56,8 @@ if TYPE_CHECKING:
         """What computes output values from file values: _Sum, _Buckets, _MostRecent."""
 
         def compute(self) -> None: ...
+
+        def bind(self) -> None: ...
 
 
 _INT = struct.Struct("i")
@@ -85,11 +88,15 @@ def _file_name(name: str) -> _FileName | None:
 
 
 class _File:
-    """One indexed file: its keys, where their values are, and the values last read."""
+    """One indexed file: its keys, where their values are, and their bits last read.
+
+    Values are not copied: the layout's units read them from the mapping when they
+    compute, and ``raw`` (the words read at the last scrape) says which changed.
+    """
 
     __slots__ = (
         "name", "path", "kind", "inode", "fd", "mm", "doubles", "words", "used",
-        "keys", "positions", "stride", "getter", "raw", "values", "units",
+        "keys", "bounds", "positions", "stride", "getter", "raw", "units",
     )  # fmt: skip
 
     def __init__(self, path: str, name: str, kind: _FileName, inode: int) -> None:
@@ -99,13 +106,17 @@ class _File:
         self.doubles: memoryview[float] | None = None
         self.words: memoryview[int] | None = None
         self.used = 8
-        self.keys: list[Key] = []
-        self.positions: list[int] = []  # index of each entry's value in ``doubles``
+        # Each entry's key; a bucket read through its series' identity is that identity,
+        # and its bound is in ``bounds`` (None for a Key): no object per bucket key.
+        self.keys: list[Key | Identity] = []
+        self.bounds: list[Bound | None] = []
+        # Index of each entry's value in ``doubles``. The same int objects are the
+        # getter's and the units' references: one object per entry, not three.
+        self.positions: list[int] = []
         # Gauges need each entry's timestamp as well (mostrecent modes).
         self.stride = 2 if kind.typ == "gauge" else 1
         self.getter: Callable[[Any], tuple[Any, ...]] | None = None
         self.raw: tuple[int, ...] = ()  # the value words last read, compared bit for bit
-        self.values: list[float] = []
         self.units: list[Any] = []  # the layout unit each value feeds (None before one)
 
     def close(self) -> None:
@@ -133,9 +144,7 @@ class _File:
     def signature(self) -> tuple[int, int, int]:
         return multiprocess.signature(os.fstat(self.fd))
 
-    def refresh(
-        self, keys: dict[bytes, Key], identities: dict[bytes, mmap_keys.Identity | None]
-    ) -> bool:
+    def refresh(self, keys: dict[bytes, Key], identities: dict[bytes, Identity | None]) -> bool:
         """Parse what was appended since the last call; True when keys were added.
 
         Raises _Broken when the file is corrupt, ``_Shrunk`` when it must be read anew.
@@ -168,7 +177,7 @@ class _File:
         return True
 
     def _parse(
-        self, used: int, keys: dict[bytes, Key], identities: dict[bytes, mmap_keys.Identity | None]
+        self, used: int, keys: dict[bytes, Key], identities: dict[bytes, Identity | None]
     ) -> None:
         data: mmap.mmap
         data, pos = self.mm, self.used  # type: ignore[assignment]  # refresh() mapped it
@@ -187,7 +196,7 @@ class _File:
             pos += length + (8 - (length + 4) % 8)
             if pos + 16 > used:
                 raise _Broken("an entry's value runs past the used size")
-            key = keys.get(raw)
+            key = keys.get(digest(raw))
             if key is None:
                 unknown.append(raw)
                 new_keys.append(raw)
@@ -196,12 +205,14 @@ class _File:
             new_positions.append(pos >> 3)
             pos += 16
         if unknown:
-            parsed = dict(zip(unknown, mmap_keys.parse(unknown, identities), strict=True))
-            # Buckets are not kept by their text (most keys are buckets): their series'
+            parsed = mmap_keys.parse(unknown, identities)
+            # Buckets are not kept by their digest (most keys are buckets): their series'
             # identity is, and reads them again at a fraction of a JSON parse.
-            keys.update((raw, key) for raw, key in parsed.items() if key.raw is not None)
-            new_keys = [parsed[k] if k.__class__ is bytes else k for k in new_keys]
-        self.keys += new_keys
+            keys.update((key.digest, key) for key in parsed if key.digest is not None)
+            found = iter(parsed)
+            new_keys = [next(found) if k.__class__ is bytes else k for k in new_keys]
+        self.keys += [key if key.identity is None else key.identity for key in new_keys]
+        self.bounds += [key.bound for key in new_keys]  # None but for those identities
         self.positions += new_positions
         self.used = used
         if self.stride == 1:
@@ -220,36 +231,22 @@ class _File:
         self.raw = ()  # everything counts as changed after new keys
 
     def read(self) -> list[int] | None:
-        """Read the values; return the indices that changed (None: all of them)."""
+        """Read the value words; return the indices that changed (None: all of them)."""
         if self.getter is None:
-            self.raw, self.values = (), []
+            self.raw = ()
             return []
         raw = self.getter(self.words)
-        old = self.raw
+        old, self.raw = self.raw, raw
         if len(old) != len(raw):
-            self.raw = raw
-            self.values = list(self.getter(self.doubles))
             return None
         if raw == old:
             return []
         changed = []
-        doubles: memoryview[float]
-        # (A getter exists only for a mapped file.)
-        doubles, values, getter_positions = self.doubles, self.values, self._index_of  # type: ignore[assignment]
         for start in range(0, len(raw), _BLOCK):
             end = start + _BLOCK
             if raw[start:end] != old[start:end]:
-                for i in range(start, min(end, len(raw))):
-                    if raw[i] != old[i]:
-                        values[i] = doubles[getter_positions(i)]
-                        changed.append(i)
-        self.raw = raw
+                changed += [i for i in range(start, min(end, len(raw))) if raw[i] != old[i]]
         return changed
-
-    def _index_of(self, i: int) -> int:
-        if self.stride == 1:
-            return self.positions[i]
-        return self.positions[i >> 1] + (i & 1)
 
 
 class _Shrunk(Exception):
@@ -265,61 +262,52 @@ _LINES_PER_BLOCK = 64
 
 
 class _Series:
-    """One output sample: name and labels (a bucket: its labels but ``le``, and the
-    ``le`` pair), its value, and where its line is in its family's blocks."""
+    """One output sample while a layout is built: name and labels (a bucket: its labels
+    but ``le``, and the ``le`` pair), and its place in its family once they are ordered.
+    The family keeps these in its own lists: no object per series outlives the build."""
 
-    __slots__ = ("name", "labels", "le", "value", "metric", "block")
+    __slots__ = ("name", "labels", "le", "metric", "at")
 
     def __init__(
         self, name: str, labels: _Labels, metric: _Metric, le: tuple[str, str] | None = None
     ) -> None:
         self.name, self.labels, self.metric, self.le = name, labels, metric, le
-        # None only until the layout's first compute(), which runs before any read.
-        self.value: float = None  # type: ignore[assignment]
-        self.block = 0  # which block of its family's lines it is in
-
-    def full_labels(self) -> tuple[tuple[str, str], ...]:
-        return self.labels if self.le is None else self.labels + (self.le,)
-
-    def identity(self) -> tuple[str, _Labels, tuple[str, str] | None]:
-        return (self.name, self.labels, self.le)
-
-    def set(self, value: float) -> None:
-        old = self.value
-        if old is not None and (
-            (value == old and math.copysign(1.0, value) == math.copysign(1.0, old))
-            or (value != value and old != old)
-        ):
-            return
-        self.value = value
-        metric = self.metric
-        if metric.dirty:  # nothing rendered yet: nothing to redo
-            metric.touch(self.block)
+        self.at = -1  # not placed: a sample the merge replaced (a _count read from a file)
 
 
-def _pairs(refs: list[Any]) -> zip[tuple[Any, Any]]:
-    """(value list, index) pairs of a flat reference list.
+def _pairs(refs: Sequence[Any]) -> zip[tuple[Any, Any]]:
+    """(view, position) pairs of a flat reference list.
 
-    References are kept flat, ``[values, i, values, i, ...]``: a tuple per file value
-    would be one more object for the garbage collector to walk, tens of thousands of
-    them in a large folder.
+    References are kept flat, ``[view, position, view, position, ...]``: a tuple per
+    file value would be one more object per entry, tens of thousands in a large folder.
     """
     it = iter(refs)
     return zip(it, it, strict=True)
 
 
 class _Sum:
-    __slots__ = ("series", "refs")
+    """A series that sums file values; ``bind()`` tells it where its value goes once the
+    family's samples are ordered."""
+
+    __slots__ = ("series", "metric", "at", "refs")
 
     def __init__(self, series: _Series) -> None:
-        self.series = series
-        self.refs: list[Any] = []  # [values, i, values, i, ...]
+        self.series: _Series | None = series  # until bind()
+        self.metric, self.at = _NOWHERE, 0
+        # [view, position, view, position, ...]; a tuple once built (no spare room).
+        self.refs: Any = []
+
+    def bind(self) -> None:
+        series, self.series = self.series, None
+        if series is not None and series.at >= 0:
+            self.metric, self.at = series.metric, series.at
+        self.refs = tuple(self.refs)
 
     def compute(self) -> None:
         value = 0.0
-        for values, i in _pairs(self.refs):
-            value += values[i]
-        self.series.set(value)
+        for view, i in _pairs(self.refs):
+            value += view[i]
+        self.metric.set(self.at, value)
 
 
 class _Extreme(_Sum):
@@ -335,10 +323,11 @@ class _Extreme(_Sum):
     def compute(self) -> None:
         refs, better = self.refs, self.better
         current = refs[0][refs[1]]
-        for values, i in _pairs(refs):
-            if better(values[i], current):
-                current = values[i]
-        self.series.set(current)
+        for view, i in _pairs(refs):
+            value = view[i]  # read once: a writer may change it in between
+            if better(value, current):
+                current = value
+        self.metric.set(self.at, current)
 
 
 class _Last(_Sum):
@@ -348,96 +337,125 @@ class _Last(_Sum):
 
     def compute(self) -> None:
         refs = self.refs
-        self.series.set(refs[-2][refs[-1]])
+        self.metric.set(self.at, refs[-2][refs[-1]])
 
 
 class _Buckets:
     """One histogram label set: buckets summed per bound, then made cumulative.
 
     The references of all its buckets are one flat list; ``ends[n]`` is where bucket
-    ``n``'s end (one list per bucket would be thousands more objects)."""
+    ``n``'s end (one list per bucket would be thousands more objects). Its buckets are
+    consecutive samples of the family, from ``first``; its _count is at ``count_at``."""
 
-    __slots__ = ("series", "refs", "ends", "count")
+    __slots__ = ("series", "refs", "ends", "metric", "first", "count_at")
 
     def __init__(
         self, series: list[_Series], refs: list[Any], ends: list[int], count: _Series
     ) -> None:
-        self.series, self.refs, self.ends, self.count = series, refs, ends, count
+        self.series: tuple[_Series, ...] = (*series, count)  # until bind()
+        self.refs: tuple[Any, ...] = tuple(refs)
+        self.ends: tuple[int, ...] = tuple(ends)
+        self.metric, self.first, self.count_at = _NOWHERE, 0, 0
+
+    def bind(self) -> None:
+        first, count = self.series[0], self.series[-1]
+        self.metric, self.first, self.count_at = first.metric, first.at, count.at
+        self.series = ()
 
     def compute(self) -> None:
-        refs = self.refs
+        refs, metric, at = self.refs, self.metric, self.first
         acc = 0.0
         j = 0
-        for series, end in zip(self.series, self.ends, strict=True):
+        for end in self.ends:
             value = 0.0
             while j < end:
                 value += refs[j][refs[j + 1]]
                 j += 2
             acc += value
-            series.set(acc)
-        self.count.set(acc)
+            metric.set(at, acc)
+            at += 1
+        metric.set(self.count_at, acc)
 
 
 class _MostRecent:
     """A gauge in a ``mostrecent`` mode: which series exist, and their order, depend on
     the timestamps, so the whole family is merged again when any of its values change."""
 
-    __slots__ = ("metric", "raw", "make")
+    __slots__ = ("metric", "raw")
 
-    def __init__(
-        self,
-        metric: _Metric,
-        raw: list[tuple[str, _Labels, list[float], int]],
-        make: Callable[..., _Series],
-    ) -> None:
-        self.metric, self.raw, self.make = metric, raw, make
+    def __init__(self, metric: _Metric, raw: list[tuple[str, _Labels, Any, int]]) -> None:
+        self.metric, self.raw = metric, raw  # raw: (name, labels, view, position)
+
+    def bind(self) -> None:
+        pass
 
     def compute(self) -> None:
         groups: dict[_Labels, dict[tuple[str, _Labels], float]] = {}
         stamps: dict[_Labels, dict[str, float]] = {}
-        for name, labels, values, i in self.raw:
+        for name, labels, view, i in self.raw:
             by_name = stamps.setdefault(labels, {})
-            timestamp = float(values[i + 1] or 0)
+            timestamp = float(view[i + 1] or 0)
             if by_name.get(name, 0.0) < timestamp:
-                groups.setdefault(labels, {})[(name, labels)] = values[i]
+                groups.setdefault(labels, {})[(name, labels)] = view[i]
                 by_name[name] = timestamp
-        series, values = [], []
-        for group in groups.values():
-            for (name, labels), value in group.items():
-                series.append(self.make(name, labels))
-                values.append(value)
-        if series != self.metric.series:
-            self.metric.set_series(series)  # before the values: it numbers the blocks
-        for one, value in zip(series, values, strict=True):
-            one.set(value)
+        metric = self.metric
+        keys = [key for group in groups.values() for key in group]
+        names, labelsets = [name for name, _ in keys], [labels for _, labels in keys]
+        if names != metric.names or labelsets != metric.labels:
+            # Before the values: it numbers the samples.
+            metric.set_series([_Series(name, labels, metric) for name, labels in keys])
+        values = [value for group in groups.values() for value in group.values()]
+        for at, value in enumerate(values):
+            metric.set(at, value)
 
 
 class _Metric:
-    """One merged family: the library's Metric, with its lines encoded per format.
+    """One merged family: its samples' names, labels and values in parallel lists (one
+    object per series would be most of the index of a large folder), and their lines
+    encoded per format.
 
     The lines are kept encoded, in blocks of ``_LINES_PER_BLOCK`` series per format,
     and nothing else of them: when a value changes, its block is written again from
     its old bytes (each line's prefix is the line up to its last space: values hold no
     space, escaped label values hold no newline) and the current values."""
 
-    __slots__ = ("name", "documentation", "typ", "mode", "series", "blocks", "dirty", "om_only")
+    __slots__ = ("name", "documentation", "typ", "mode", "names", "labels", "les", "values",
+                 "blocks", "dirty", "om_only")  # fmt: skip
 
     def __init__(self, name: str, documentation: str, typ: str) -> None:
         self.name, self.documentation, self.typ = name, documentation, typ
         self.mode = ""
-        self.series: list[_Series] = []
+        self.names: list[str] = []
+        self.labels: list[_Labels] = []  # a bucket's: all but ``le``
+        self.les: list[tuple[str, str] | None] = []  # a bucket's ``le`` pair
+        self.values = array("d")
         self.blocks: dict[Format, list[bytes]] = {}
         self.dirty: dict[Format, set[int]] = {}  # per format: blocks to write again
         self.om_only = False
 
     def set_series(self, series: list[_Series]) -> None:
-        self.series = series
         for n, one in enumerate(series):
-            one.block = n // _LINES_PER_BLOCK
+            one.at = n
+        self.names = [one.name for one in series]
+        self.labels = [one.labels for one in series]
+        self.les = [one.le for one in series]
+        # Zeros, not a mark of "no value yet": every sample is set before it is rendered.
+        self.values = array("d", bytes(8 * len(series)))
         self.blocks, self.dirty = {}, {}
         # The text format moves these samples to a family of their own.
         names = {self.name + suffix for suffix in ("_created", "_gsum", "_gcount")}
-        self.om_only = any(s.name in names for s in series)
+        self.om_only = any(name in names for name in self.names)
+
+    def set(self, at: int, value: float) -> None:
+        values = self.values
+        old = values[at]
+        if (value == old and math.copysign(1.0, value) == math.copysign(1.0, old)) or (
+            value != value and old != old
+        ):
+            return
+        values[at] = value
+        if self.dirty:  # nothing rendered yet: nothing to redo
+            self.touch(at // _LINES_PER_BLOCK)
 
     def touch(self, block: int) -> None:
         """A value of this block changed: write the block again when next encoded."""
@@ -450,46 +468,67 @@ class _Metric:
             return [encoder.encode_metric(fmt, self.as_metric()).encode("utf-8")]
         blocks = self.blocks.get(fmt)
         if blocks is None:
-            blocks = self.blocks[fmt] = self._render(fmt)
-            self.dirty[fmt] = set()
+            blocks, dirty = self._render(fmt), set()
+            # Most families' lines are the same bytes in both formats (the headers are
+            # not in the blocks): those share one copy, and one set of blocks to redo.
+            for other in list(self.blocks):
+                if self._current(other) == blocks:
+                    blocks, dirty = self.blocks[other], self.dirty[other]
+                    break
+            self.blocks[fmt], self.dirty[fmt] = blocks, dirty
         else:
-            dirty = self.dirty[fmt]
-            for n in dirty:
-                blocks[n] = self._rewrite(blocks[n], n)
-            dirty.clear()
+            blocks = self._current(fmt)
         head = encoder.header(fmt, self.name, self.typ, self.documentation).encode("utf-8")
         return [head, *blocks]
+
+    def _current(self, fmt: Format) -> list[bytes]:
+        """The blocks of ``fmt``, those whose values changed written again."""
+        blocks, dirty = self.blocks[fmt], self.dirty[fmt]
+        for n in dirty:
+            blocks[n] = self._rewrite(blocks[n], n)
+        dirty.clear()
+        return blocks
 
     def _render(self, fmt: Format) -> list[bytes]:
         bases: dict[_Labels, tuple[str, str]] = {}
         pairs: dict[tuple[str, str], str] = {}
         value = encoder.format_value
         lines = []
-        for one in self.series:
-            if one.le is None:
-                line = encoder.prefix(fmt, one.name, one.labels, pairs)
+        for name, labels, le, one in self._samples():
+            if le is None:
+                line = encoder.prefix(fmt, name, labels, pairs)
             else:
-                line = encoder.bucket_prefix(fmt, one.name, one.labels, one.le[1], bases, pairs)
-            lines.append(f"{line}{value(one.value)}\n")
+                line = encoder.bucket_prefix(fmt, name, labels, le[1], bases, pairs)
+            lines.append(f"{line}{value(one)}\n")
         size = _LINES_PER_BLOCK
         return ["".join(lines[n : n + size]).encode("utf-8") for n in range(0, len(lines), size)]
 
     def _rewrite(self, block: bytes, n: int) -> bytes:
         value = encoder.format_value
-        part = self.series[n * _LINES_PER_BLOCK : (n + 1) * _LINES_PER_BLOCK]
+        part = self.values[n * _LINES_PER_BLOCK : (n + 1) * _LINES_PER_BLOCK]
         lines = block.split(b"\n")[:-1]
         return b"".join(
             [
-                b"%s%s\n" % (line[: line.rfind(b" ") + 1], value(one.value).encode())
+                b"%s%s\n" % (line[: line.rfind(b" ") + 1], value(one).encode())
                 for line, one in zip(lines, part, strict=True)
             ]
         )
 
+    def _samples(self) -> Iterator[tuple[str, _Labels, tuple[str, str] | None, float]]:
+        return zip(self.names, self.labels, self.les, self.values, strict=True)
+
     def as_metric(self) -> Metric:
         metric = Metric(self.name, self.documentation, self.typ)
-        metric.samples = [Sample(s.name, dict(s.full_labels()), s.value) for s in self.series]
+        metric.samples = [
+            Sample(name, dict(labels if le is None else labels + (le,)), value)
+            for name, labels, le, value in self._samples()
+        ]
         return metric
 
+
+# Where a unit whose sample the merge replaced writes: nothing reads it.
+_NOWHERE = _Metric("", "", "untyped")
+_NOWHERE.values = array("d", [0.0])
 
 _le_pairs: dict[str, tuple[str, str]] = {}
 
@@ -501,6 +540,13 @@ def _le_pair(bound: str) -> tuple[str, str]:
             _le_pairs.clear()
         found = _le_pairs[bound] = ("le", bound)
     return found
+
+
+def _labels(entry: Key | Identity, bound: Bound | None) -> _Labels:
+    """An entry's labels, sorted by name (a bucket read through its identity: rebuilt)."""
+    if isinstance(entry, Key):
+        return entry.labels
+    return entry.with_le(bound[0])  # type: ignore[index]  # an identity has its bound
 
 
 class _BrokenIn(Exception):
@@ -515,29 +561,39 @@ class _Merge:
     """One family while the layout is built: ``_accumulate_metrics``'s dictionaries, with
     units (what computes a value from which file values) where the library has values."""
 
-    __slots__ = ("metric", "make", "samples", "buckets", "slots", "deferred")
+    __slots__ = ("metric", "samples", "buckets", "slots", "deferred")
 
-    def __init__(self, metric: _Metric, make: Callable[..., _Series]) -> None:
-        self.metric, self.make = metric, make
+    def __init__(self, metric: _Metric) -> None:
+        self.metric = metric
         # Per label set, per (name, labels): its unit, or the _Series that finish() puts
         # in place of a _count sample.
         self.samples: dict[_Labels, dict[tuple[str, _Labels], Any]] = {}
         self.buckets: dict[_Labels, dict[float, list[Any]]] = {}
         self.slots: dict[_Labels, list[Any]] = {}  # (file units, index) of each bucket value
         # Gauges wait for every file: the mode of the last one decides how all merge.
-        self.deferred: list[tuple[Key, _Labels, _File, int]] | None = (
+        self.deferred: list[tuple[str, _Labels, _File, int]] | None = (
             [] if metric.typ == "gauge" else None
         )
 
-    def add(self, key: Key, labels: _Labels | None, file: _File, i: int) -> None:
+    def add(
+        self,
+        entry: Key | Identity,
+        bound: Bound | None,
+        labels: _Labels | None,
+        file: _File,
+        slot: int,
+    ) -> None:
         """One file value of a counter, histogram or summary, in the library's order.
 
         ``labels`` are given for a gauge file's key (with its pid), else they are the
-        key's, looked up only when needed (a bucket's are not)."""
-        units = file.units
-        without_le = key.without_le
+        entry's, looked up only when needed (a bucket's are not)."""
+        units, i, position = file.units, slot * file.stride, file.positions[slot]
+        view = file.doubles
+        without_le = entry.without_le
         if without_le is not None and self.metric.typ == "histogram":
-            if key.le is None:
+            # (An identity comes with its bound; a Key has its own.)
+            le = entry.le if bound is None else bound[1]  # type: ignore[union-attr]
+            if le is None:
                 raise _BrokenIn(file, "a bucket bound is not a number")
             if labels is not None:
                 without_le = tuple([label for label in labels if label[0] != "le"])
@@ -545,28 +601,26 @@ class _Merge:
             if by_bound is None:
                 by_bound = self.buckets[without_le] = {}
                 self.slots[without_le] = []
-            refs = by_bound.get(key.le)
+            refs = by_bound.get(le)
             if refs is None:
-                refs = by_bound[key.le] = []
-            refs.append(file.values)
-            refs.append(i)
+                refs = by_bound[le] = []
+            refs.append(view)
+            refs.append(position)
             slots = self.slots[without_le]
             slots.append(units)
             slots.append(i)
             return
         gauge_file = labels is not None
         if labels is None:
-            labels = key.labels
+            labels = _labels(entry, bound)
         group = self.samples.get(labels)
         if group is None:
             group = self.samples[labels] = {}
-        series_key = (key.name, labels)
+        series_key = (entry.name, labels)
         unit = group.get(series_key)
         if unit is None:
-            unit = group[series_key] = _Sum(self.make(key.name, labels))
-        refs = unit.refs
-        refs.append(file.values)
-        refs.append(i)
+            unit = group[series_key] = _Sum(_Series(entry.name, labels, self.metric))
+        unit.refs += (view, position)
         units[i] = unit
         if gauge_file:
             units[i + 1] = unit
@@ -576,22 +630,24 @@ class _Merge:
             self._gauge(all_units)
             if self.metric.mode in ("mostrecent", "livemostrecent"):
                 return
-        metric, make = self.metric, self.make
+        metric = self.metric
         bucket_name, count_name = metric.name + "_bucket", metric.name + "_count"
         after: dict[_Labels, list[_Series]] = {}  # per label set: its buckets, then _count
         for labels, by_bound in self.buckets.items():
             group = self.samples.setdefault(labels, {})
             series, refs, ends = [], [], []
             for bound, bound_refs in sorted(by_bound.items()):
-                one = make(bucket_name, labels, _le_pair(floatToGoString(bound)))
+                one = _Series(bucket_name, labels, metric, _le_pair(floatToGoString(bound)))
                 series.append(one)
                 refs += bound_refs
                 ends.append(len(refs))
             count_key = (count_name, labels)
-            count = make(count_name, labels)
+            count = _Series(count_name, labels, metric)
             after[labels] = list(series)
             if count_key in group:
-                # Replaces, in place, a _count sample read from a file, as the library does.
+                # Replaces, in place, a _count sample read from a file, as the library
+                # does; the unit it had still runs when its values change, unplaced.
+                all_units.append(group[count_key])
                 group[count_key] = count
             else:
                 after[labels].append(count)
@@ -612,15 +668,15 @@ class _Merge:
         metric.set_series(series)
 
     def _gauge(self, all_units: list[_Unit]) -> None:
-        metric, mode, make = self.metric, self.metric.mode, self.make
+        metric, mode = self.metric, self.metric.mode
         if mode in ("mostrecent", "livemostrecent"):
-            entries: list[tuple[str, _Labels, list[float], int]] = []
-            unit: Any = _MostRecent(metric, entries, make)
+            entries: list[tuple[str, _Labels, Any, int]] = []
+            unit: Any = _MostRecent(metric, entries)
             # (finish() calls this for a gauge only, whose deferred is a list.)
-            for key, labels, file, i in self.deferred:  # type: ignore[union-attr]
+            for name, labels, file, slot in self.deferred:  # type: ignore[union-attr]
                 labels = tuple([label for label in labels if label[0] != "pid"])
-                entries.append((key.name, labels, file.values, i))
-                file.units[i] = file.units[i + 1] = unit
+                entries.append((name, labels, file.doubles, file.positions[slot]))
+                file.units[2 * slot] = file.units[2 * slot + 1] = unit
             all_units.append(unit)
             return
         unit_class: Callable[[_Series], _Sum] = _Last
@@ -631,16 +687,16 @@ class _Merge:
         elif mode in ("sum", "livesum"):
             unit_class = _Sum
         strip_pid = mode in _PID_LESS_MODES
-        for key, labels, file, i in self.deferred:  # type: ignore[union-attr]
+        for name, labels, file, slot in self.deferred:  # type: ignore[union-attr]
             if strip_pid:
                 labels = tuple([label for label in labels if label[0] != "pid"])
             group = self.samples.setdefault(labels, {})
-            series_key = (key.name, labels)
+            series_key = (name, labels)
             unit = group.get(series_key)
             if unit is None:
-                unit = group[series_key] = unit_class(make(key.name, labels))
-            unit.refs.append(file.values)
-            unit.refs.append(i)
+                unit = group[series_key] = unit_class(_Series(name, labels, metric))
+            unit.refs += (file.doubles, file.positions[slot])
+            i = slot * file.stride
             file.units[i] = unit
             if file.stride == 2:
                 file.units[i + 1] = unit
@@ -649,12 +705,10 @@ class _Merge:
 class _Layout:
     """Builds the merged families in ``MultiProcessCollector.merge``'s order, mirroring
     ``_read_metrics`` then ``_accumulate_metrics`` in one pass over the files' entries.
-    Values are referenced as (the file's value list, index), so units read current
-    values without a lookup. Series of the previous layout are reused, with their
-    rendered prefixes and values."""
+    Values are referenced as (the file's mapping, position), so units read current
+    values without a lookup."""
 
-    def __init__(self, previous: list[_Metric]) -> None:
-        self.previous = {metric.name: metric for metric in previous}
+    def __init__(self) -> None:
         self.units: list[_Unit] = []
 
     def build(self, files: list[_File]) -> list[_Metric]:
@@ -662,39 +716,27 @@ class _Layout:
         for file in files:
             gauge_file = file.kind.typ == "gauge"
             pid_label = ("pid", file.kind.pid)
-            stride = file.stride
-            for slot, key in enumerate(file.keys):
-                merge = merges.get(key.metric_name)
+            bounds = file.bounds
+            for slot, entry in enumerate(file.keys):
+                merge = merges.get(entry.metric_name)
                 if merge is None:
-                    metric = _Metric(key.metric_name, key.help, file.kind.typ)
-                    merge = merges[key.metric_name] = _Merge(metric, self._maker(metric))
+                    metric = _Metric(entry.metric_name, entry.help, file.kind.typ)
+                    merge = merges[entry.metric_name] = _Merge(metric)
                 labels = None
                 if gauge_file:
                     merge.metric.mode = file.kind.mode
-                    labels = key.labels + (pid_label,)
+                    labels = _labels(entry, bounds[slot]) + (pid_label,)
                 if merge.deferred is not None:
-                    labels = labels or key.labels
-                    merge.deferred.append((key, labels, file, slot * stride))
+                    labels = labels or _labels(entry, bounds[slot])
+                    merge.deferred.append((entry.name, labels, file, slot))
                 else:
-                    merge.add(key, labels, file, slot * stride)
+                    merge.add(entry, bounds[slot], labels, file, slot)
         for merge in merges.values():
             merge.finish(self.units)
+        # The families' samples are numbered: units learn where their values go.
+        for unit in self.units:
+            unit.bind()
         return [merge.metric for merge in merges.values()]
-
-    def _maker(self, metric: _Metric) -> Callable[..., _Series]:
-        old = self.previous.get(metric.name)
-        if old is None:
-            return lambda name, labels, le=None: _Series(name, labels, metric, le)
-        known = {s.identity(): s for s in old.series}
-
-        def make(name: str, labels: _Labels, le: tuple[str, str] | None = None) -> _Series:
-            one = known.get((name, labels, le))
-            if one is None:
-                one = known[(name, labels, le)] = _Series(name, labels, metric, le)
-            one.metric = metric
-            return one
-
-        return make
 
 
 # -- the reader ------------------------------------------------------------------------
@@ -718,7 +760,7 @@ class FolderReader:
         # Keys already read, shared by files: other keys by their text, buckets by their
         # series' identity. Pruned when a file goes, so they follow what the folder holds.
         self.keys: dict[bytes, Key] = {}
-        self.identities: dict[bytes, mmap_keys.Identity | None] = {}
+        self.identities: dict[bytes, Identity | None] = {}
         self.dropped = False
         self.bad: dict[str, tuple[int, int, int]] = {}
         self.metrics: list[_Metric] = []
@@ -887,17 +929,21 @@ class FolderReader:
 
     def _rebuild(self, order: list[_File]) -> None:
         for file in order:
-            file.units = [None] * len(file.values)
-        layout = _Layout(self.metrics)
+            file.units = [None] * (len(file.keys) * file.stride)
+        layout = _Layout()
         self.metrics = layout.build(order)
         self.units = layout.units
         if self.dropped:
             # Keys no file holds any more are forgotten with the files.
             self.dropped = False
-            keys = [key for file in order for key in file.keys]
-            self.keys = {key.raw: key for key in keys if key.raw is not None}
+            entries = [entry for file in order for entry in file.keys]
+            self.keys = {
+                entry.digest: entry
+                for entry in entries
+                if isinstance(entry, Key) and entry.digest is not None
+            }
             self.identities = {
-                key.identity.text: key.identity for key in keys if key.identity is not None
+                entry.digest: entry for entry in entries if isinstance(entry, Identity)
             }
 
 

@@ -9,6 +9,12 @@ key is byte for byte the canonical JSON of that identity plus the ``le`` pair, i
 exactly what ``json.loads`` would read, without parsing it. Any other key (escapes,
 other spacing, foreign writers) is parsed by ``json.loads``.
 
+Keys and identities are recognised again by a 128-bit BLAKE2b digest of their text, not
+the text: the text is most of what an index of a large folder would hold. Not Python's
+``hash()``: 64 bits, and with PYTHONHASHSEED fixed, label values chosen by an outsider
+(a repository name in a webhook) could be made to collide, crediting one series' value
+to another.
+
 What would make ``MultiProcessCollector`` fail the whole scrape (invalid JSON, a
 non-string, a lone surrogate, an invalid metric name) raises :class:`BrokenKey`; the
 reader then skips the file and counts it.
@@ -16,6 +22,7 @@ reader then skips the file and counts it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from sys import intern
@@ -33,6 +40,13 @@ _valid_names: set[str] = set()  # metric names the library's validation accepted
 _pairs: dict[tuple[str, str], tuple[str, str]] = {}
 _sets: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = {}
 
+Bound = tuple[tuple[str, str], float | None]  # a bucket's ("le", text) pair and its value
+
+
+def digest(text: bytes) -> bytes:
+    """What a key or an identity is recognised by (see the module's docstring)."""
+    return hashlib.blake2b(text, digest_size=16).digest()
+
 
 class BrokenKey(Exception):
     """A key prometheus_client could not merge."""
@@ -44,16 +58,16 @@ class Key:
 
     Label pairs and a bucket's label set are shared between keys: most recur
     (providers, models, bounds), and fewer objects are faster to build and collect.
-    A bucket read through its identity keeps neither its text nor its full label tuple
+    A bucket read through its identity keeps neither a digest nor its full label tuple
     (``labels`` builds it when asked): most keys of a folder are buckets.
     """
 
-    __slots__ = ("raw", "identity", "metric_name", "name", "_labels", "help", "le",
-                 "le_pair", "without_le")  # fmt: skip
+    __slots__ = ("digest", "identity", "metric_name", "name", "_labels", "help", "le",
+                 "bound", "without_le")  # fmt: skip
 
     def __init__(
         self,
-        raw: bytes | None,
+        digest: bytes | None,
         metric_name: str,
         name: str,
         labels: tuple[tuple[str, str], ...] | None,
@@ -61,25 +75,24 @@ class Key:
         le: float | None = None,
         without_le: tuple[tuple[str, str], ...] | None = None,
         identity: Identity | None = None,
-        le_pair: tuple[str, str] | None = None,
+        bound: Bound | None = None,
     ) -> None:
-        self.raw = raw  # None for a bucket read through its identity
+        self.digest = digest  # digest() of the text; None for a bucket read through its identity
         self.identity = identity
         self.metric_name = metric_name
         self.name = name
         self._labels = labels
         self.help = help_text
         self.le = le
-        self.le_pair = le_pair
+        self.bound = bound
         self.without_le = without_le
 
     @property
     def labels(self) -> tuple[tuple[str, str], ...]:
         if self._labels is not None:
             return self._labels
-        # A bucket read through its identity: it has without_le, identity and le_pair.
-        base, before = self.without_le, self.identity.before  # type: ignore[union-attr]
-        return base[:before] + (self.le_pair,) + base[before:]  # type: ignore[index, return-value]
+        # A bucket read through its identity: it has identity and bound.
+        return self.identity.with_le(self.bound[0])  # type: ignore[union-attr, index]
 
 
 def clear() -> None:
@@ -93,8 +106,9 @@ def clear() -> None:
 def parse(raws: list[bytes], identities: dict[bytes, Identity | None]) -> list[Key]:
     """The keys of ``raws``, in order; raises BrokenKey on the first broken one.
 
-    ``identities`` is the caller's table of bucket series already seen (identity text
-    to Identity, None when it cannot be used); it is filled as keys are read.
+    ``identities`` is the caller's table of bucket series already seen (digest of the
+    identity's text to Identity, None when it cannot be used); it is filled as keys are
+    read.
     """
     if len(_pairs) + len(_sets) > _LIMIT:
         clear()
@@ -116,10 +130,10 @@ def _parse_one(raw: bytes) -> Key:
     items = sorted(labels.items())
     pairs = tuple(map(_pairs.setdefault, items, items))
     if "le" not in labels:
-        return Key(raw, metric_name, name, pairs, help_text)
+        return Key(digest(raw), metric_name, name, pairs, help_text)
     without = tuple([pair for pair in pairs if pair[0] != "le"])
     without = _sets.setdefault(without, without)
-    return Key(raw, metric_name, name, pairs, help_text, _float(labels["le"]), without)
+    return Key(digest(raw), metric_name, name, pairs, help_text, _float(labels["le"]), without)
 
 
 def _validated(raw: bytes, parsed: Any) -> tuple[str, str, dict[str, str], str]:
@@ -151,10 +165,10 @@ def _float(text: str) -> float | None:
 class Identity:
     """A bucket's series: its key without ``le``, parsed, and where ``le`` goes."""
 
-    __slots__ = ("text", "metric_name", "name", "help", "base", "before", "at", "case")
+    __slots__ = ("digest", "metric_name", "name", "help", "without_le", "before", "at", "case")
 
     def __init__(self, identity: bytes, parsed: object) -> None:
-        self.text = identity
+        self.digest = digest(identity)
         self.metric_name, self.name, labels, self.help = _validated(identity, parsed)
         if "le" in labels:
             raise ValueError("not a bucket's identity")
@@ -165,7 +179,7 @@ class Identity:
             raise ValueError("not canonical")
         items = sorted(labels.items())
         base = tuple(map(_pairs.setdefault, items, items))
-        self.base = _sets.setdefault(base, base)
+        self.without_le = _sets.setdefault(base, base)
         self.before = sum(1 for name, _ in items if name < "le")  # le's index in labels
         start = len(self.metric_name) + len(self.name) + len('["", "", {')
         # '"name": "value", ' is 8 bytes more than name and value.
@@ -177,9 +191,14 @@ class Identity:
         else:  # '{"le": "X"}'
             self.at, self.case = start, _ALONE
 
+    def with_le(self, le_pair: tuple[str, str]) -> tuple[tuple[str, str], ...]:
+        """A bucket's labels, sorted by name: the base with ``le_pair`` in its place."""
+        base, before = self.without_le, self.before
+        return base[:before] + (le_pair,) + base[before:]
+
 
 _FOLLOWED, _PRECEDED, _ALONE = range(3)
-_bounds: dict[bytes, tuple[tuple[str, str], float | None]] = {}
+_bounds: dict[bytes, Bound] = {}
 
 
 def _bucket(raw: bytes, identities: dict[bytes, Identity | None]) -> Key | None:
@@ -201,13 +220,14 @@ def _bucket(raw: bytes, identities: dict[bytes, Identity | None]) -> Key | None:
         case, at, identity = _PRECEDED, start - 2, raw[: start - 2] + raw[end:]
     else:
         case, at, identity = _ALONE, start, raw[:start] + raw[end:]
-    info: Identity | None | Literal[False] = identities.get(identity, False)
+    known = digest(identity)
+    info: Identity | None | Literal[False] = identities.get(known, False)
     if info is False:
         try:
             info = Identity(identity, json.loads(identity))
         except (ValueError, BrokenKey):
             info = None
-        identities[identity] = info
+        identities[known] = info
     if info is None or info.at != at or info.case != case:
         return None
     le = _bounds.get(bound)
@@ -216,4 +236,4 @@ def _bucket(raw: bytes, identities: dict[bytes, Identity | None]) -> Key | None:
             return None
         text = bound.decode("ascii")
         le = _bounds[bound] = (_pairs.setdefault(("le", text), ("le", text)), _float(text))
-    return Key(None, info.metric_name, info.name, None, info.help, le[1], info.base, info, le[0])
+    return Key(None, info.metric_name, info.name, None, info.help, le[1], info.without_le, info, le)
