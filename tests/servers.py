@@ -5,6 +5,7 @@ Every server binds 127.0.0.1; nothing sleeps a fixed time: callers poll a condit
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import signal
@@ -89,6 +90,10 @@ def http_get(
             return Response(answer.status, dict(answer.headers), answer.read())
     except urllib.error.HTTPError as error:
         return Response(error.code, dict(error.headers), error.read())
+    except http.client.IncompleteRead as error:
+        # Cut in the middle of the body (a worker killed while it answered): a cut
+        # connection, like one cut before the headers.
+        raise ConnectionResetError(f"the answer was cut: {error!r}") from error
 
 
 def stop(process: subprocess.Popen, *, grace: float = 30.0) -> None:
