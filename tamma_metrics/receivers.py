@@ -13,7 +13,6 @@ and ``bulk_create()`` send no signals: code that uses them records the same
 from __future__ import annotations
 
 import functools
-import logging
 from typing import Any
 
 from django.db import models, transaction
@@ -21,8 +20,6 @@ from django.db.models.signals import post_save
 
 from . import selfmetrics, transitions
 from .models import tracking
-
-logger = logging.getLogger(__name__)
 
 _safely = selfmetrics.swallowed("receiver", "receiver")
 
