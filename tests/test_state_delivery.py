@@ -5,7 +5,7 @@ equal to the rows. (Issue #17, first step: the rows and their counters.)"""
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.test import Client
@@ -344,10 +344,14 @@ def test_a_merge_counts_each_stage_of_the_timeline_once(tamma, shipped, metrics)
         assert change.value(f"{STAGE}_count", **labels) == 1, stage
         assert change.value(f"{STAGE}_sum", **labels) == pytest.approx(minutes * 60), stage
     assert change.total(f"{STAGE}_count", stage="deploy") == 0
-    # What the stages were counted from no longer changes.
-    moved = post(tamma, "pull-requests", timeline_pr(9, approved_at=at(-25), observed_at=at(-1)))
+    # What the stages were counted from no longer changes: an earlier approval is refused;
+    # a later one is no news (the first approval is the earliest reported).
+    moved = post(tamma, "pull-requests", timeline_pr(9, approved_at=at(-35), observed_at=at(-1)))
     assert moved.status_code == 409
     assert set(answers(moved)[0]["errors"]) == {"approved_at"}
+    later = post(tamma, "pull-requests", timeline_pr(9, approved_at=at(-25), observed_at=at(-1)))
+    assert answers(later) == [{"status": "unchanged"}]
+    assert PullRequest.objects.get(number=9).approved_at == datetime.fromisoformat(at(-30))
 
 
 def test_without_approval_or_draft_the_stages_use_what_is_known(tamma, shipped, metrics):

@@ -25,7 +25,7 @@ from ..models import (
     PullRequest,
 )
 
-__all__ = ["CREATED_AT", "KINDS", "Kind", "iso"]
+__all__ = ["CREATED_AT", "EARLIEST", "FILL", "KINDS", "MAX", "SIZE", "Kind", "iso"]
 
 
 @dataclass(frozen=True)
@@ -54,9 +54,26 @@ class Kind:
     issue: str = ""  # "", "required" or "optional"
     # Wire fields naming other rows (resolved by ``links``), never columns themselves.
     references: tuple[str, ...] = ()
+    # Facts that happen once, merged by a rule that does not depend on the order in which
+    # observations arrive (docs/state.md, "Ordering"): field -> EARLIEST, FILL, MAX or SIZE.
+    facts: dict[str, str] = field(default_factory=dict)
+    # Times that follow each other, each chain in lifecycle order: the row's times, after an
+    # item is merged into them, must not run backwards.
+    chains: tuple[tuple[str, ...], ...] = ()
 
     def lifecycle_rank(self, values: dict[str, Any]) -> int:
         return self.rank.get(values.get(self.status or "", ""), 0)
+
+    def time_fields(self) -> frozenset[str]:
+        return frozenset(name for chain in self.chains for name in chain)
+
+
+# How a fact merges into the row, whatever the order of the observations that carry it.
+# EARLIEST: the earliest time reported wins (when it happened does not change, an earlier
+# report is the better one). MAX: a count that only grows. FILL: taken when the row has
+# none, else only from a newer observation. SIZE: as FILL, and the larger of two values
+# observed at the same second (a pull request's size as of that second).
+EARLIEST, MAX, FILL, SIZE = "earliest", "max", "fill", "size"
 
 
 def _issue_allowed(current: str, new: str) -> bool:
@@ -137,6 +154,8 @@ KINDS: dict[str, Kind] = {
             allowed=_issue_allowed,
             frozen=_issue_frozen,
             stamps={"started_at": _started, "completed_at": _terminal},
+            facts={"created_at": EARLIEST},
+            chains=(("created_at", "started_at", "completed_at"),),
         ),
         Kind(
             "pull-requests",
@@ -154,6 +173,25 @@ KINDS: dict[str, Kind] = {
                 "closed_at": lambda v: v.get("status") == PullRequest.Status.CLOSED,
             },
             issue="required",
+            facts={
+                "created_at": EARLIEST,
+                "first_commit_at": EARLIEST,
+                "ready_at": EARLIEST,
+                "first_review_at": EARLIEST,
+                "approved_at": EARLIEST,
+                "review_rounds": MAX,
+                "changes_requested": MAX,
+                "additions": SIZE,
+                "deletions": SIZE,
+                "files_changed": SIZE,
+                "is_revert": FILL,
+            },
+            chains=(
+                ("first_commit_at", "ready_at"),
+                ("created_at", "ready_at"),
+                ("created_at", "first_review_at", "approved_at", "merged_at"),
+                ("created_at", "closed_at"),
+            ),
         ),
         Kind(
             "approvals",
@@ -165,6 +203,8 @@ KINDS: dict[str, Kind] = {
             frozen=_approval_frozen,
             stamps={"decided_at": lambda v: v.get("status") != Approval.Status.PENDING},
             issue="required",
+            facts={"requested_at": EARLIEST},
+            chains=(("requested_at", "decided_at"),),
         ),
         Kind(
             "escalations",
@@ -177,6 +217,7 @@ KINDS: dict[str, Kind] = {
             status=None,
             frozen=lambda row, changed: _ESCALATION_FIELDS,
             issue="optional",
+            chains=(("created_at", "resolved_at"),),
         ),
         Kind(
             "loops",
@@ -228,6 +269,8 @@ KINDS.update(
                 frozen=_deployment_frozen,
                 stamps={"finished_at": lambda v: v.get("status") in Deployment.FINISHED},
                 references=("pull_requests",),
+                facts={"started_at": EARLIEST, "commit_sha": FILL},
+                chains=(("started_at", "finished_at"),),
             ),
             Kind(
                 "incidents",
@@ -239,6 +282,8 @@ KINDS.update(
                 frozen=_incident_frozen,
                 stamps={"resolved_at": lambda v: v.get("status") == Incident.Status.RESOLVED},
                 references=("deployment_external_id",),
+                facts={"opened_at": EARLIEST},
+                chains=(("opened_at", "resolved_at"),),
             ),
         )
     }

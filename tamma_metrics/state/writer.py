@@ -25,7 +25,7 @@ from django.db.models import Model, Q
 
 from .. import labels, selfmetrics
 from ..models import Deployment, Issue
-from . import links, shipped
+from . import kinds, links, shipped
 from .kinds import CREATED_AT, KINDS, Kind, iso
 
 __all__ = ["ATTEMPTS", "Outcome", "apply"]
@@ -218,8 +218,9 @@ def _write(kind: Kind, prepared: list[tuple[dict[str, Any], list]]) -> list[Outc
         row = rows.get(key)
         link = linked.get(index) or links.Link()
         if row is None:
-            rows[key] = _create(kind, values, issue, link)
-            outcome = Outcome("created")
+            created, outcome = _create(kind, values, issue, link)
+            if created is not None:
+                rows[key] = created
         else:
             if issue is not None and getattr(row, "issue_id", None) == issue.pk:
                 # The transition reads its labels without a query (the kind's model has
@@ -263,13 +264,30 @@ def _stamp(kind: Kind, columns: dict[str, Any], row: Model | None, observed: dat
             columns[name] = observed
 
 
-def _create(kind: Kind, values: dict[str, Any], issue: Issue | None, link: links.Link) -> Model:
+def _created(kind: Kind, created: str, columns: dict[str, Any], observed: datetime) -> datetime:
+    """When a row the item does not date began: when it was observed, or the earliest
+    time the item gives that cannot come before it (a first review, a merge...)."""
+    after = {
+        name
+        for chain in kind.chains
+        if created in chain
+        for name in chain[chain.index(created) + 1 :]
+    }
+    return min([observed, *(columns[name] for name in after if columns.get(name) is not None)])
+
+
+def _create(
+    kind: Kind, values: dict[str, Any], issue: Issue | None, link: links.Link
+) -> tuple[Model | None, Outcome]:
     observed = values["observed_at"]
     columns = {**_columns(kind, values, issue), **link.on_create, **link.columns}
     created = CREATED_AT.get(kind.name)
     if created and columns.get(created) is None:
-        columns[created] = observed
+        columns[created] = _created(kind, created, columns, observed)
     _stamp(kind, columns, None, observed)
+    backwards = _backwards(kind, None, columns)
+    if backwards:
+        return None, Outcome("rejected", errors=backwards)
     columns[kind.observed] = observed
     if issue is not None:
         del columns["issue_id"]
@@ -278,7 +296,7 @@ def _create(kind: Kind, values: dict[str, Any], issue: Issue | None, link: links
     row.save()
     for name, related in link.many.items():
         getattr(row, name).add(*related)
-    return row
+    return row, Outcome("created")
 
 
 def _add_related(row: Model, link: links.Link) -> bool:
@@ -301,32 +319,110 @@ def _current(kind: Kind, row: Model) -> dict[str, Any]:
     return current
 
 
+# Where an item stands against the row: a newer observation, one at the same second and
+# the same lifecycle rank, or an older one (or one at the same second that the lifecycle
+# has passed).
+NEWER, SAME, OLDER = "newer", "same", "older"
+_EMPTY = (None, "", 0, False)
+
+
+def _order(kind: Kind, row: Model, columns: dict[str, Any], observed: datetime) -> str:
+    held = getattr(row, kind.observed)
+    if held is None or observed > held:
+        return NEWER
+    if observed < held:
+        return OLDER
+    new, old = kind.lifecycle_rank({**vars(row), **columns}), kind.lifecycle_rank(vars(row))
+    return NEWER if new > old else SAME if new == old else OLDER
+
+
+def _merged(kind: Kind, row: Model, columns: dict[str, Any], order: str) -> dict[str, Any]:
+    """The item's values as they merge into the row (docs/state.md, "Ordering"): facts by
+    their rule whatever the order; anything else only from a newer observation, or at the
+    same second when it agrees (a difference is left for the caller to refuse)."""
+    merged = {}
+    for name, value in columns.items():
+        rule = kind.facts.get(name)
+        held = getattr(row, name)
+        if rule is None:
+            if order != OLDER:
+                merged[name] = value
+        elif rule == kinds.EARLIEST:
+            if value is not None and (held is None or value < held):
+                merged[name] = value
+        elif rule == kinds.MAX:
+            if value is not None and (held is None or value > held):
+                merged[name] = value
+        elif value in _EMPTY:
+            continue  # FILL and SIZE: an item that does not know the fact adds nothing
+        elif held in _EMPTY or order == NEWER:
+            merged[name] = value
+        elif order == SAME:
+            merged[name] = max(value, held) if rule == kinds.SIZE else value
+    return merged
+
+
+def _backwards(kind: Kind, row: Model | None, changes: dict[str, Any]) -> dict[str, list[str]]:
+    """Errors for times that would run backwards once ``changes`` are merged into the row,
+    naming the item's field (a time the row already held is not the item's fault)."""
+    errors: dict[str, list[str]] = {}
+    for chain in kind.chains:
+        earlier: str | None = None
+        for name in chain:
+            value = changes[name] if name in changes else getattr(row, name, None)
+            if value is None:
+                continue
+            if earlier is not None:
+                before = changes[earlier] if earlier in changes else getattr(row, earlier)
+                if value < before:
+                    if name in changes:
+                        message = f"Must not be before {earlier} ({_shown(before)})."
+                        errors.setdefault(name, [message])
+                    else:
+                        message = f"Must not be after {name} ({_shown(value)})."
+                        errors.setdefault(earlier, [message])
+            earlier = name
+    return errors
+
+
 def _update(
     kind: Kind, row: Model, values: dict[str, Any], issue: Issue | None, link: links.Link
 ) -> Outcome:
     observed = values["observed_at"]
     held = getattr(row, kind.observed)
-    if held is not None and observed < held:
-        return Outcome("stale", current=_current(kind, row))
     columns = {**_columns(kind, values, issue), **link.columns}
-    _stamp(kind, columns, row, observed)
-    changes = {name: v for name, v in columns.items() if getattr(row, name) != v}
+    order = _order(kind, row, columns, observed)
+    if order != OLDER:
+        _stamp(kind, columns, row, observed)
+    merged = _merged(kind, row, columns, order)
+    changes = {name: v for name, v in merged.items() if getattr(row, name) != v}
+    if order == OLDER:
+        # Only facts merge from an older observation; what the row's counters used stays.
+        frozen = kind.frozen(row, set(changes))
+        changes = {name: v for name, v in changes.items() if name not in frozen}
     if not changes:
         added = _add_related(row, link)
+        if order == OLDER:
+            return Outcome("updated" if added else "stale", current=_current(kind, row))
         if held is None or observed > held:
             type(row)._base_manager.filter(pk=row.pk).update(**{kind.observed: observed})
             setattr(row, kind.observed, observed)
         return Outcome("updated" if added else "unchanged")
-    if held is not None and observed == held:
-        new, old = kind.lifecycle_rank(columns), kind.lifecycle_rank(vars(row))
-        if new < old:
-            return Outcome("stale", current=_current(kind, row))
-        if new == old:
+    if order == SAME:
+        # Facts merge; anything else that differs at the same second (a FILL fact included:
+        # two shas for one deployment) is a contradiction neither order may settle.
+        differ = sorted(
+            name
+            for name in changes
+            if kind.facts.get(name, kinds.FILL) == kinds.FILL
+            and (name not in kind.facts or getattr(row, name) not in _EMPTY)
+        )
+        if differ:
             return Outcome(
                 "conflict",
                 errors={
                     name: ["Another observation at the same observed_at holds a different value."]
-                    for name in sorted(changes)
+                    for name in differ
                 },
                 current=_current(kind, row),
             )
@@ -352,10 +448,16 @@ def _update(
             },
             current=_current(kind, row),
         )
+    backwards = _backwards(kind, row, changes)
+    if backwards:
+        return Outcome("rejected", errors=backwards, current=_current(kind, row))
     for name, value in changes.items():
         setattr(row, name, value)
-    setattr(row, kind.observed, observed)
-    row.save(update_fields=[*changes, kind.observed])
+    written = list(changes)
+    if order == NEWER:
+        setattr(row, kind.observed, observed)
+        written.append(kind.observed)
+    row.save(update_fields=written)
     _add_related(row, link)
     return Outcome("updated")
 
