@@ -315,7 +315,9 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         "metrics_collector_up",
         Kind.GAUGE,
-        "1 when the scrape-time collector answered in this scrape, else 0.",
+        "1 when the scrape-time collector answered in this scrape, else 0; "
+        'collector="folder": 0 when the multiprocess folder could not be read or cannot '
+        "take new metrics (full or read-only), so events may be lost.",
         ("collector",),
         source=Source.SELF,
         computed=True,
@@ -442,7 +444,12 @@ VOCABULARIES: dict[str, dict[str, str]] = {
     "severity": {"low": "Low", "medium": "Medium", "high": "High", "critical": "Critical"},
     "priority": {"low": "Low", "medium": "Medium", "high": "High", "critical": "Critical"},
     "actor": {"system": "System", "user": "User"},
-    "merge_strategy": {"merge": "Merge commit", "squash": "Squash", "rebase": "Rebase"},
+    "merge_strategy": {
+        "merge": "Merge commit",
+        "squash": "Squash",
+        "rebase": "Rebase",
+        "unknown": "Unknown",  # the platform did not say (GitHub's webhooks never do)
+    },
     "token_type": {
         "input": "Input",
         "output": "Output",
@@ -496,7 +503,8 @@ VALUE_CAPS: dict[str, int] = {
 }
 # The closed label values of self-metric counters, which start at 0 (instruments.zero_series):
 # the stages of metrics_errors_total (selfmetrics.count_error) and the webhook outcomes.
-ERROR_STAGES: tuple[str, ...] = ("receiver", "record", "rejected")
+# "disk": an event lost because the multiprocess folder is full or read-only.
+ERROR_STAGES: tuple[str, ...] = ("disk", "receiver", "record", "rejected")
 WEBHOOK_OUTCOMES: tuple[str, ...] = ("applied", "duplicate", "ignored", "rejected")
 # A family whose label differs from the label's general rule: a vocabulary or a cap.
 FAMILY_VOCABULARIES: dict[tuple[str, str], tuple[str, ...] | int] = {

@@ -121,6 +121,12 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_DEDUP_SECONDS": 604_800,
     # The largest webhook body taken (bytes); larger ones answer 413.
     "WEBHOOK_MAX_BYTES": 1_048_576,
+    # Nesting past which a webhook body is refused (400) before it is parsed; the
+    # platforms' payloads nest about 6 deep.
+    "WEBHOOK_MAX_DEPTH": 32,
+    # Deployment environments that are production, by name, matched case-insensitively;
+    # a deployment whose tier is "production" (GitLab's environment_tier) is one too.
+    "PRODUCTION_ENVIRONMENTS": ["production", "prod"],
     "HEALTH_APPROVAL_WAIT_CRITICAL_SECONDS": 86_400,
     "HEALTH_ESCALATIONS_PER_HOUR_DEGRADED": 5,
     "HEALTH_QUEUE_DEPTH_DEGRADED": 100,

@@ -160,7 +160,7 @@ def deployment(
 ) -> list[Event]:
     """A deployment finished (once) or a deployed one was rolled back (once more): a
     rolled-back deployment had been deployed, so it counts as a success too."""
-    common = {"platform": row.platform, "environment": row.environment}
+    common = {"platform": row.platform, "environment": row.environment_label}
     was_deployed = previous in Deployment.DEPLOYED
     outcomes = []
     if row.status == Deployment.Status.FAILED and previous != row.status:

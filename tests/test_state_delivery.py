@@ -145,8 +145,10 @@ def test_a_finished_deployment_keeps_its_environment(tamma):
     post(tamma, "deployments", deployment("d-1", "succeeded", 5))
     moved = post(tamma, "deployments", deployment("d-1", "succeeded", 6, environment="staging"))
     assert moved.status_code == 409
+    # Its tier, which made it production, is the environment's name's, so it is counted too.
     assert answers(moved)[0]["errors"] == {
-        "environment": ["Already counted as production; it no longer changes."]
+        "environment": ["Already counted as production; it no longer changes."],
+        "tier": ["Already counted as production; it no longer changes."],
     }
 
 

@@ -5,7 +5,9 @@ status; and a database that fails answered 503, not 500."""
 from __future__ import annotations
 
 import io
+import json
 import logging
+import re
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
@@ -20,7 +22,14 @@ from rest_framework.views import APIView
 from .. import access
 from ..conf import app_settings
 
-__all__ = ["MAX_JSON_DEPTH", "DatabaseAwareView", "LenientJSONParser", "framing", "items"]
+__all__ = [
+    "MAX_JSON_DEPTH",
+    "DatabaseAwareView",
+    "LenientJSONParser",
+    "framing",
+    "items",
+    "strict_json",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +49,63 @@ class LenientJSONParser(JSONParser):
         body = stream.read() if stream is not None else b""
         if _nesting(body) > MAX_JSON_DEPTH:
             raise ParseError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels.")
-        return super().parse(io.BytesIO(body), media_type, parser_context)
+        data = super().parse(io.BytesIO(body), media_type, parser_context)
+        _refuse_lone_surrogates(body, data)
+        return data
 
 
-def _nesting(body: bytes) -> int:
+def strict_json(body: bytes) -> Any:
+    """``body`` parsed as JSON as the platforms send it (webhooks): nesting as deep as
+    WEBHOOK_MAX_DEPTH at most, no NaN or Infinity, no number too large for a float, no
+    lone surrogate; ParseError (400) saying which."""
+    depth = int(app_settings.WEBHOOK_MAX_DEPTH)
+    if _nesting(body, depth) > depth:
+        raise ParseError(f"JSON nested deeper than {depth} levels.")
+    try:
+        data = json.loads(body, parse_constant=_no_constant, parse_float=_finite)
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError included
+        raise ParseError(f"The body is not JSON: {exc}"[:200]) from None
+    _refuse_lone_surrogates(body, data)
+    return data
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if number in (float("inf"), float("-inf")):
+        raise ValueError(f"{text[:40]} is too large a number")
+    return number
+
+
+# \uD800-\uDFFF escapes: the only way a JSON text can carry a surrogate (the body's bytes
+# are decoded as UTF-8, which has none). Paired ones make one character; a lone one is
+# a string no answer can echo and no database column can store.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _refuse_lone_surrogates(body: bytes, data: Any) -> None:
+    if _SURROGATE_ESCAPE.search(body) and _has_lone_surrogate(data):
+        raise ParseError("The body holds a lone surrogate (\\ud800-\\udfff): not Unicode text.")
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
+
+
+def _nesting(body: bytes, limit: int = MAX_JSON_DEPTH) -> int:
     """How deep ``body``'s arrays and objects nest (counting stops past the limit).
 
     Brackets inside strings do not count: escaped backslashes and quotes are dropped,
@@ -56,7 +118,7 @@ def _nesting(body: bytes) -> int:
         depth += 1 if byte in b"[{" else -1
         if depth > deepest:
             deepest = depth
-            if deepest > MAX_JSON_DEPTH:
+            if deepest > limit:
                 break
     return deepest
 

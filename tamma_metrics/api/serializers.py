@@ -45,10 +45,15 @@ class FiniteFloatField(serializers.FloatField):
 
 
 class StrictIntegerField(serializers.IntegerField):
-    """An integer that refuses booleans and floats with a fraction."""
+    """A JSON number that is whole: no booleans, no floats with a fraction, and no strings
+    ("7" is a bug in the sender, not a number)."""
 
     def to_internal_value(self, data: Any) -> int:
-        if isinstance(data, bool) or (isinstance(data, float) and not data.is_integer()):
+        if (
+            isinstance(data, bool | str)
+            or (isinstance(data, float) and not data.is_integer())
+            or not isinstance(data, int | float)
+        ):
             self.fail("invalid")
         return super().to_internal_value(data)
 
@@ -114,11 +119,23 @@ TokensSerializer = type(
 ENVELOPE = frozenset({"type", "event_id", "timestamp"})
 
 
+class StrictRegexField(serializers.RegexField):
+    """A string matching the pattern; a number is refused, not turned into its text (NaN
+    would become the id "nan")."""
+
+    default_error_messages = {"not_a_string": "Must be a string."}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("not_a_string")
+        return super().to_internal_value(data)
+
+
 class EventSerializer(StrictSerializer):
     """Fields every event has; subclasses add their family's labels and values."""
 
     type = serializers.CharField()
-    event_id = serializers.RegexField(
+    event_id = StrictRegexField(
         r"^[A-Za-z0-9._:\-]{1,128}$",
         required=False,
         help_text="Your id for the event; a retry with the same id within the "

@@ -3,7 +3,7 @@ them all. What an item does to the rows is decided in ``tamma_metrics.state``.""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from django.db import transaction
@@ -40,13 +40,20 @@ from .serializers import FoldSerializer, Label, StrictIntegerField, StrictSerial
 __all__ = ["SERIALIZERS", "StateView"]
 
 
+# No time of Tamma's work or of a platform's event comes before this: a 1970 (a zero
+# epoch) is a bug in the sender, not a fact.
+EARLIEST_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+
+
 class ObservedTime(serializers.DateTimeField):
-    """An ISO 8601 time with its time zone, not ahead of the server's clock by more than
-    INGEST_MAX_FUTURE_SECONDS (a time without a zone would be read in the server's)."""
+    """An ISO 8601 time with its time zone, from 2000 on and not ahead of the server's
+    clock by more than INGEST_MAX_FUTURE_SECONDS (a time without a zone would be read in
+    the server's)."""
 
     default_error_messages = {
         "naive": "Give the time zone (Z or +hh:mm).",
         "future": "Must not be more than {seconds} seconds in the future.",
+        "past": "Must not be before 2000-01-01.",
     }
 
     def to_internal_value(self, value: Any) -> Any:
@@ -61,6 +68,8 @@ class ObservedTime(serializers.DateTimeField):
         skew = app_settings.INGEST_MAX_FUTURE_SECONDS
         if moment > timezone.now() + timedelta(seconds=skew):
             self.fail("future", seconds=skew)
+        if moment < EARLIEST_TIME:
+            self.fail("past")
         return moment
 
 
@@ -96,12 +105,12 @@ def _in_order(attrs: dict[str, Any], *names: str) -> dict[str, list[str]]:
 
 class StateItem(StrictSerializer):
     observed_at = ObservedTime(help_text="When Tamma saw this state; older than the row: stale.")
-    times: tuple[str, ...] = ()  # times that follow each other in this order
-    more_times: tuple[tuple[str, ...], ...] = ()  # other such chains
+    kind = ""  # its times follow each other as the kind's chains say (checked again
+    # against the row's times when it is written)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         errors: dict[str, list[str]] = {}
-        for chain in (self.times, *self.more_times):
+        for chain in state.KINDS[self.kind].chains:
             errors = _in_order(attrs, *chain) | errors
         if errors:
             raise serializers.ValidationError(errors)
@@ -125,7 +134,7 @@ def _issue_reference(**kwargs: Any) -> serializers.CharField:
 
 
 class IssueItem(StateItem):
-    times = ("created_at", "started_at", "completed_at")
+    kind = "issues"
     platform = _platform()
     repository = _repository()
     external_id = Text(_column(Issue, "external_id"))
@@ -150,7 +159,7 @@ class IssueItem(StateItem):
 
 
 class PullRequestItem(StateItem):
-    times = ("created_at", "merged_at")
+    kind = "pull-requests"
     platform = _platform()
     repository = _repository()
     number = StrictIntegerField(min_value=1, max_value=2**31 - 1)
@@ -161,12 +170,6 @@ class PullRequestItem(StateItem):
     created_at = ObservedTime(required=False)
     merged_at = ObservedTime(required=False)
     # The timeline (stage durations are counted from it at the merge).
-    more_times = (
-        ("first_commit_at", "ready_at"),
-        ("created_at", "ready_at"),
-        ("first_review_at", "approved_at", "merged_at"),
-        ("created_at", "closed_at"),
-    )
     first_commit_at = ObservedTime(required=False)
     ready_at = ObservedTime(required=False, help_text="Out of draft; left out: when opened.")
     first_review_at = ObservedTime(required=False)
@@ -181,7 +184,7 @@ class PullRequestItem(StateItem):
 
 
 class ApprovalItem(StateItem):
-    times = ("requested_at", "decided_at")
+    kind = "approvals"
     platform = _platform()
     repository = _repository()
     issue_external_id = _issue_reference()
@@ -206,7 +209,7 @@ class EscalationItem(StateItem):
     platform = _platform()
     repository = _repository()
     issue_external_id = _issue_reference()
-    times = ("created_at", "resolved_at")
+    kind = "escalations"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -227,6 +230,7 @@ class EscalationItem(StateItem):
 
 
 class LoopHeartbeat(StateItem):
+    kind = "loops"
     name = Text(_column(AutonomousLoop, "name"))
     mode = serializers.ChoiceField(AutonomousLoop.Mode.values)
     environment = serializers.ChoiceField(AutonomousLoop.Environment.values)
@@ -236,11 +240,17 @@ class LoopHeartbeat(StateItem):
 
 
 class DeploymentItem(StateItem):
-    times = ("started_at", "finished_at")
+    kind = "deployments"
     platform = _platform()
     repository = _repository()
     external_id = Text(_column(Deployment, "external_id"))
     environment = Label(max_length=_column(Deployment, "environment"), required=False)
+    tier = serializers.ChoiceField(
+        Deployment.Tier.values,
+        required=False,
+        help_text="The environment's tier (GitLab's environment_tier). Left out: production "
+        "when the environment's name is in PRODUCTION_ENVIRONMENTS, else none.",
+    )
     status = serializers.ChoiceField(Deployment.Status.values)
     commit_sha = Text(_column(Deployment, "commit_sha"), required=False, allow_blank=True)
     started_at = ObservedTime(required=False)
@@ -255,7 +265,7 @@ class DeploymentItem(StateItem):
 
 
 class IncidentItem(StateItem):
-    times = ("opened_at", "resolved_at")
+    kind = "incidents"
     platform = _platform()
     repository = _repository()
     external_id = Text(_column(Incident, "external_id"))

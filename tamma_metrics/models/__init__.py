@@ -17,6 +17,8 @@ from .domain import (
     Priority,
     Provider,
     PullRequest,
+    PullRequestReview,
+    is_production_name,
 )
 from .ingest import IngestedEvent, WebhookDelivery, WebhookSecret
 from .policy import Admission, LabelPolicy
@@ -41,6 +43,8 @@ __all__ = [
     "Priority",
     "Provider",
     "PullRequest",
+    "PullRequestReview",
     "WebhookDelivery",
     "WebhookSecret",
+    "is_production_name",
 ]

@@ -15,6 +15,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from .. import catalogue
+from ..conf import app_settings
 from .tracking import StatusTracked
 
 
@@ -130,8 +131,9 @@ class PullRequest(StatusTracked):
     number = models.PositiveIntegerField()
     actor = models.CharField(max_length=16, choices=Actor.choices, default=Actor.SYSTEM)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    # unknown unless the sender says: GitHub's webhooks do not tell a squash from a merge.
     merge_strategy = models.CharField(
-        max_length=16, choices=MergeStrategy.choices, default=MergeStrategy.SQUASH
+        max_length=16, choices=MergeStrategy.choices, default=MergeStrategy.UNKNOWN
     )
     created_at = models.DateTimeField(default=timezone.now)
     merged_at = models.DateTimeField(null=True, blank=True)
@@ -175,6 +177,33 @@ class PullRequest(StatusTracked):
         if self.status == self.Status.MERGED and self.merged_at is None:
             self.merged_at = timezone.now()
         super().save(*args, **kwargs)
+
+
+class PullRequestReview(models.Model):
+    """A person's review of a pull request (or a GitLab approval), by the platform's own
+    id: the same review delivered again, under another delivery id or in another event,
+    counts once in the pull request's rounds."""
+
+    pull_request = models.ForeignKey(PullRequest, on_delete=models.CASCADE, related_name="reviews")
+    external_id = models.CharField(max_length=128, help_text="The platform's review id.")
+    verdict = models.CharField(max_length=32)
+    submitted_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["pull_request", "external_id"], name="tamma_review_unique_external"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pull_request} review {self.external_id} ({self.verdict})"
+
+
+def is_production_name(environment: str) -> bool:
+    """Whether an environment's name is one of PRODUCTION_ENVIRONMENTS (any case)."""
+    names = app_settings.PRODUCTION_ENVIRONMENTS or ()
+    return environment.casefold() in {name.casefold() for name in names}
 
 
 class Approval(StatusTracked):
@@ -292,11 +321,28 @@ class Deployment(StatusTracked):
     DEPLOYED = frozenset({Status.SUCCEEDED, Status.ROLLED_BACK})
     PRODUCTION = "production"
 
+    class Tier(models.TextChoices):
+        """GitLab's environment tiers; production is what the delivery figures count."""
+
+        PRODUCTION = "production", "Production"
+        STAGING = "staging", "Staging"
+        TESTING = "testing", "Testing"
+        DEVELOPMENT = "development", "Development"
+        OTHER = "other", "Other"
+
     platform = models.CharField(max_length=32, choices=Platform.choices)
     repository = models.CharField(max_length=200)
     external_id = models.CharField(max_length=128, help_text="The platform's deployment id.")
     environment = models.CharField(
         max_length=64, default=PRODUCTION, help_text="production, staging, ... (a label)."
+    )
+    tier = models.CharField(
+        max_length=16,
+        choices=Tier.choices,
+        blank=True,
+        default="",
+        help_text="The environment's tier as the platform says (GitLab's environment_tier); "
+        "empty: production when the environment's name is in PRODUCTION_ENVIRONMENTS.",
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     commit_sha = models.CharField(max_length=64, blank=True, default="")
@@ -320,8 +366,8 @@ class Deployment(StatusTracked):
         indexes = [
             # An incident's deployment: the last one to production before it opened.
             models.Index(
-                fields=["platform", "repository", "environment", "finished_at"],
-                name="tamma_deployment_finished",
+                fields=["platform", "repository", "tier", "finished_at"],
+                name="tamma_deployment_tier_finished",
             ),
         ]
 
@@ -331,7 +377,22 @@ class Deployment(StatusTracked):
     def save(self, *args: Any, **kwargs: Any) -> None:
         if self.status in self.FINISHED and self.finished_at is None:
             self.finished_at = timezone.now()
+        if not self.tier and is_production_name(self.environment):
+            self.tier = self.Tier.PRODUCTION
+            fields = kwargs.get("update_fields")
+            if fields is not None and "tier" not in fields:
+                kwargs["update_fields"] = [*fields, "tier"]
         super().save(*args, **kwargs)
+
+    @property
+    def is_production(self) -> bool:
+        return self.tier == self.Tier.PRODUCTION
+
+    @property
+    def environment_label(self) -> str:
+        """The environment as counted: ``production`` for every production deployment,
+        whatever its name, so the dashboards' ``environment="production"`` holds them."""
+        return self.PRODUCTION if self.is_production else self.environment
 
     @property
     def outcome(self) -> str | None:

@@ -4,7 +4,7 @@ work waited for a person; and what the AI cost per change, by provider.
 
 Days are calendar days in the current time zone (the site's ``TIME_ZONE``), as on the
 velocity page: the window is the last ``days`` of them, today included, and the previous
-window the ``days`` before it. Production deployments only (``environment="production"``):
+window the ``days`` before it. Production deployments only (their tier, see docs/state.md):
 
 - deployment frequency: deployments deployed (succeeded, or rolled back later) that
   finished in the window, per day;
@@ -147,7 +147,7 @@ def _production(start: datetime | None = None, end: datetime | None = None) -> Q
     """Production deployments (that finished in [start, end)), with whether each failed:
     failed, rolled back or caused an incident."""
     caused = Incident.objects.filter(deployment=OuterRef("pk"))
-    rows = Deployment.objects.filter(environment=Deployment.PRODUCTION)
+    rows = Deployment.objects.filter(tier=Deployment.Tier.PRODUCTION)
     if start is not None:
         rows = rows.filter(finished_at__gte=start, finished_at__lt=end)
     return rows.annotate(incident=Exists(caused)).annotate(

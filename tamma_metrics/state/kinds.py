@@ -23,6 +23,7 @@ from ..models import (
     Incident,
     Issue,
     PullRequest,
+    is_production_name,
 )
 
 __all__ = ["CREATED_AT", "EARLIEST", "FILL", "KINDS", "MAX", "SIZE", "Kind", "iso"]
@@ -60,6 +61,8 @@ class Kind:
     # Times that follow each other, each chain in lifecycle order: the row's times, after an
     # item is merged into them, must not run backwards.
     chains: tuple[tuple[str, ...], ...] = ()
+    # Completes an item from its raw values, before the label policy sees them.
+    prepare: Callable[[dict[str, Any]], None] | None = None
 
     def lifecycle_rank(self, values: dict[str, Any]) -> int:
         return self.rank.get(values.get(self.status or "", ""), 0)
@@ -236,10 +239,19 @@ def _deployment_allowed(current: str, new: str) -> bool:
 
 
 def _deployment_frozen(row: Deployment, changed: set[str]) -> frozenset[str]:
-    # deployments_total carries the environment from the first finish on.
+    # deployments_total carries the environment (production by its tier) from the first
+    # finish on.
     if row.status in Deployment.FINISHED:
-        return frozenset({"environment", "finished_at", "started_at"})
+        return frozenset({"environment", "tier", "finished_at", "started_at"})
     return frozenset()
+
+
+def _deployment_tier(values: dict[str, Any]) -> None:
+    """A named environment without a tier is production when its name is one of
+    PRODUCTION_ENVIRONMENTS, decided on the name as sent (the label policy may fold it)."""
+    if "tier" not in values and "environment" in values:
+        production = is_production_name(values["environment"])
+        values["tier"] = Deployment.Tier.PRODUCTION if production else ""
 
 
 def _incident_frozen(row: Incident, changed: set[str]) -> frozenset[str]:
@@ -269,6 +281,7 @@ KINDS.update(
                 frozen=_deployment_frozen,
                 stamps={"finished_at": lambda v: v.get("status") in Deployment.FINISHED},
                 references=("pull_requests",),
+                prepare=_deployment_tier,
                 facts={"started_at": EARLIEST, "commit_sha": FILL},
                 chains=(("started_at", "finished_at"),),
             ),

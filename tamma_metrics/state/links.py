@@ -111,7 +111,7 @@ def _attributed(platform: str, repository: str, values: dict[str, Any]) -> dict[
         Deployment.objects.filter(
             platform=platform,
             repository=repository,
-            environment=Deployment.PRODUCTION,
+            tier=Deployment.Tier.PRODUCTION,
             status__in=Deployment.DEPLOYED,
             finished_at__lte=opened,
         )

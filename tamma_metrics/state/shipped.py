@@ -23,7 +23,7 @@ def stamp_shipped(row: Deployment) -> int:
     """Stamp and count the pull requests ``row`` shipped to production for the first
     time; how many. Nothing unless ``row`` is a deployed production deployment."""
     if (
-        row.environment != Deployment.PRODUCTION
+        not row.is_production
         or row.status not in Deployment.DEPLOYED
         or row.finished_at is None
     ):

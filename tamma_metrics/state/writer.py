@@ -104,6 +104,8 @@ def _judged(kind: Kind, item: dict[str, Any]) -> tuple[dict[str, Any], list[dict
     """The item with its counted labels as the label policy records them, and the folds
     (``redacted`` says which of them looked private)."""
     values, folded = dict(item), []
+    if kind.prepare is not None:
+        kind.prepare(values)
     for column, (family, label) in kind.labels.items():
         if column in values:
             value, verdict = labels.judge(family, label, values[column], patient=True)

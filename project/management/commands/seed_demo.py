@@ -377,6 +377,7 @@ class Command(BaseCommand):
             repository=pr.repository,
             external_id=f"demo-deploy-{index + 1}",
             environment=Deployment.PRODUCTION,
+            tier=Deployment.Tier.PRODUCTION,  # bulk_create: save() does not derive it
             status=status,
             commit_sha=f"{rng.getrandbits(160):040x}",
             started_at=started,
