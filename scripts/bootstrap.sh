@@ -44,3 +44,7 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   echo "bootstrap: installed ${need[*]}"
 fi
+
+# Real webhook payloads the tests deliver (tests/test_webhook_corpus.py): octokit's GitHub
+# examples, at their pinned version, into .run/npm; nothing when already there.
+"$(dirname "$0")/webhook-examples.sh"
