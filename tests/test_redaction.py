@@ -14,7 +14,7 @@ from django.contrib.auth.models import Group, User
 from django.test import Client
 
 from tamma_metrics import checks, labels, record, redaction
-from tamma_metrics.models import Admission, ApiToken, Deployment, Escalation
+from tamma_metrics.models import Admission, ApiToken, Deployment, Escalation, LabelPolicy
 from tamma_metrics.roles import ORCHESTRATOR, PRODUCT_MANAGER, seed_roles
 from tests import factories
 from tests.utils import client_of, delta, scrape
@@ -409,6 +409,37 @@ def test_a_deployment_environment_with_personal_data_reaches_no_output(client, m
                         outcome="success") == len(ENVIRONMENTS)  # fmt: skip
     assert change.value(deployments, platform="github", environment="review/feature-123",
                         outcome="success") == 1  # fmt: skip
+
+
+def test_an_environment_closed_in_the_admin_folds_what_it_does_not_list(metrics):
+    """The other way to keep personal data out: a closed vocabulary, edited as a label
+    policy; unlisted values fold to other (counted as folds), in the row and the counter."""
+    LabelPolicy.objects.update_or_create(
+        label="environment",
+        family="deployments_total",
+        defaults={"closed": True, "allowed_values": "production\nstaging"},
+    )
+    tamma = client_of(ORCHESTRATOR, "tamma")
+    before = metrics()
+    for n, environment in enumerate(["Production", "staging", "Jane.Doe", "+44 20 7946 0958"]):
+        item = {
+            "platform": "github",
+            "repository": "acme/shop",
+            "external_id": f"d-{n}",
+            "environment": environment,
+            "status": "succeeded",
+            "observed_at": "2026-12-01T10:05:00Z",
+        }
+        response = tamma.post("/api/v1/deployments", item, content_type="application/json")
+        assert response.status_code == 201, response.content
+    rows = sorted(Deployment.objects.values_list("environment", flat=True))
+    assert rows == ["other", "other", "production", "staging"]
+    change = delta(metrics(), before)
+    labels_of = {"family": "deployments_total", "label": "environment"}
+    assert change.value("tamma_metrics_label_folds_total", **labels_of) == 2
+    assert change.value("tamma_metrics_label_redactions_total", **labels_of) == 0
+    assert change.total("tamma_deployments_total", environment="other") == 2
+    assert not any("jane" in value.lower() for key in change for _, value in key[1])
 
 
 GITHUB_DEPLOYMENT = Path(__file__).parent / "fixtures" / "github" / "deployment_status.success.json"
