@@ -11,7 +11,10 @@ class TammaMetricsConfig(AppConfig):
         # Importing registers the system checks and the model signal receivers;
         # connecting signals touches no database.
         from . import access, checks, labels, receivers  # noqa: F401
+        from .scrape import mmap_guard
 
+        # Before the first metric file: a full folder must be an error, never a SIGBUS.
+        mmap_guard.install()
         access.connect_signals()
         labels.connect_signals()
         post_migrate.connect(_sync_families, sender=self, dispatch_uid="tamma_sync_families")

@@ -222,8 +222,9 @@ class Rejected(ValueError):
 def _guarded(func: Callable[P, None]) -> Callable[P, None]:
     """Skip when metrics are off; log and count any failure instead of raising it.
 
-    Every number is checked before anything is recorded, so an event is recorded whole
-    or not at all."""
+    Every number is checked, and every series an event writes is looked up (its entry
+    created in the multiprocess file, which fails when the folder is full), before
+    anything is recorded, so an event is recorded whole or not at all."""
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
@@ -233,7 +234,9 @@ def _guarded(func: Callable[P, None]) -> Callable[P, None]:
         except Rejected as exc:
             logger.warning("tamma_metrics: %s not recorded: %s", func.__name__, exc)
             selfmetrics.count_error("rejected")
-        except Exception:
+        except Exception as exc:
+            if selfmetrics.count_disk_error(exc):  # the folder is full: logged once
+                return
             logger.exception("tamma_metrics: recording %s failed", func.__name__)
             selfmetrics.count_error("record")
 
@@ -320,11 +323,15 @@ def issue_processed(
 ) -> None:
     """An issue reached a terminal status; the duration is started -> completed."""
     duration = None if duration_seconds is None else _bounded(duration_seconds, "duration_seconds")
-    _row_child("issues_processed_total", (provider, platform, issue_type, outcome)).inc()
+    count = _row_child("issues_processed_total", (provider, platform, issue_type, outcome))
+    timing = None
     if duration is not None:
-        _row_child(
+        timing = _row_child(
             "issue_completion_duration_seconds", (provider, platform, issue_type, complexity)
-        ).observe(duration)
+        )
+    count.inc()
+    if timing is not None and duration is not None:
+        timing.observe(duration)
 
 
 @_guarded
@@ -411,16 +418,23 @@ def ai_request(
         )
     cost = None if cost_usd is None else _bounded(cost_usd, "cost_usd")
 
-    _child("ai_requests_total", (provider, model, request_type, outcome)).inc()
+    requests = _child("ai_requests_total", (provider, model, request_type, outcome))
     total = sum(counts.values())
-    _child(
+    latency = _child(
         "ai_request_duration_seconds", (provider, model, request_type, catalogue.token_range(total))
-    ).observe(duration)
-    for token_type, count in counts.items():
-        if count:
-            _child("ai_tokens_total", (provider, model, token_type)).inc(count)
-    if cost:
-        _child("ai_cost_usd_total", (provider, model)).inc(cost)
+    )
+    used = [
+        (_child("ai_tokens_total", (provider, model, token_type)), count)
+        for token_type, count in counts.items()
+        if count
+    ]
+    spent = _child("ai_cost_usd_total", (provider, model)) if cost else None
+    requests.inc()
+    latency.observe(duration)
+    for series, count in used:
+        series.inc(count)
+    if spent is not None and cost:
+        spent.inc(cost)
 
 
 @_guarded

@@ -3,6 +3,7 @@ scrape all count through here, and nothing in here ever raises."""
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 from collections.abc import Callable
@@ -11,7 +12,9 @@ from typing import ParamSpec
 from . import instruments
 
 __all__ = [
+    "DISK_ERRNOS",
     "count_backend_error",
+    "count_disk_error",
     "count_error",
     "count_label_change",
     "count_webhook",
@@ -23,14 +26,43 @@ logger = logging.getLogger("tamma_metrics")
 
 P = ParamSpec("P")
 
+# What a multiprocess file that cannot be created or grown raises (scrape.mmap_guard):
+# the folder's filesystem is full, over quota or read-only.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+_disk_told = False
+
 
 def count_error(stage: str) -> None:
     """Count a swallowed failure of the metrics code in
     ``metrics_errors_total{stage}``."""
     try:
         instruments.get("metrics_errors_total").labels(stage).inc()
-    except Exception:  # pragma: no cover - the last line of defence must not raise
-        logger.exception("tamma_metrics could not count its own error")
+    except Exception as exc:  # pragma: no cover - the last line of defence must not raise
+        if not _is_disk_error(exc):  # a full folder is logged once, by count_disk_error
+            logger.exception("tamma_metrics could not count its own error")
+
+
+def _is_disk_error(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in DISK_ERRNOS
+
+
+def count_disk_error(exc: BaseException) -> bool:
+    """If ``exc`` says the multiprocess folder is full or read-only, count it under
+    ``metrics_errors_total{stage="disk"}``, log it once per process (an event per request
+    would flood the log) and return True; otherwise False."""
+    global _disk_told
+    if not _is_disk_error(exc):
+        return False
+    if not _disk_told:
+        _disk_told = True
+        logger.error(
+            "tamma_metrics: an event could not be recorded: the multiprocess folder is "
+            "full or read-only (%s). Such events are counted in "
+            'metrics_errors_total{stage="disk"}; this is logged once per process.',
+            exc,
+        )
+    count_error("disk")
+    return True
 
 
 def count_backend_error(backend: str) -> None:
@@ -64,7 +96,7 @@ def count_label_change(family: str, label: str, *, redacted: bool) -> None:
 
 
 def count_webhook(platform: str, outcome: str) -> None:
-    """Count a webhook delivery's outcome (applied, duplicate, ignored, rejected)."""
+    """Count a webhook delivery's outcome (catalogue.WEBHOOK_OUTCOMES)."""
     try:
         instruments.get("metrics_webhook_deliveries_total").labels(platform, outcome).inc()
     except Exception:  # pragma: no cover
@@ -80,7 +112,9 @@ def swallowed(stage: str, what: str) -> Callable[[Callable[P, None]], Callable[P
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
             try:
                 func(*args, **kwargs)
-            except Exception:
+            except Exception as exc:
+                if count_disk_error(exc):
+                    return
                 logging.getLogger(func.__module__).exception(
                     "tamma_metrics: %s %s failed", what, func.__name__
                 )

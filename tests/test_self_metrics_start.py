@@ -40,6 +40,7 @@ def test_a_new_process_starts_the_self_metric_counters_at_zero(tmp_path):
     }
     assert set(samples) == expected
     assert _label_sets(samples, "tamma_metrics_errors_total") == {
+        ("disk",),
         ("receiver",),
         ("record",),
         ("rejected",),

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import errno
 import gzip
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+
+import pytest
 
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
@@ -177,3 +181,38 @@ def run_on_sqlite_file(code: str, tmp_path: Path, **env: str) -> str:
         **env,
     }
     return run_python("-c", code, str(database), env=environment).stdout
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (``mount -o size=``) mounted on ``path`` for the block, unmounted
+    after; the test is skipped where mounting is not allowed (not root, a container
+    without CAP_SYS_ADMIN)."""
+    path.mkdir(parents=True, exist_ok=True)
+    mount = ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0777", "tmpfs", str(path)]
+    try:
+        done = subprocess.run(mount, capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        pytest.skip("no mount command: a small tmpfs is how this test fills a disk")
+    if done.returncode != 0:
+        pytest.skip(f"mounting a tmpfs is not allowed here: {done.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        if subprocess.run(["umount", str(path)], capture_output=True, timeout=60).returncode:
+            # Still busy (a process the test started keeps a file open): detach it.
+            subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=60)
+
+
+def fill(folder: Path, name: str = "filler") -> Path:
+    """Write zeros to ``folder/name`` until the filesystem says ENOSPC; the file."""
+    filler = folder / name
+    with open(filler, "ab", buffering=0) as out:
+        for size in (1 << 20, 4096, 1):  # the last pages of the filesystem too
+            try:
+                while True:
+                    out.write(b"\0" * size)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+    return filler

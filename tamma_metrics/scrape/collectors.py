@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 from django.core.cache import cache
 from django.db import DatabaseError
@@ -75,8 +75,11 @@ class DatabaseCollector:
         *,
         budget_seconds: float | None = None,
         scrape_timeout: float | None = None,
+        others_up: Mapping[str, float] | None = None,
     ) -> None:
         wanted = set(queries.GAUGES) if families is None else set(families)
+        # collector_up of the scrape's other sources (the folder): one family, one TYPE.
+        self.others_up = dict(others_up or {})
         self.families = [name for name in queries.GAUGES if name in wanted]
         self.budget_seconds = budget_seconds
         # A shared value is used only while younger than the scraper's timeout (which
@@ -134,6 +137,8 @@ class DatabaseCollector:
         yield from gauges
         up_gauge = _gauge("metrics_collector_up")
         up_gauge.add_metric([self.name], up)
+        for name, value in self.others_up.items():
+            up_gauge.add_metric([name], value)
         yield up_gauge
         duration = _gauge("metrics_collector_duration_seconds")
         duration.add_metric([self.name], time.perf_counter() - start)

@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector
 from .. import budget, catalogue, instruments
 from ..catalogue import EVERYTHING, Visibility
 from ..conf import on_reset
-from . import conformance, encoder, folder, queries
+from . import conformance, encoder, folder, mmap_guard, queries
 from .collectors import BuildInfoCollector, DatabaseCollector
 
 __all__ = [
@@ -135,9 +135,14 @@ class _Visible:
 
 
 def _computed(
-    visibility: Visibility, scrape_timeout: float | None, deadline: budget.Deadline | None = None
+    visibility: Visibility,
+    scrape_timeout: float | None,
+    deadline: budget.Deadline | None = None,
+    up: dict[str, float] | None = None,
 ) -> list[Collector]:
-    """The collectors besides the folder: this process's, the database's, build info."""
+    """The collectors besides the folder: this process's, the database's, build info.
+    ``up``: ``collector_up`` of what was collected before (the folder), which the
+    database collector serves in the same family."""
     if instruments.multiprocess_dir():
         # The process that answers the scrape (other workers' process metrics are not
         # visible from here).
@@ -147,7 +152,9 @@ def _computed(
     # A family the caller may not see is never queried.
     gauges = [name for name in queries.GAUGES if visibility.allows_family(name)]
     seconds = deadline.remaining() if deadline else budget.database_budget(scrape_timeout)
-    database = DatabaseCollector(gauges, budget_seconds=seconds, scrape_timeout=scrape_timeout)
+    database = DatabaseCollector(
+        gauges, budget_seconds=seconds, scrape_timeout=scrape_timeout, others_up=up
+    )
     return [*sources, database, BuildInfoCollector()]
 
 
@@ -163,7 +170,8 @@ def build_registry(
     instruments.get_all()  # families with no sample yet still get HELP and TYPE lines
     path = instruments.multiprocess_dir()
     sources: list[Collector] = [_MergedFolder(path)] if path else []
-    sources += _computed(visibility, scrape_timeout)
+    up = {FOLDER: 0.0 if _folder_problem(path) else 1.0} if path else None
+    sources += _computed(visibility, scrape_timeout, up=up)
     # Collectors without describe() are always collected and filtered by name;
     # those with describe() are skipped when none of their names is wanted.
     registry = CollectorRegistry(support_collectors_without_names=True)
@@ -202,9 +210,12 @@ def render(
     parts: list[bytes] = []
     instruments.get_all()  # families with no sample yet still get HELP and TYPE lines
     path = instruments.multiprocess_dir()
+    up = None
     if path:
-        parts += _folder_chunks(path, fmt, allows, wanted)
-    for source in _computed(visibility, scrape_timeout, deadline):
+        chunks, read = _folder_chunks(path, fmt, allows, wanted)
+        parts += chunks
+        up = {FOLDER: 1.0 if read and not _folder_problem(path) else 0.0}
+    for source in _computed(visibility, scrape_timeout, deadline, up):
         parts.append(encoder.encode_metrics(fmt, _collect(source, allows, wanted)))
     if fmt.openmetrics:
         parts.append(encoder.EOF)
@@ -218,9 +229,10 @@ def render(
 
 def _folder_chunks(
     path: str, fmt: encoder.Format, allows: Callable[[str], bool] | None, wanted: frozenset[str]
-) -> list[bytes]:
+) -> tuple[list[bytes], bool]:
     """The folder's families, from the cached chunks of this process's reader (or from
-    prometheus_client's own collector, should the installed version merge differently)."""
+    prometheus_client's own collector, should the installed version merge differently),
+    and whether the folder could be read."""
     try:
         snapshot: folder.Snapshot | folder.FolderRead | None
         if conformance.verified():
@@ -236,7 +248,31 @@ def _folder_chunks(
         parts, seen, snapshot = [], set(), None
     extra = [*_unrecorded(seen), *_folder_gauges(snapshot)]
     parts.append(encoder.encode_metrics(fmt, _restrict(extra, allows, wanted)))
-    return parts
+    return parts, snapshot is not None
+
+
+FOLDER = "folder"  # collector_up{collector="folder"}: the multiprocess folder
+_told_problem: str | None = None
+
+
+def _folder_problem(path: str) -> str | None:
+    """Why the folder cannot take what processes record (full, read-only, ...), logged
+    when it changes rather than at every scrape; None when it can."""
+    global _told_problem
+    problem = mmap_guard.folder_problem(path)
+    if problem != _told_problem:
+        _told_problem = problem
+        if problem:
+            logger.error(
+                "tamma_metrics: the multiprocess folder %s cannot take new metrics (%s): "
+                "events may be lost; scrapes report collector_up{collector=%r} 0",
+                path,
+                problem,
+                FOLDER,
+            )
+        else:
+            logger.warning("tamma_metrics: the multiprocess folder %s takes metrics again", path)
+    return problem
 
 
 def _restrict(

@@ -18,6 +18,9 @@ each scrape, grow without end. Here:
 
 The archive is rewritten to a temporary file and renamed over the old one, and the
 worker's file is moved aside first, so an error half-way leaves the folder as it was.
+A full or read-only folder is such an error (``mmap_guard`` turns what would be a SIGBUS
+into an OSError): the master logs it, keeps the worker's files where they were, still
+counted, and tries again at the next worker exit.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ from dataclasses import dataclass, field
 
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.multiprocess import mark_process_dead
+
+from ..selfmetrics import DISK_ERRNOS
+from . import mmap_guard
 
 __all__ = [
     "ArchiveResult",
@@ -177,8 +183,15 @@ def _flock(fd: int, operation: int, deadline: float, path: str) -> None:
             delay = min(delay * 2, 0.01)
 
 
-def _open(path: str, name: str) -> int:
-    return os.open(os.path.join(path, name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+def _open(path: str, name: str, *, shared: bool = False) -> int:
+    target = os.path.join(path, name)
+    try:
+        return os.open(target, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        if not shared or exc.errno not in (errno.EROFS, errno.EACCES):
+            raise
+        # A read-only folder can still be read: flock needs no write access.
+        return os.open(target, os.O_RDONLY | os.O_CLOEXEC)
 
 
 @contextlib.contextmanager
@@ -191,9 +204,9 @@ def folder_lock(path: str, *, shared: bool, timeout: float) -> Iterator[None]:
     scrapes cannot starve it. The kernel drops both locks if their holder dies.
     """
     deadline = time.monotonic() + timeout
-    gate = _open(path, GATE_NAME)
+    gate = _open(path, GATE_NAME, shared=shared)
     try:
-        lock = _open(path, LOCK_NAME)
+        lock = _open(path, LOCK_NAME, shared=shared)
     except BaseException:
         os.close(gate)
         raise
@@ -286,6 +299,7 @@ def archive_process(
     files not yet folded are left as they were, still counted.
     """
     folder = check_folder(path or os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+    mmap_guard.install()  # the archive's writes: ENOSPC raised, not SIGBUS in the master
     result = ArchiveResult()
     if timeout is None:
         timeout = ARCHIVE_LOCK_TIMEOUT
@@ -319,8 +333,17 @@ def process_exited(pid: int, path: str | None = None, *, live: Iterable[int] = (
             continue
         try:
             archive_process(dead, path)
-        except Exception:
-            logger.exception("tamma_metrics: could not archive the files of process %s", dead)
+        except Exception as exc:
+            if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+                # No traceback: this repeats at every worker exit until there is room.
+                logger.error(
+                    "tamma_metrics: could not archive the files of process %s: %s; they "
+                    "stay in the folder, still counted, and are archived at a later exit",
+                    dead,
+                    exc,
+                )
+            else:
+                logger.exception("tamma_metrics: could not archive the files of process %s", dead)
             try:
                 # The live gauges at least: the process is gone.
                 mark_process_dead(dead, path or os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
