@@ -194,3 +194,100 @@ def test_a_full_tmpfs_is_enospc_not_sigbus(tmp_path):
         assert 0 < out["written"] < 2000
         assert sorted(os.listdir(folder)) == ["counter_9.db", "filler"]
         assert len(values_of(folder / "counter_9.db")) == 1 + out["written"]
+
+
+RECORD_ON_A_FULL_FOLDER = """
+import sys
+from pathlib import Path
+import django
+django.setup()
+from django.core.management import call_command
+from tamma_metrics import instruments, record
+from tests.utils import fill
+call_command("migrate", verbosity=0)
+instruments.get_all()
+event = dict(provider="p", request_type="chat", outcome="success", duration_seconds=1.5,
+             tokens={"input": 800, "output": 200})
+record.ai_request(model="before", **event)
+fill(Path(sys.argv[2]))
+for n in range(60):
+    record.ai_request(model=f"m{n}", **event)  # new series: some need the files to grow
+record.ai_request(model="before", **event)  # series it has: written whatever the disk
+print("survived")
+"""
+
+
+def test_recording_on_a_full_tmpfs_counts_every_lost_event_exactly(tmp_path):
+    from tamma_metrics.scrape.folder import read_folder
+
+    with tmpfs(tmp_path / "multiproc", "1m") as folder:
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+            "PROMETHEUS_MULTIPROC_DIR": str(folder),
+        }
+        done = run_python(
+            "-c", RECORD_ON_A_FULL_FOLDER, str(tmp_path / "db.sqlite3"), str(folder), env=env
+        )
+        assert done.stdout.strip() == "survived"
+        assert done.stderr.count("the multiprocess folder is full or read-only") == 1
+        samples: dict[tuple[str, str], float] = {}
+        for metric in read_folder(str(folder)).metrics:
+            for s in metric.samples:
+                model = s.labels.get("model") or s.labels.get("stage") or ""
+                if s.name.endswith(("_bucket", "_sum")) or not s.value:
+                    continue  # a histogram that could not grow may keep its first buckets at 0
+                samples[(s.name, model)] = samples.get((s.name, model), 0.0) + s.value
+    lost = samples.get(("tamma_metrics_errors_total", "disk"), 0.0)
+    recorded = [f"m{n}" for n in range(60) if ("tamma_ai_requests_total", f"m{n}") in samples]
+    print(f"\nfull tmpfs: {len(recorded)} of 60 new events recorded, {lost:.0f} counted as lost")
+    assert 0 < lost < 60
+    assert len(recorded) + lost == 60  # every event recorded or counted as lost, once
+    for model in [f"m{n}" for n in range(60)]:
+        whole = (
+            samples.get(("tamma_ai_requests_total", model)),
+            samples.get(("tamma_ai_tokens_total", model)),
+            samples.get(("tamma_ai_request_duration_seconds_count", model)),
+        )
+        assert whole == ((1.0, 1000.0, 1.0) if model in recorded else (None, None, None))
+    assert samples[("tamma_ai_requests_total", "before")] == 2.0
+
+
+@pytest.mark.django_db
+def test_the_scrape_serves_the_folder_and_says_when_it_cannot_take_metrics(
+    metrics, monkeypatch, caplog
+):
+    from tamma_metrics import record
+    from tamma_metrics.scrape import exposition
+
+    record.code_change(change_type="create", language="go", actor="system", file_type="go")
+    healthy = metrics()
+    assert healthy.value("tamma_metrics_collector_up", collector="folder") == 1
+    assert healthy.value("tamma_metrics_collector_up", collector="database") == 1
+    monkeypatch.setattr(mmap_guard, "folder_problem", lambda path: "full")
+    full = metrics()
+    assert full.value("tamma_metrics_collector_up", collector="folder") == 0
+    assert full.value("tamma_metrics_collector_up", collector="database") == 1
+    changes = "tamma_code_changes_total"
+    assert full.total(changes) == healthy.total(changes) > 0  # still served
+    metrics()
+    assert caplog.text.count("cannot take new metrics (full)") == 1  # when it changes
+    monkeypatch.undo()
+    assert metrics().value("tamma_metrics_collector_up", collector="folder") == 1
+    assert exposition._told_problem is None
+
+
+def test_a_read_only_folder_is_still_read(tmp_path):
+    from tamma_metrics.scrape.folder import read_folder
+
+    with tmpfs(tmp_path / "multiproc", "1m") as folder:
+        mmaped = MmapedDict(str(folder / "counter_5.db"))
+        mmaped.write_value(key(1), 42.0, 0.0)
+        mmaped.close()
+        before = read_folder(str(folder))  # also creates the lock files
+        run(["mount", "-o", "remount,ro", str(folder)])
+        after = read_folder(str(folder))
+        assert [m.samples for m in after.metrics] == [m.samples for m in before.metrics]
+        assert after.metrics[0].samples[0].value == 42.0
+        assert mmap_guard.folder_problem(str(folder)) == "read-only"

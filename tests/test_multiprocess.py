@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import threading
@@ -326,3 +327,77 @@ def test_a_broken_file_in_the_served_folder_does_not_break_the_scrape(metrics):
     changes = "tamma_code_changes_total"
     assert after.total(changes) == before.total(changes) > 0
     assert metrics().value("tamma_metrics_multiprocess_skipped_files") == 0
+
+
+def contents(folder: Path) -> dict[str, bytes]:
+    return {name: (folder / name).read_bytes() for name in sorted(names(folder))}
+
+
+def test_a_full_folder_leaves_the_archive_step_undone_and_the_folder_as_it_was(
+    tmp_path, monkeypatch, caplog
+):
+    worker_files(tmp_path, 801)
+    multiprocess.archive_process(801, str(tmp_path))
+    worker_files(tmp_path, 802, scale=10)
+    before, served = contents(tmp_path), samples(tmp_path)
+
+    def disk_full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    # The real write path (mmap_guard, MmapedDict), failing where a full disk fails.
+    monkeypatch.setattr(os, "posix_fallocate", disk_full)
+    with pytest.raises(OSError) as raised:
+        multiprocess.archive_process(802, str(tmp_path))
+    assert raised.value.errno == errno.ENOSPC
+    assert contents(tmp_path) == before  # no .tmp, no .merging, no byte changed
+    assert samples(tmp_path) == served
+
+    multiprocess._pending.clear()
+    multiprocess.process_exited(802, str(tmp_path))  # the master: logged, not raised
+    assert multiprocess._pending == {802}
+    assert contents(tmp_path) == before
+    assert "could not archive the files of process 802: [Errno 28]" in caplog.text
+    assert "Traceback" not in caplog.text
+    monkeypatch.undo()
+    multiprocess.process_exited(803, str(tmp_path))  # the next exit, with room again
+    assert multiprocess._pending == set()
+    assert names(tmp_path) == {"counter_archive.db", "histogram_archive.db"}
+    assert samples(tmp_path) == served
+
+
+ARCHIVE_ON_A_FULL_TMPFS = """
+import sys
+from pathlib import Path
+from tests.test_multiprocess import worker_files
+from tests.utils import fill
+from tamma_metrics.scrape import multiprocess
+folder = Path(sys.argv[1])
+for pid in range(901, 905):
+    worker_files(folder, pid, scale=pid)
+multiprocess.archive_process(901, str(folder))
+fill(folder)
+multiprocess.process_exited(902, str(folder))  # the archive needs room: rolled back
+multiprocess.process_exited(903, str(folder))
+print(sorted(multiprocess._pending))
+"""
+
+
+def test_the_archive_step_on_a_full_tmpfs_rolls_back_and_the_master_lives(tmp_path):
+    from tests.utils import ROOT, run_python, tmpfs
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with tmpfs(tmp_path / "multiproc", "512k") as folder:
+        for pid in range(901, 905):
+            worker_files(tmp_path, pid, scale=pid)  # what the folder must keep serving
+        multiprocess.archive_process(901, str(tmp_path))
+        expected = samples(tmp_path)
+        done = run_python("-c", ARCHIVE_ON_A_FULL_TMPFS, str(folder), env=env)
+        assert done.stdout.strip() == "[902, 903]"
+        assert done.stderr.count("could not archive the files of process") == 3  # 902 twice
+        left = sorted(names(folder))
+        assert left == sorted(
+            ["counter_archive.db", "histogram_archive.db", "filler"]
+            + [f"{kind}_{pid}.db" for kind in ("counter", "histogram") for pid in (902, 903, 904)]
+        )
+        os.remove(folder / "filler")
+        assert samples(folder) == expected

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 
 import pytest
 
@@ -306,3 +308,49 @@ def test_only_transitions_count_the_domain():
         if call.search(path.read_text())
     }
     assert callers == {"tamma_metrics/transitions.py"}
+
+
+def _folder_full(*args: object, **kwargs: object) -> None:
+    """What a new series raises when its multiprocess file cannot grow (mmap_guard)."""
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_full_folder_loses_whole_events_counts_each_and_logs_once(
+    metrics, monkeypatch, caplog, django_capture_on_commit_callbacks
+):
+    from tamma_metrics import selfmetrics
+    from tamma_metrics.models import Issue
+    from tests import factories
+
+    issue = factories.issue(status=Issue.Status.IN_PROGRESS, provider="disk-full")
+    before = metrics()
+    monkeypatch.setattr(selfmetrics, "_disk_told", False)
+    # Every series a miss looks up fails, as when the folder's file cannot grow; the
+    # first series of an event is found (cached), the second is new.
+    record.ai_request(**AI, outcome="success", duration_seconds=1.0, tokens={"input": 1})
+    monkeypatch.setattr(record, "_guarded_series", _folder_full)
+    for n in range(3):
+        record.ai_request(
+            **AI, outcome="success", duration_seconds=1.0, tokens={"input": 1, "output": n + 1}
+        )
+    record.code_change(change_type="create", language="go", actor="system", file_type="disk")
+    issue.status = Issue.Status.SUCCEEDED
+    with django_capture_on_commit_callbacks(execute=True):
+        issue.save()  # a model save: its counter is lost, the save is not
+    monkeypatch.undo()  # the scrape below records its own request
+    change = delta(metrics(), before)
+
+    assert change.value("tamma_metrics_errors_total", stage="disk") == 5
+    assert change.value("tamma_metrics_errors_total", stage="record") == 0
+    assert change.value("tamma_metrics_errors_total", stage="receiver") == 0
+    # Whole events or nothing: the first event's series were cached, so it counted in
+    # full; the three that needed a new series (the output tokens) wrote nothing at all.
+    assert change.value("tamma_ai_requests_total", **AI, outcome="success") == 1
+    assert change.total("tamma_ai_request_duration_seconds_count") == 1
+    assert change.total("tamma_ai_tokens_total") == 1
+    assert change.total("tamma_code_changes_total") == 0
+    assert change.total("tamma_issues_processed_total") == 0
+    assert Issue.objects.get(pk=issue.pk).status == Issue.Status.SUCCEEDED
+    assert caplog.text.count("the multiprocess folder is full or read-only") == 1
+    assert "Traceback" not in caplog.text
