@@ -68,8 +68,8 @@ BUILT_IN_PATTERNS: dict[str, str] = {
 _LONG_RUN = re.compile(r"[A-Za-z0-9+/_=-]{32,}")
 
 # -- shapes confirmed by a second look ----------------------------------------------------
-# Each candidate stands alone: no digit, dot or word character glued to either end, so a
-# part of a version ("1.2.3.4.5"), of a date or of a longer number is never a candidate.
+# Each candidate stands alone: no digit or dot glued to either end (nor a letter, for most),
+# so a part of a version ("1.2.3.4.5"), of a date or of a longer number is no candidate.
 _DIGITS = re.compile(r"\d")
 _DATE = re.compile(r"\d{1,2}([./-])\d{1,2}\1(?:19|20)\d{2}")
 _ISO_DATE = re.compile(r"(?:19|20)\d{2}-\d{2}-\d{2}")
