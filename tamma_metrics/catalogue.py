@@ -354,8 +354,10 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         "metrics_webhook_deliveries_total",
         Kind.COUNTER,
-        "Webhook deliveries by outcome: applied to rows, duplicate (a redelivery), ignored "
-        "(an event or object the app does not track) or rejected (bad signature or body).",
+        "Webhook deliveries by outcome: applied (a row changed), unchanged (the rows held it "
+        "already), stale (the rows hold a newer observation), conflict (it contradicts what "
+        "the rows hold; nothing written), duplicate (a redelivery), ignored (an event or "
+        "object the app does not track) or rejected (bad signature or body).",
         ("platform", "outcome"),
         source=Source.SELF,
     ),
@@ -505,7 +507,15 @@ VALUE_CAPS: dict[str, int] = {
 # the stages of metrics_errors_total (selfmetrics.count_error) and the webhook outcomes.
 # "disk": an event lost because the multiprocess folder is full or read-only.
 ERROR_STAGES: tuple[str, ...] = ("disk", "receiver", "record", "rejected")
-WEBHOOK_OUTCOMES: tuple[str, ...] = ("applied", "duplicate", "ignored", "rejected")
+WEBHOOK_OUTCOMES: tuple[str, ...] = (
+    "applied",
+    "unchanged",
+    "stale",
+    "conflict",
+    "duplicate",
+    "ignored",
+    "rejected",
+)
 # A family whose label differs from the label's general rule: a vocabulary or a cap.
 FAMILY_VOCABULARIES: dict[tuple[str, str], tuple[str, ...] | int] = {
     ("approval_wait_duration_seconds", "outcome"): ("approved", "rejected", "expired"),

@@ -212,9 +212,16 @@ def outcome_of(response) -> str:
         if answer == {"outcome": "duplicate"}:
             return "duplicate"
         assert set(answer) == {"outcome", "result"}, body
-        assert answer["outcome"] in ("applied", "ignored"), body
-        assert isinstance(answer["result"], str) and answer["result"], body
+        # "applied" only when a row changed; otherwise what the row's answer was.
+        expected = {"created": "applied", "updated": "applied"}.get(
+            answer["result"], answer["result"]
+        )
+        assert answer["outcome"] in ("applied", "unchanged", "stale"), body
+        assert answer["outcome"] == expected, body
         return answer["outcome"]
+    if response.status_code == 409:
+        assert answer["outcome"] == "conflict" and answer["errors"], body
+        return "conflict"
     if response.status_code == 202:
         assert set(answer) == {"outcome", "detail"}, body
         assert answer["outcome"] == "ignored", body

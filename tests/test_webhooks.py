@@ -90,7 +90,7 @@ def test_a_pull_requests_life_from_github_fills_its_timeline(tammas_pr, metrics)
     changes = "pull_request_review.submitted.changes_requested"
     assert deliver(changes, "pull_request_review", "d-2").status_code == 200
     approved = deliver("pull_request_review.submitted.approved", "pull_request_review", "d-3")
-    assert approved.json() == {"outcome": "applied", "result": "applied"}
+    assert approved.json() == {"outcome": "applied", "result": "updated"}
     merged = deliver("pull_request.closed.merged", "pull_request", "d-4")
     assert merged.json() == {"outcome": "applied", "result": "updated"}
 
@@ -146,7 +146,7 @@ def test_a_bots_review_counts_nothing_a_persons_does(tammas_pr, metrics):
     # octocat (a User) requests changes at 11:00 and approves at 13:00.
     name = "pull_request_review.submitted.changes_requested"
     changes = deliver(name, "pull_request_review", "d-4")
-    assert changes.json() == {"outcome": "applied", "result": "applied"}
+    assert changes.json() == {"outcome": "applied", "result": "updated"}
     row.refresh_from_db()
     assert (row.review_rounds, row.changes_requested, row.first_review_at, row.approved_at) == (
         1,
@@ -304,7 +304,7 @@ def test_a_signed_body_that_is_not_what_github_sends_names_the_field():
     ).isoformat()
     answer = deliver("", "deployment_status", "d-2", body=json.dumps(future).encode())
     assert answer.status_code == 400
-    assert set(answer.json()) == {"observed_at"}
+    assert set(answer.json()) == {"deployment_status.created_at"}
     assert not Deployment.objects.exists() and not WebhookDelivery.objects.exists()
 
 
@@ -410,7 +410,7 @@ def test_a_bots_approval_on_gitlab_counts_nothing_a_persons_does(gitlab_secret, 
     assert (row.review_rounds, row.first_review_at, row.approved_at) == (0, None, None)
 
     person = to_gitlab(payload, "g-4")
-    assert person.json() == {"outcome": "applied", "result": "applied"}
+    assert person.json() == {"outcome": "applied", "result": "updated"}
     row.refresh_from_db()
     assert (row.review_rounds, row.changes_requested, row.first_review_at, row.approved_at) == (
         1,

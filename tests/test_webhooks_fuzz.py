@@ -22,7 +22,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 FIXTURES = Path(__file__).parent / "fixtures"
 CASES = sorted(
     (path.parent.name, path.stem) for path in FIXTURES.glob("git*/*.json")
-)  # (platform, name)
+)  # (folder, name): github/, gitlab/ and the platforms' own examples in gitlab-docs/
 
 json_values = st.recursive(
     st.none()
@@ -108,9 +108,11 @@ def test_any_value_anywhere_is_answered_without_a_server_error(rows, platform, n
     path = data.draw(st.sampled_from(paths(document)), label="path")
     body = json.dumps(replaced(document, path, data.draw(json_values, label="value"))).encode()
     delivery = uuid.uuid4().hex
-    answer = post(platform, name, body, delivery)
-    assert answer.status_code in (200, 202, 400), answer.content
+    answer = post(platform.split("-")[0], name, body, delivery)
+    assert answer.status_code in (200, 202, 400, 409), answer.content
     if answer.status_code == 400:
         errors = answer.json()
         assert len(errors) == 1 and all(isinstance(v, list) for v in errors.values()), errors
+    if answer.status_code in (400, 409):
+        # Nothing written, and the delivery id not kept: a retry is considered again.
         assert not WebhookDelivery.objects.filter(delivery_id=delivery).exists()

@@ -5,8 +5,10 @@ sha256=<HMAC-SHA256>``); the HMAC is computed over the bytes received, never ove
 re-serialised body, and compared in constant time. ``pull_request`` updates a pull
 request the app already holds (Tamma's, written through the state API; others are
 ignored: nothing in them says which issue they belong to), ``pull_request_review`` its
-timeline (a person's review; a bot's is ignored), ``deployment_status`` a deployment,
-``issues`` with the incident label an incident.
+timeline (a person's review of someone else's pull request; a bot's or the author's is
+ignored), ``deployment_status`` a deployment, ``issues`` with the incident label an
+incident. GitHub's webhooks never say how a pull request was merged (squash, rebase or a
+merge commit), so its merge strategy stays ``unknown``.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from ..models import PullRequest
+from ..models import Deployment, PullRequest
 from ..state import reviews
 from .schema import WEBHOOK_REQUEST, WEBHOOK_RESPONSES
 from .webhooks import (
+    BadPayload,
     Ignored,
     Secret,
     WebhookView,
@@ -55,7 +58,7 @@ def _pull_request(payload: dict[str, Any]) -> str:
     )
     if row is None:
         raise Ignored("a pull request the app does not hold")
-    merged = bool(pr.get("merged"))
+    merged = pr.get("merged") is True
     status_ = "merged" if merged else "closed" if field(pr, "state") == "closed" else "open"
     observed = field(pr, "updated_at")
     item: dict[str, Any] = {
@@ -80,7 +83,23 @@ def _pull_request(payload: dict[str, Any]) -> str:
         item["closed_at"] = field(pr, "closed_at")
     if payload.get("action") == "ready_for_review":
         item["ready_at"] = observed
-    return apply_item("pull-requests", item)
+    return apply_item("pull-requests", item, _PR_PATHS)
+
+
+_PR_PATHS = {
+    name: f"pull_request.{theirs}"
+    for name, theirs in (
+        ("number", "number"),
+        ("created_at", "created_at"),
+        ("merged_at", "merged_at"),
+        ("closed_at", "closed_at"),
+        ("observed_at", "updated_at"),
+        ("ready_at", "updated_at"),
+        ("additions", "additions"),
+        ("deletions", "deletions"),
+        ("files_changed", "changed_files"),
+    )
+}
 
 
 def _by_bot(payload: dict[str, Any]) -> bool:
@@ -93,20 +112,52 @@ def _by_bot(payload: dict[str, Any]) -> bool:
     return isinstance(author, dict) and author.get("type") == "Bot"
 
 
+def _by_author(payload: dict[str, Any]) -> bool:
+    """Whether the review's author opened the pull request (a reply in their own thread)."""
+    author, opener = payload["review"].get("user"), payload["pull_request"].get("user")
+    if not isinstance(author, dict) or not isinstance(opener, dict):
+        return False
+    for key in ("id", "login"):
+        if author.get(key) is not None and author.get(key) == opener.get(key):
+            return True
+    return False
+
+
+# GitHub's review states (lower case in webhooks); dismissed changes nothing.
+_VERDICTS = {
+    "approved": reviews.APPROVED,
+    "changes_requested": reviews.CHANGES_REQUESTED,
+    "commented": reviews.COMMENTED,
+}
+
+
 def _review(payload: dict[str, Any]) -> str:
     if payload.get("action") != "submitted":
         raise Ignored("a review that was not submitted")
-    verdict = str(field(payload, "review.state")).lower()
+    field(payload, "pull_request", dict)
+    state_ = field(payload, "review.state", str).lower()
+    verdict = _VERDICTS.get(state_)
+    if verdict is None:
+        raise Ignored(f"a review in state {state_[:40]!r}")
+    # Not a person's review of someone else's change: no round, no first review, no
+    # approval (docs/webhooks.md).
     if _by_bot(payload):
-        # Not a person's review: no round, no first review, no approval (docs/webhooks.md).
         raise Ignored("a review by a bot")
-    return reviews.review_submitted(
-        PLATFORM,
-        field(payload, "repository.full_name", str),
-        field(payload, "pull_request.number", int),
-        moment(payload, "review.submitted_at"),
-        verdict,
-    )
+    if _by_author(payload):
+        raise Ignored("a review by the pull request's author")
+    try:
+        return reviews.review_submitted(
+            PLATFORM,
+            field(payload, "repository.full_name", str),
+            field(payload, "pull_request.number", int),
+            moment(payload, "review.submitted_at"),
+            verdict,
+            str(field(payload, "review.id", int)),
+        )
+    except reviews.Skipped as skipped:
+        raise Ignored(str(skipped)) from None
+    except reviews.Backwards as backwards:
+        raise BadPayload("review.submitted_at", f"review.submitted_at: {backwards}") from None
 
 
 # GitHub's deployment states; inactive (an older deployment superseded) changes nothing.
@@ -130,16 +181,30 @@ def _deployment_status(payload: dict[str, Any]) -> str:
     item = {
         "platform": PLATFORM,
         "repository": field(payload, "repository.full_name"),
-        "external_id": str(field(deployment, "id")),
+        "external_id": str(field(deployment, "id", int)),
         "environment": field(deployment, "environment"),
         "status": ours,
-        "commit_sha": str(deployment.get("sha") or ""),
         "started_at": field(deployment, "created_at"),
         "observed_at": at,
     }
+    if isinstance(deployment.get("sha"), str):
+        item["commit_sha"] = deployment["sha"]
+    # GitHub marks an environment as production (production_environment); otherwise the
+    # name decides (PRODUCTION_ENVIRONMENTS).
+    if deployment.get("production_environment") is True:
+        item["tier"] = Deployment.Tier.PRODUCTION
     if ours in ("succeeded", "failed"):
         item["finished_at"] = at
-    return apply_item("deployments", item)
+    return apply_item("deployments", item, _DEPLOYMENT_PATHS)
+
+
+_DEPLOYMENT_PATHS = {
+    "environment": "deployment.environment",
+    "commit_sha": "deployment.sha",
+    "started_at": "deployment.created_at",
+    "finished_at": "deployment_status.created_at",
+    "observed_at": "deployment_status.created_at",
+}
 
 
 def _issue(payload: dict[str, Any]) -> str:
@@ -149,7 +214,7 @@ def _issue(payload: dict[str, Any]) -> str:
     item = {
         "platform": PLATFORM,
         "repository": field(payload, "repository.full_name"),
-        "external_id": str(field(issue, "number")),
+        "external_id": str(field(issue, "number", int)),
         "severity": severity,
         "status": "resolved" if closed else "open",
         "opened_at": field(issue, "created_at"),
@@ -157,7 +222,15 @@ def _issue(payload: dict[str, Any]) -> str:
     }
     if closed:
         item["resolved_at"] = field(issue, "closed_at")
-    return apply_item("incidents", item)
+    return apply_item(
+        "incidents",
+        item,
+        {
+            "opened_at": "issue.created_at",
+            "resolved_at": "issue.closed_at",
+            "observed_at": "issue.updated_at",
+        },
+    )
 
 
 HANDLERS: dict[str, Callable[[dict[str, Any]], str]] = {

@@ -447,11 +447,20 @@ class HealthSerializer(serializers.Serializer):
 
 
 class WebhookResultSerializer(serializers.Serializer):
-    outcome = serializers.ChoiceField(("applied", "ignored", "duplicate"))
+    outcome = serializers.ChoiceField(("applied", "unchanged", "stale", "duplicate"))
     result = serializers.CharField(
         required=False,
         help_text="The row's answer, as the state API gives it (not for a duplicate).",
     )
+
+
+class WebhookConflictSerializer(serializers.Serializer):
+    outcome = serializers.ChoiceField(("conflict",))
+    # DRF's metaclass moves declared fields out of the class (as in ItemResult).
+    errors = serializers.DictField(  # type: ignore[assignment]
+        help_text="Field -> why it cannot be written."
+    )
+    current = serializers.DictField(required=False, help_text="What the row holds.")
 
 
 class WebhookIgnoredSerializer(serializers.Serializer):
@@ -462,16 +471,25 @@ class WebhookIgnoredSerializer(serializers.Serializer):
 WEBHOOK_REQUEST = {"application/json": OpenApiTypes.OBJECT}
 WEBHOOK_RESPONSES = {
     200: OpenApiResponse(
-        WebhookResultSerializer, "Applied to the rows, or a redelivery (a duplicate)."
+        WebhookResultSerializer,
+        "Applied to the rows, already held (unchanged), older than what the rows hold "
+        "(stale), or a redelivery (duplicate).",
     ),
     202: OpenApiResponse(WebhookIgnoredSerializer, "An event or object the app does not track."),
+    409: OpenApiResponse(
+        WebhookConflictSerializer,
+        "It contradicts what the rows hold (a final status, a counted field); nothing "
+        "written, the delivery id not kept.",
+    ),
     400: OpenApiResponse(
         PolymorphicProxySerializer(
             component_name="WebhookRejection",
             serializers=[ErrorSerializer, FieldErrorsSerializer],
             resource_type_field_name=None,
         ),
-        "The body is not a JSON object, or a field or the delivery id is missing or wrong.",
+        "The body is not a JSON object (or nests too deep, holds NaN, a number too large or "
+        "a lone surrogate), or a field or the delivery id is missing or wrong (a time that "
+        "does not exist or contradicts the row's included).",
     ),
     **refusals(
         401,

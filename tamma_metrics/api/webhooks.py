@@ -5,13 +5,15 @@ deliveries are authenticated, named and mapped to items.
 The platform's check is the authentication, made before the body is parsed. A delivery id
 is recorded in the transaction that applies the delivery, so a redelivery changes and
 counts nothing. An event or object the app does not track is acknowledged (202) and
-ignored. Every outcome is counted in ``tamma_metrics_webhook_deliveries_total``.
+ignored. A delivery is answered with what it did to the rows (applied, unchanged, stale),
+never "applied" when nothing was written; one that contradicts the rows is a conflict
+(409), its id not kept. Every outcome is counted in
+``tamma_metrics_webhook_deliveries_total``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,8 +22,8 @@ from typing import Any, ClassVar
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
-from rest_framework import status
+from rest_framework import serializers, status
+from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -31,10 +33,11 @@ from .. import selfmetrics, state
 from ..conf import app_settings
 from ..models import WebhookDelivery, WebhookSecret
 from . import bodies
-from .state import SERIALIZERS
+from .state import SERIALIZERS, ObservedTime
 
 __all__ = [
     "BadPayload",
+    "Conflict",
     "Ignored",
     "Secret",
     "WebhookView",
@@ -42,6 +45,7 @@ __all__ = [
     "field",
     "incident_severity",
     "label_names",
+    "label_severity",
     "moment",
     "secrets_of",
 ]
@@ -64,12 +68,25 @@ class Ignored(Exception):
 
 
 class BadPayload(Exception):
-    """An authentic delivery whose body is not what the platform sends (400 naming the
-    field)."""
+    """An authentic delivery whose body is not what the platform sends, or whose times
+    contradict each other or the row's (400 naming the field)."""
 
     def __init__(self, name: str, message: str) -> None:
         super().__init__(message)
         self.field = name
+
+
+class Conflict(Exception):
+    """A delivery that contradicts what the rows hold and counted (409): nothing written."""
+
+    def __init__(self, errors: dict[str, list[str]], current: dict[str, Any] | None) -> None:
+        super().__init__("conflict")
+        self.errors = errors
+        self.current = current
+
+
+# The row's answer -> the delivery's outcome: "applied" only when a row changed.
+_OUTCOMES = {"created": "applied", "updated": "applied", "unchanged": "unchanged", "stale": "stale"}
 
 
 MAX_NUMBER = 2**31 - 1  # the database's integer columns
@@ -103,34 +120,59 @@ def label_names(labels: Any, key: str) -> list[str]:
 
 
 def incident_severity(names: list[str]) -> str:
-    """The severity of an issue labelled as an incident (a ``severity:<level>`` label, or
-    high); Ignored for an issue without WEBHOOK_INCIDENT_LABEL."""
+    """The severity of an issue labelled as an incident (label_severity); Ignored for an
+    issue without WEBHOOK_INCIDENT_LABEL."""
     if app_settings.WEBHOOK_INCIDENT_LABEL not in names:
         raise Ignored("an issue without the incident label")
+    return label_severity(names)
+
+
+def label_severity(names: list[str]) -> str:
+    """The level of a ``severity:<level>`` label, or high."""
     return next((name.split(":", 1)[1] for name in names if name.startswith("severity:")), "high")
 
 
 def moment(payload: Any, path: str) -> Any:
-    """A time field, ISO 8601 or GitLab's ``2026-12-04 10:00:00 UTC``, as an aware datetime."""
+    """A time field, ISO 8601 or GitLab's ``2026-12-04 10:00:00 UTC``, as an aware datetime
+    within the state API's bounds (from 2000, not ahead of the clock past the skew); a
+    date that does not exist (2026-02-30) is a BadPayload naming it, like any other."""
     value = field(payload, path)
-    parsed = None
-    if isinstance(value, str):
-        text = value.strip()
-        if text.endswith(" UTC"):
-            text = text[: -len(" UTC")].replace(" ", "T") + "+00:00"
-        parsed = parse_datetime(text)
-    if parsed is None or timezone.is_naive(parsed):
-        raise BadPayload(path, f"{path} is not a time with a zone.")
-    return parsed
+    text = value.strip() if isinstance(value, str) else value
+    if isinstance(text, str) and text.endswith(" UTC"):
+        text = text[: -len(" UTC")].replace(" ", "T") + "+00:00"
+    try:
+        return ObservedTime().run_validation(text)
+    except serializers.ValidationError as invalid:
+        raise BadPayload(path, f"{path}: {_first(invalid.detail)}") from None
 
 
-def apply_item(kind: str, item: dict[str, Any]) -> str:
-    """Validate ``item`` as the state API does and write it; the row's answer."""
+def _first(detail: Any) -> str:
+    while isinstance(detail, list | dict):
+        detail = next(iter(detail.values() if isinstance(detail, dict) else detail), "")
+    return str(detail)
+
+
+def apply_item(kind: str, item: dict[str, Any], paths: dict[str, str] | None = None) -> str:
+    """Validate ``item`` as the state API does and write it; the row's answer (created,
+    updated, unchanged or stale). BadPayload for an item the state API would reject (its
+    field named by ``paths``, the item's field -> the payload's, where one is given),
+    Conflict for one it answers conflict, Ignored when a row it names does not exist."""
+    paths = paths or {}
     serializer = SERIALIZERS[kind](data=item)
     if not serializer.is_valid():
         name, errors = next(iter(serializer.errors.items()))
-        raise BadPayload(name, f"{name}: {errors[0] if isinstance(errors, list) else errors}")
-    return state.apply(kind, [dict(serializer.validated_data)])[0].status
+        shown = paths.get(name, name)
+        raise BadPayload(shown, f"{shown}: {_first(errors)}")
+    outcome = state.apply(kind, [dict(serializer.validated_data)])[0]
+    if outcome.status == "rejected" and outcome.errors:
+        name, errors = next(iter(outcome.errors.items()))
+        shown = paths.get(name, name)
+        raise BadPayload(shown, f"{shown}: {_first(errors)}")
+    if outcome.status == "conflict":
+        raise Conflict(outcome.errors or {}, outcome.current)
+    if outcome.status == "not_found":
+        raise Ignored(f"a {kind} item naming a row the app does not hold")
+    return outcome.status
 
 
 def _prune() -> None:
@@ -198,9 +240,10 @@ class WebhookView(bodies.DatabaseAwareView):
             return refused
         delivery = self._delivery(request)
         try:
-            payload = json.loads(request.body)
-        except ValueError:
-            return self._answer(400, "rejected", {"detail": "The body is not JSON."})
+            # The same limits as the state API's bodies: depth, NaN, size of numbers, Unicode.
+            payload = bodies.strict_json(request.body)
+        except ParseError as bad:
+            return self._answer(400, "rejected", {"detail": str(bad.detail)})
         if not isinstance(payload, dict):
             return self._answer(400, "rejected", {"detail": "The body is not a JSON object."})
         event = self.event_of(request, payload)
@@ -218,7 +261,7 @@ class WebhookView(bodies.DatabaseAwareView):
                 if handler is None:
                     raise Ignored(f"the event {event!r}")
                 result = handler(payload)
-                record.outcome = "ignored" if result == "ignored" else "applied"
+                record.outcome = _OUTCOMES.get(result, "applied")
                 record.save(update_fields=["outcome"])
         except Ignored as why:
             self._remember(delivery, event)
@@ -226,6 +269,13 @@ class WebhookView(bodies.DatabaseAwareView):
             return self._answer(202, "ignored", detail)
         except BadPayload as bad:
             return self._answer(400, "rejected", {bad.field: [str(bad)]})
+        except Conflict as conflict:
+            # Its id is not kept: once the rows change (a newer observation), the same
+            # delivery may apply.
+            body = {"outcome": "conflict", "errors": conflict.errors}
+            if conflict.current:
+                body["current"] = conflict.current
+            return self._answer(409, "conflict", body)
         return self._answer(200, record.outcome, {"outcome": record.outcome, "result": result})
 
     def _delivery(self, request: Request) -> str:

@@ -22,11 +22,7 @@ __all__ = ["stamp_shipped"]
 def stamp_shipped(row: Deployment) -> int:
     """Stamp and count the pull requests ``row`` shipped to production for the first
     time; how many. Nothing unless ``row`` is a deployed production deployment."""
-    if (
-        not row.is_production
-        or row.status not in Deployment.DEPLOYED
-        or row.finished_at is None
-    ):
+    if not row.is_production or row.status not in Deployment.DEPLOYED or row.finished_at is None:
         return 0
     pending = list(
         PullRequest.objects.filter(deployments=row, deployed_at__isnull=True)

@@ -400,8 +400,8 @@ def _update(
     changes = {name: v for name, v in merged.items() if getattr(row, name) != v}
     if order == OLDER:
         # Only facts merge from an older observation; what the row's counters used stays.
-        frozen = kind.frozen(row, set(changes))
-        changes = {name: v for name, v in changes.items() if name not in frozen}
+        counted = kind.frozen(row, set(changes))
+        changes = {name: v for name, v in changes.items() if name not in counted}
     if not changes:
         added = _add_related(row, link)
         if order == OLDER:
