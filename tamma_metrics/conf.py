@@ -76,7 +76,8 @@ DEFAULTS: dict[str, Any] = {
     "INGEST_MAX_BATCH": 1000,
     "INGEST_MAX_BODY_BYTES": 1_048_576,
     "INGEST_DEDUP_SECONDS": 86_400,
-    # The longest duration one event may report (API and record alike): 30 days.
+    # The longest duration one event may report (API and record alike): 30 days. Spans
+    # between a row's times (an approval's wait, a recovery) are not bounded by it.
     "INGEST_MAX_DURATION_SECONDS": 2_592_000,
     # The most one event may report, per kind of number; more is refused (400 from the
     # API, a logged rejection counted in metrics_errors_total{stage="rejected"} from
@@ -207,13 +208,21 @@ def worker_processes() -> int:
 
 _max_values: dict[str, float] = {}  # read on every recorded number: built once
 
+# The longest span between two times of Tamma's work (an issue's cycle, an approval's wait,
+# a recovery): rows' times lie between 2000 and now, so a real one is never longer; the
+# histograms count what lies above their top bucket in +Inf, never reject it.
+SPAN_MAX_SECONDS = 100 * 366 * 86_400.0
+
 
 def max_event_value(kind: str) -> float:
     """The largest number one event may report for ``kind`` (a key of MAX_EVENT_VALUES,
-    or "duration_seconds")."""
+    "duration_seconds" for an ingested event's duration, or "span_seconds" for a span
+    between two times of a row)."""
     found = _max_values.get(kind)
     if found is None:
-        if kind == "duration_seconds":
+        if kind == "span_seconds":
+            found = SPAN_MAX_SECONDS
+        elif kind == "duration_seconds":
             found = float(app_settings.INGEST_MAX_DURATION_SECONDS)
         else:
             limits = {**DEFAULTS["MAX_EVENT_VALUES"], **(app_settings.MAX_EVENT_VALUES or {})}

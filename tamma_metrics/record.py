@@ -322,7 +322,7 @@ def issue_processed(
     duration_seconds: float | None = None,
 ) -> None:
     """An issue reached a terminal status; the duration is started -> completed."""
-    duration = None if duration_seconds is None else _bounded(duration_seconds, "duration_seconds")
+    duration = None if duration_seconds is None else _bounded(duration_seconds, "span_seconds")
     count = _row_child("issues_processed_total", (provider, platform, issue_type, outcome))
     timing = None
     if duration is not None:
@@ -356,7 +356,7 @@ def escalation(*, escalation_type: str, severity: str, component: str, reason: s
 def approval_decided(*, approval_type: str, outcome: str, wait_seconds: float) -> None:
     """An approval request was decided (approved, rejected or expired)."""
     _row_child("approval_wait_duration_seconds", (approval_type, outcome)).observe(
-        _bounded(wait_seconds, "wait_seconds", "duration_seconds")
+        _bounded(wait_seconds, "wait_seconds", "span_seconds")
     )
 
 
@@ -370,7 +370,7 @@ def deployment_finished(*, platform: str, environment: str, outcome: str) -> Non
 def pr_stage(*, platform: str, stage: str, seconds: float) -> None:
     """A pull request left a stage (coding, pickup, review, merge, deploy)."""
     _row_child("pr_stage_duration_seconds", (platform, stage)).observe(
-        _bounded(seconds, "seconds", "duration_seconds")
+        _bounded(seconds, "seconds", "span_seconds")
     )
 
 
@@ -378,7 +378,7 @@ def pr_stage(*, platform: str, stage: str, seconds: float) -> None:
 def change_deployed(*, platform: str, lead_time_seconds: float) -> None:
     """A change reached production for the first time, this long after its first commit."""
     _row_child("change_lead_time_seconds", (platform,)).observe(
-        _bounded(lead_time_seconds, "lead_time_seconds", "duration_seconds")
+        _bounded(lead_time_seconds, "lead_time_seconds", "span_seconds")
     )
 
 
@@ -392,7 +392,7 @@ def incident_opened(*, severity: str) -> None:
 def incident_resolved(*, platform: str, severity: str, recovery_seconds: float) -> None:
     """An incident was resolved, ``recovery_seconds`` after it opened."""
     _row_child("failed_deployment_recovery_seconds", (platform, severity)).observe(
-        _bounded(recovery_seconds, "recovery_seconds", "duration_seconds")
+        _bounded(recovery_seconds, "recovery_seconds", "span_seconds")
     )
 
 

@@ -3,6 +3,7 @@ them all. What an item does to the rows is decided in ``tamma_metrics.state``.""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -340,10 +341,21 @@ def _http_status(results: list[dict[str, Any]], single: bool) -> int:
 
 
 def _key(kind: str, raw: Any) -> dict[str, Any] | None:
+    """The item's natural key as sent, to say which item an answer is about; only the
+    values an answer can carry as they are (a NaN, an infinity, an integer past 2**53, a
+    nested value is left out: the item is rejected naming the field anyway)."""
     if not isinstance(raw, dict):
         return None
     names = state.KINDS[kind].key
-    return {name: raw[name] for name in names if name in raw} or None
+    return {name: raw[name] for name in names if name in raw and _echoable(raw[name])} or None
+
+
+def _echoable(value: Any) -> bool:
+    if isinstance(value, bool | str):
+        return True
+    if isinstance(value, int):
+        return abs(value) <= 2**53
+    return isinstance(value, float) and math.isfinite(value)
 
 
 DESCRIPTIONS = {

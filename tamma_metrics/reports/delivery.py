@@ -73,7 +73,7 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.functions import Cast, Coalesce, Greatest, Least
+from django.db.models.functions import Cast, Coalesce, Least
 from django.utils import timezone
 
 from ..models import Approval, Deployment, Escalation, Incident, Issue, PullRequest
@@ -385,7 +385,7 @@ def _waiting(start: datetime, end: datetime) -> dict[str, Any]:
         rows = (
             model.objects.filter(issue=OuterRef("pk"), **where)
             .annotate(finish=finish)
-            .annotate(span=Greatest(seconds_between(begin, "finish"), Value(0.0)))
+            .annotate(span=seconds_between(begin, "finish"))
             .order_by()
             .values("issue")
             .annotate(total=Sum("span"))
@@ -399,7 +399,7 @@ def _waiting(start: datetime, end: datetime) -> dict[str, Any]:
         completed_at__lt=end,
         started_at__isnull=False,
     ).annotate(
-        cycle=Greatest(seconds_between("started_at", "completed_at"), Value(0.0)),
+        cycle=seconds_between("started_at", "completed_at"),
         approval_wait=summed(Approval, "requested_at", F("decided_at"), decided_at__isnull=False),
         review_wait=summed(
             PullRequest,

@@ -11,7 +11,7 @@ from typing import Any
 from django.db import connection
 from django.db.models import Case, Expression, FloatField, Func, QuerySet, Value, When
 from django.db.models.expressions import Combinable
-from django.db.models.functions import Floor
+from django.db.models.functions import Floor, Greatest
 from django.db.models.lookups import GreaterThanOrEqual
 from django.utils import timezone
 
@@ -90,8 +90,12 @@ def day_index(field: str, start: datetime, zone_offsets: Offsets) -> Expression:
 
 
 def seconds_between(start: str, end: str) -> Expression:
-    """``end - start`` in seconds, as a float expression."""
-    return Epoch(end) - Epoch(start)
+    """``end - start`` in seconds, as a float expression; 0 when ``end`` comes first.
+
+    One rule with the counters (``transitions``): a span that runs backwards is counted
+    as 0 by both, so the pages and ``/metrics`` agree. Such spans come only from rows
+    written around the state API's checks (the ORM, the admin, older rows)."""
+    return Greatest(Epoch(end) - Epoch(start), Value(0.0))
 
 
 def percentiles(

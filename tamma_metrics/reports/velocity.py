@@ -234,7 +234,13 @@ def velocity(filters: Filters, now: datetime | None = None) -> dict[str, Any]:
     severities = list(catalogue.VOCABULARIES["severity"])
     escalations = sorted(
         ({"severity": s, "reason": r, "count": n} for s, r, n in escalation_rows),
-        key=lambda row: (-severities.index(row["severity"]), -row["count"], row["reason"]),
+        # A value outside the vocabulary (stored as other, or written by other means)
+        # sorts after the known ones instead of failing the report.
+        key=lambda row: (
+            -(severities.index(row["severity"]) if row["severity"] in severities else -1),
+            -row["count"],
+            row["reason"],
+        ),
     )
 
     # Providers compared (their counts above, 1 query for the cycle times).
