@@ -98,7 +98,7 @@ def _approval(payload: dict[str, Any], attributes: dict[str, Any], repository: s
     approver = user.get("id") if isinstance(user, dict) else None
     if not isinstance(approver, int) or isinstance(approver, bool):
         raise BadPayload("user.id", "user.id must be an integer.")
-    at = moment(attributes, "updated_at")
+    at = moment(payload, "object_attributes.updated_at")
     try:
         # GitLab gives an approval no id of its own: the approver and the time name it, so
         # "approval" and "approved" for one click, or a redelivery, count once.
@@ -135,7 +135,7 @@ def _merge_request(payload: dict[str, Any]) -> str:
         return _approval(payload, attributes, repository)
     if action in _UNAPPROVALS:
         raise Ignored("an approval taken back (the review happened; docs/webhooks.md)")
-    observed = _iso(attributes, "updated_at")
+    observed = _iso(payload, "object_attributes.updated_at")
     gitlab_state = field(attributes, "state", str)
     status_ = _MR_STATUS.get(gitlab_state)
     if status_ is None:
@@ -146,21 +146,19 @@ def _merge_request(payload: dict[str, Any]) -> str:
         "number": number,
         "issue_external_id": row.issue.external_id,
         "status": status_,
-        "created_at": _iso(attributes, "created_at"),
+        "created_at": _iso(payload, "object_attributes.created_at"),
         "observed_at": observed,
     }
     if status_ == "merged":
-        item["merged_at"] = _iso(
-            attributes, "merged_at" if "merged_at" in attributes else "updated_at"
-        )
+        merged = "merged_at" if "merged_at" in attributes else "updated_at"
+        item["merged_at"] = _iso(payload, f"object_attributes.{merged}")
         # GitLab's payload says whether it was squashed, not whether the rest was a merge
         # commit or a fast-forward: anything else stays unknown.
         if attributes.get("squash") is True:
             item["merge_strategy"] = "squash"
     elif status_ == "closed":
-        item["closed_at"] = _iso(
-            attributes, "closed_at" if attributes.get("closed_at") else "updated_at"
-        )
+        closed = "closed_at" if attributes.get("closed_at") else "updated_at"
+        item["closed_at"] = _iso(payload, f"object_attributes.{closed}")
     changes = payload.get("changes")
     draft = changes.get("draft") if isinstance(changes, dict) else None
     if isinstance(draft, dict) and draft.get("previous") is True and draft.get("current") is False:
@@ -249,11 +247,11 @@ def _issue(payload: dict[str, Any]) -> str:
         "external_id": str(field(attributes, "iid", int)),
         "severity": _severity(attributes, names),
         "status": "resolved" if closed else "open",
-        "opened_at": _iso(attributes, "created_at"),
-        "observed_at": _iso(attributes, "updated_at"),
+        "opened_at": _iso(payload, "object_attributes.created_at"),
+        "observed_at": _iso(payload, "object_attributes.updated_at"),
     }
     if closed:
-        item["resolved_at"] = _iso(attributes, "closed_at")
+        item["resolved_at"] = _iso(payload, "object_attributes.closed_at")
     return apply_item("incidents", item)
 
 

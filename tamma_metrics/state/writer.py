@@ -338,7 +338,9 @@ def _order(kind: Kind, row: Model, columns: dict[str, Any], observed: datetime) 
     return NEWER if new > old else SAME if new == old else OLDER
 
 
-def _merged(kind: Kind, row: Model, columns: dict[str, Any], order: str) -> dict[str, Any]:
+def _merged(
+    kind: Kind, row: Model, columns: dict[str, Any], order: str, same_second: bool
+) -> dict[str, Any]:
     """The item's values as they merge into the row (docs/state.md, "Ordering"): facts by
     their rule whatever the order; anything else only from a newer observation, or at the
     same second when it agrees (a difference is left for the caller to refuse)."""
@@ -357,10 +359,12 @@ def _merged(kind: Kind, row: Model, columns: dict[str, Any], order: str) -> dict
                 merged[name] = value
         elif value in _EMPTY:
             continue  # FILL and SIZE: an item that does not know the fact adds nothing
+        elif rule == kinds.SIZE and same_second and held not in _EMPTY:
+            merged[name] = max(value, held)  # the size as of that second, in any order
         elif held in _EMPTY or order == NEWER:
             merged[name] = value
         elif order == SAME:
-            merged[name] = max(value, held) if rule == kinds.SIZE else value
+            merged[name] = value  # a FILL fact that differs: refused by the caller
     return merged
 
 
@@ -396,7 +400,7 @@ def _update(
     order = _order(kind, row, columns, observed)
     if order != OLDER:
         _stamp(kind, columns, row, observed)
-    merged = _merged(kind, row, columns, order)
+    merged = _merged(kind, row, columns, order, same_second=observed == held)
     changes = {name: v for name, v in merged.items() if getattr(row, name) != v}
     if order == OLDER:
         # Only facts merge from an older observation; what the row's counters used stays.
