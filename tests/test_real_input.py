@@ -197,6 +197,54 @@ def test_a_same_second_burst_converges_in_every_order(tamma, metrics, order, bat
     assert change.total("tamma_prs_merged_total") == 0
 
 
+OCTOKIT_SECOND = "2019-05-15T15:21:18Z"
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_octokits_burst_in_any_order_counts_each_delivery_once(metrics, data):
+    """Every octokit pull_request example of one second, in any order (hypothesis), on a
+    pull request of its own: the same row, and each delivery counted once by its outcome."""
+    burst = [
+        example
+        for example in github_examples("pull_request")
+        if example["pull_request"]["updated_at"] == OCTOKIT_SECOND
+    ]
+    listed = data.draw(st.permutations(burst), label="order")
+    number = PullRequest.objects.count() + 1000
+    pr = burst[0]["pull_request"]
+    held_pr("github", burst[0]["repository"]["full_name"], number, at(pr["created_at"]))
+    before = metrics()
+    outcomes: dict[str, int] = {}
+    for example in listed:
+        payload = copy.deepcopy(example)
+        payload["pull_request"]["number"] = number
+        outcome = github("pull_request", payload).json()["outcome"]
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    row = PullRequest.objects.get(number=number)
+    second = at(OCTOKIT_SECOND)
+    assert (row.status, row.ready_at, row.closed_at, row.observed_at) == (
+        "closed",
+        second,
+        second,
+        second,
+    )
+    change = delta(metrics(), before)
+    assert {
+        outcome: change.value(DELIVERIES, platform="github", outcome=outcome)
+        for outcome in outcomes
+    } == outcomes
+    assert sum(outcomes.values()) == len(burst)
+    # What is new is written once each: the sizes (whichever came first), the closing and
+    # the ready-for-review time; nothing else is applied, whatever the order.
+    assert 2 <= outcomes.get("applied", 0) <= 3
+
+
 def test_octokits_same_second_burst_converges_to_one_row(metrics):
     """octokit's pull_request examples of 2019-05-15T15:21:18Z (closed, converted to a
     draft, ready for review: one pull request, one second), in the package's order and
