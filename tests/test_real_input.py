@@ -754,10 +754,16 @@ def test_every_span_family_counts_a_long_span(tamma, metrics):
         assert family_change(change, family, **labels) == (1, 1, 0), family
         assert change.total(f"{family}_sum", **labels) == LONG, family
     assert change.total("tamma_metrics_errors_total", stage="rejected") == 0
-    report = client_of(PRODUCT_MANAGER, "pm").get("/api/v1/delivery", {"days": 7}).json()
+    pm = client_of(PRODUCT_MANAGER, "pm")
+    report = pm.get("/api/v1/delivery", {"days": 7}).json()
     assert report["keys"]["changes_deployed"] == 1
     stages = {row["stage"]: row["pull_requests"] for row in report["stages"]}
     assert stages["review"] == 1
+    velocity = pm.get("/api/v1/velocity", {"days": 7}).json()
+    assert velocity["totals"]["completed"] == 1
+    waits = {row["approval_type"]: row for row in velocity["approval_wait_hours"]}
+    assert waits["merge"]["count"] == 1
+    assert waits["merge"]["median"] == round(LONG / 3600, 3)
 
 
 def test_negative_spans_are_zero_on_the_page_and_on_metrics(metrics):
@@ -789,3 +795,81 @@ def test_every_real_example_is_answered_without_a_5xx_the_gitlab_ones_too():
 
 
 _ = UTC  # the module's times are aware; UTC kept for readers
+
+
+# -- any value in any field: never a 5xx ----------------------------------------------------
+
+VALID_ITEMS: dict[str, dict[str, Any]] = {
+    "issues": issue_item(external_id="f"),
+    "pull-requests": {
+        **WHERE,
+        "number": 3,
+        "issue_external_id": "f",
+        "status": "open",
+        "created_at": iso(T),
+        "observed_at": iso(T),
+    },  # fmt: skip
+    "approvals": {
+        **WHERE,
+        "issue_external_id": "f",
+        "external_id": "a",
+        "approval_type": "m",
+        "status": "pending",
+        "observed_at": iso(T),
+    },  # fmt: skip
+    "escalations": {
+        "external_id": "e",
+        "escalation_type": "t",
+        "severity": "high",
+        "component": "c",
+        "reason": "r",
+        "observed_at": iso(T),
+    },  # fmt: skip
+    "deployments": {
+        **WHERE,
+        "external_id": "d",
+        "status": "succeeded",
+        "pull_requests": [3],
+        "observed_at": iso(T),
+    },  # fmt: skip
+    "incidents": {
+        **WHERE,
+        "external_id": "i",
+        "severity": "high",
+        "status": "open",
+        "observed_at": iso(T),
+    },  # fmt: skip
+}
+SPECIAL = st.sampled_from(
+    [float("nan"), float("inf"), float("-inf"), 2**64, -(2**63), 10**400, "\ud800", "\udfff",
+     "2026-02-30T10:00:00Z", "1970-01-01T00:00:00Z", "7", "", None, True, [], {}]
+)  # fmt: skip
+ANY_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12) | SPECIAL,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner),
+    max_leaves=5,
+)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_any_value_in_any_field_of_a_state_item_is_never_a_5xx(tamma, data):
+    """NaN, infinities, numbers past any column, lone surrogates, impossible dates, strings
+    for numbers, nesting: each answered 2xx or 4xx, in the state API's one shape."""
+    if not Issue.objects.filter(external_id="f").exists():
+        post(tamma, "issues", VALID_ITEMS["issues"])
+        post(tamma, "pull-requests", VALID_ITEMS["pull-requests"])
+    kind = data.draw(st.sampled_from(sorted(VALID_ITEMS)), label="kind")
+    item = dict(VALID_ITEMS[kind])
+    name = data.draw(st.sampled_from([*sorted(item), "extra"]), label="field")
+    item[name] = data.draw(ANY_JSON, label="value")
+    body = json.dumps(item)  # NaN and Infinity as their literals, surrogates as \ud800
+    answer = post(tamma, kind, body)
+    assert answer.status_code < 500, answer.content
+    assert answer.status_code in (200, 201, 400, 404, 409), answer.content
+    assert isinstance(answer.json(), dict)
