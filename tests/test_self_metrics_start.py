@@ -48,7 +48,15 @@ def test_a_new_process_starts_the_self_metric_counters_at_zero(tmp_path):
     assert _label_sets(samples, "tamma_metrics_webhook_deliveries_total") == {
         (platform, outcome)
         for platform in ("github", "gitlab")
-        for outcome in ("applied", "duplicate", "ignored", "rejected")
+        for outcome in (
+            "applied",
+            "unchanged",
+            "stale",
+            "conflict",
+            "duplicate",
+            "ignored",
+            "rejected",
+        )
     }
     # Every family recorded through the label policy: the events and the connections.
     events = [f for f in catalogue.families() if f.stored and f.source is not catalogue.Source.SELF]
