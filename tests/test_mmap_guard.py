@@ -111,6 +111,7 @@ def test_a_file_whose_space_cannot_be_claimed_is_not_left_behind(tmp_path, no_sp
 
 def test_a_process_file_that_cannot_be_created_is_kept_in_memory(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(mmap_guard, "_detached", [])
+    monkeypatch.setattr(mmap_guard, "_in_memory", {})
     real_claim = mmap_guard._claim
 
     def folder_full(filename: str) -> None:
@@ -127,6 +128,48 @@ def test_a_process_file_that_cannot_be_created_is_kept_in_memory(tmp_path, monke
     assert mmap_guard.detached() == ["counter_4.db"]
     assert mmap_guard.folder_problem(str(tmp_path)) == "detached"
     assert "cannot create" in caplog.text and "keeps those metrics in memory" in caplog.text
+
+
+def test_what_was_kept_in_memory_moves_into_the_folder_once_it_has_room(tmp_path, monkeypatch):
+    """A worker booted on a full folder loses nothing: once there is room, its scrape moves
+    the file in memory into the folder, values and later writes included."""
+    monkeypatch.setattr(mmap_guard, "_detached", [])
+    monkeypatch.setattr(mmap_guard, "_in_memory", {})
+    path = str(tmp_path / "counter_5.db")
+    real_claim = mmap_guard._claim
+    full = {"now": True}
+
+    def maybe_full(filename: str) -> None:
+        if full["now"] and filename.startswith(str(tmp_path)):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_claim(filename)
+
+    monkeypatch.setattr(mmap_guard, "_claim", maybe_full)
+    monkeypatch.setattr(
+        mmap_guard, "allocate", lambda fd, size: _allocate_unless(full, tmp_path, fd, size)
+    )
+    kept = mmap_guard._process_file(path)
+    for n in range(200):  # past the first page, so the copy is more than one page
+        kept.write_value(key(n), float(n), 0.0)
+    assert mmap_guard.reattach() == 0  # still full: it stays in memory, unchanged
+    assert not os.path.exists(path) and kept.read_value(key(7)) == (7.0, 0.0)
+    full["now"] = False
+    assert mmap_guard.reattach() == 1
+    assert mmap_guard.detached() == [] and mmap_guard.folder_problem(str(tmp_path)) is None
+    kept.write_value(key(200), 200.0, 0.0)  # later writes go to the folder's file
+    kept.write_value(key(3), 33.0, 0.0)
+    found = values_of(path)
+    assert len(found) == 201
+    assert found[key(3)] == 33.0 and found[key(199)] == 199.0 and found[key(200)] == 200.0
+    kept.close()
+
+
+def _allocate_unless(full: dict[str, bool], folder: Path, fd: int, size: int) -> None:
+    """posix_fallocate, failing for files in ``folder`` while it is full (the memory file
+    grows as ever)."""
+    if full["now"] and os.readlink(f"/proc/self/fd/{fd}").startswith(str(folder)):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    os.posix_fallocate(fd, 0, size)
 
 
 def test_folder_problem_says_full_and_read_only(tmp_path):

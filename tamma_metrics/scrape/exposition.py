@@ -260,6 +260,8 @@ def _folder_problem(path: str) -> str | None:
     when it changes rather than at every scrape; None when it can."""
     global _told_problem
     problem = mmap_guard.folder_problem(path)
+    if problem == "detached" and mmap_guard.reattach():
+        problem = mmap_guard.folder_problem(path)  # what it recorded in memory is served
     if problem != _told_problem:
         _told_problem = problem
         if problem:

@@ -15,8 +15,11 @@ the library creates a file and where it grows one, so running out of space is an
 - A process whose metric file cannot even be created (a worker started while the
   folder is full) keeps that file in memory instead (``memfd``), so a metric that a
   library builds at start-up (django-prometheus' middleware) does not fail the worker's
-  boot, which would stop gunicorn. What it records there is not served: it is logged
-  once and this process's scrapes report ``collector_up{collector="folder"} 0``.
+  boot, which would stop gunicorn. What it records there is not served yet: it is logged
+  once and this process's scrapes report ``collector_up{collector="folder"} 0``; once the
+  folder has room, ``reattach`` (run by this process's scrapes, and when it exits) writes
+  the file into the folder and maps it there, so what it recorded in memory is served. A
+  process that exits while the folder is still full loses it (logged).
 
 This is the one module that touches ``MmapedDict``'s private parts (``__init__`` sizing
 the file, ``_init_value`` growing it through ``self._f.truncate``, ``_capacity``, ``_m``,
@@ -26,9 +29,11 @@ release of prometheus_client change them.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import logging
+import mmap
 import os
 import re
 import threading
@@ -40,7 +45,7 @@ from prometheus_client.mmap_dict import _INITIAL_MMAP_SIZE, MmapedDict
 
 from ..selfmetrics import DISK_ERRNOS
 
-__all__ = ["allocate", "detached", "folder_problem", "install", "installed"]
+__all__ = ["allocate", "detached", "folder_problem", "install", "installed", "reattach"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +56,7 @@ _ORIGINAL_FACTORY: Callable[..., MmapedDict] = values.MmapedDict
 _lock = threading.Lock()
 _installed = False
 _detached: list[str] = []  # this process's files kept in memory (file names)
+_in_memory: dict[str, MmapedDict] = {}  # their dicts, by the path they belong at
 _OWN_FILE = re.compile(r"^[a-z_]+_(?P<pid>[0-9]+)\.db$")
 
 
@@ -132,7 +138,10 @@ def _process_file(filename: str) -> MmapedDict:
             in_memory = MmapedDict(f"/proc/self/fd/{fd}")
         finally:
             os.close(fd)
+        if not _in_memory:
+            atexit.register(_at_exit)  # a worker recycled after the folder has room again
         _detached.append(os.path.basename(filename))
+        _in_memory[filename] = in_memory
         logger.error(
             "tamma_metrics: cannot create %s (%s): the multiprocess folder is full or "
             "read-only. This process keeps those metrics in memory, where no scrape "
@@ -195,6 +204,59 @@ def _claim_own_files(folder: str) -> None:
                 os.close(fd)
         except OSError as exc:
             logger.warning("tamma_metrics: could not claim the space of %s: %s", name, exc)
+
+
+def reattach() -> int:
+    """Move this process's metric files kept in memory into the folder, where scrapes read
+    them, if it has room now; how many moved. The file is written whole and mapped before
+    the dict takes it, so a failure leaves the dict in memory as it was.
+
+    The dict's mapping is swapped between two writes of this process: prometheus_client
+    writes under a lock of its own that cannot be taken here, so in a process where
+    another thread records at that moment (gthread workers) that one write may land in
+    the memory copy (microseconds); sync workers record in the thread that scrapes."""
+    moved = 0
+    with _lock:
+        for filename, in_memory in list(_in_memory.items()):
+            try:
+                _move(filename, in_memory)
+            except OSError as exc:
+                logger.debug("tamma_metrics: %s stays in memory: %s", filename, exc)
+                continue
+            del _in_memory[filename]
+            _detached.remove(os.path.basename(filename))
+            moved += 1
+            logger.warning("tamma_metrics: %s is in the multiprocess folder again", filename)
+    return moved
+
+
+def _at_exit() -> None:
+    reattach()
+    for filename in _in_memory:
+        logger.error(
+            "tamma_metrics: %s is lost: this process exits while the multiprocess folder "
+            "still cannot take it",
+            filename,
+        )
+
+
+def _move(filename: str, in_memory: Any) -> None:
+    size = len(in_memory._m)
+    fd = os.open(filename, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        allocate(fd, size)
+        os.pwrite(fd, in_memory._m[:size], 0)
+        file = os.fdopen(fd, "a+b")  # as MmapedDict opens it
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(filename)
+        raise
+    mapping = mmap.mmap(file.fileno(), size)
+    old_file, old_mapping = in_memory._f, in_memory._m
+    in_memory._f, in_memory._m, in_memory._fname = file, mapping, filename
+    old_mapping.close()
+    old_file.close()
 
 
 def detached() -> list[str]:
