@@ -4,13 +4,21 @@ Request latency is recorded once, by ``tamma_metrics.middleware.ResponseTimeMidd
 as ``tamma_api_response_duration_seconds`` (route name, method, status code and caller
 type, under the label policy); django-prometheus's two latency histograms would time
 the same requests again, by view only. Its request and response counters stay.
+
+A full or read-only multiprocess folder never fails a request here either: a counter
+that cannot get its place in the folder is counted as lost (``metrics_errors_total
+{stage="disk"}``, as the app's own recording does) and the request goes on.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from django_prometheus import middleware
+
+from tamma_metrics import selfmetrics
 
 # Timed by tamma_api_response_duration_seconds instead.
 TIMED_ELSEWHERE = frozenset(
@@ -40,9 +48,36 @@ class Metrics(middleware.Metrics):
         return super().register_metric(metric_cls, name, documentation, labelnames, **kwargs)
 
 
+def _disk_tolerant(method: Callable[..., Any], *, passes_response: bool) -> Callable[..., Any]:
+    """``method``, answering as if it had recorded when the folder cannot take a write."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, request, *args, **kwargs)
+        except OSError as exc:
+            if not selfmetrics.count_disk_error(exc):
+                raise
+            return args[-1] if passes_response else None
+
+    return wrapper
+
+
+def _tolerant(cls: type) -> type:
+    for name in ("process_request", "process_view", "process_exception"):
+        if hasattr(cls, name):
+            setattr(cls, name, _disk_tolerant(getattr(cls, name), passes_response=False))
+    for name in ("process_response", "process_template_response"):
+        if hasattr(cls, name):
+            setattr(cls, name, _disk_tolerant(getattr(cls, name), passes_response=True))
+    return cls
+
+
+@_tolerant
 class PrometheusBeforeMiddleware(middleware.PrometheusBeforeMiddleware):
     metrics_cls = Metrics
 
 
+@_tolerant
 class PrometheusAfterMiddleware(middleware.PrometheusAfterMiddleware):
     metrics_cls = Metrics

@@ -134,3 +134,31 @@ def test_admin_edit_of_an_issue_counts_the_transition(admin_client, metrics):
         )
         == 1
     )
+
+
+def test_a_full_folder_never_fails_a_request_in_django_prometheus_middleware(
+    client, metrics, monkeypatch
+):
+    """django-prometheus' counters cannot get their place in a full folder (ENOSPC from
+    the space claim): the request is answered all the same, the lost count counted."""
+    import errno
+
+    from project.middleware import Metrics
+
+    class Full:
+        def inc(self, *args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def labels(self, *args, **kwargs):
+            return self
+
+    instance = Metrics.get_instance()
+    before = metrics()
+    with monkeypatch.context() as full:
+        full.setattr(instance, "requests_total", Full())
+        full.setattr(instance, "responses_total", Full())
+        assert client.get("/metrics/health").status_code in (200, 503)
+    lost = metrics().value("tamma_metrics_errors_total", stage="disk") - before.value(
+        "tamma_metrics_errors_total", stage="disk"
+    )
+    assert lost == 2  # one per counter, the request's and its response's
