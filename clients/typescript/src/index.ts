@@ -46,7 +46,8 @@ export interface PullRequestItem extends Observed {
   issue_external_id: string;
   status: "open" | "merged" | "closed";
   actor?: Open<"system" | "user">;
-  merge_strategy?: Open<"merge" | "squash" | "rebase">;
+  /** Left out: unknown (never guessed). */
+  merge_strategy?: Open<"merge" | "squash" | "rebase" | "unknown">;
   created_at?: Timestamp;
   merged_at?: Timestamp;
   /** The timeline: stage durations are counted from it when the pull request merges. */
@@ -71,6 +72,8 @@ export interface DeploymentItem extends Observed {
   status: "pending" | "in_progress" | "succeeded" | "failed" | "rolled_back";
   /** Default production; the team's own names are free-form. */
   environment?: Open<"production" | "staging">;
+  /** The environment's tier; left out: production when the name is in PRODUCTION_ENVIRONMENTS. */
+  tier?: "production" | "staging" | "testing" | "development" | "other";
   commit_sha?: string;
   started_at?: Timestamp;
   finished_at?: Timestamp;
