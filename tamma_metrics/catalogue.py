@@ -354,10 +354,9 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         "metrics_webhook_deliveries_total",
         Kind.COUNTER,
-        "Webhook deliveries by outcome: applied (a row changed), unchanged (the rows held it "
-        "already), stale (the rows hold a newer observation), conflict (it contradicts what "
-        "the rows hold; nothing written), duplicate (a redelivery), ignored (an event or "
-        "object the app does not track) or rejected (bad signature or body).",
+        "Webhook deliveries by outcome: applied (a row changed), unchanged, stale (older "
+        "than the rows), conflict (contradicts the rows; nothing written), duplicate (a "
+        "redelivery), ignored (not tracked) or rejected (bad signature or body).",
         ("platform", "outcome"),
         source=Source.SELF,
     ),

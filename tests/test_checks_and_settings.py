@@ -231,3 +231,13 @@ def test_event_limits_may_be_given_in_part(settings):
     settings.TAMMA_METRICS = {"MAX_EVENT_VALUES": {"cost_usd": 50}}
     assert checks.check_settings() == []
     assert (max_event_value("cost_usd"), max_event_value("tokens")) == (50, 10_000_000)
+
+
+def test_every_help_text_fits_the_metric_family_column():
+    """SQLite does not enforce a column's length, PostgreSQL does (sync_metric_families
+    writes each family's help on migrate)."""
+    from tamma_metrics import catalogue
+    from tamma_metrics.models import MetricFamily
+
+    limit = MetricFamily._meta.get_field("help_text").max_length
+    assert [f.name for f in catalogue.families() if len(f.help) > limit] == []
