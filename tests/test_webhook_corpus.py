@@ -27,6 +27,8 @@ import pytest
 from django.apps import apps
 from django.test import Client
 
+from tamma_metrics import catalogue
+from tamma_metrics.catalogue import Source
 from tamma_metrics.models import PullRequest
 from tests import factories
 from tests.corpus import (
@@ -262,12 +264,20 @@ def counted(change: Samples, platform: str) -> dict[str, float]:
 OWN = ("tamma_metrics_", "tamma_api_")
 
 
+# Gauges computed from the rows at scrape time: the rows a group's earlier examples made
+# (a held pull request's issue is queued) show in them whenever the shared cache of database
+# gauges expires, which no delivery causes. What a redelivery must not move is a counter.
+COMPUTED = tuple(
+    f"tamma_{family.name}" for family in catalogue.families() if family.source is Source.DATABASE
+)
+
+
 def domain_series(change: Samples) -> dict[Any, float]:
-    """The series that moved other than the app's own and its requests'."""
+    """The recorded series that moved other than the app's own and its requests'."""
     return {
         key: value
         for key, value in change.items()
-        if key[0].startswith("tamma_") and not key[0].startswith(OWN)
+        if key[0].startswith("tamma_") and not key[0].startswith(OWN) and key[0] not in COMPUTED
     }
 
 
